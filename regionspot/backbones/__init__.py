@@ -1,0 +1,1 @@
+"""Frozen backbones behind thin Protocols (see :mod:`regionspot.backbones.protocols`)."""

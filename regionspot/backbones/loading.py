@@ -1,0 +1,31 @@
+"""Loading Hugging Face models from a Hub id or a local folder, with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+M = TypeVar("M")
+
+
+class BackboneLoadError(RuntimeError):
+    """A backbone could not be found or loaded (bad id, missing folder, offline, wrong type)."""
+
+
+def load_hf_pretrained(cls: type[M], name_or_path: str, **kwargs: Any) -> M:
+    """``cls.from_pretrained(name_or_path)`` for a Hub id or a local folder.
+
+    Raises :class:`BackboneLoadError` naming what was tried instead of the library's own
+    traceback (for example when a Hub id cannot be reached offline).
+    """
+    where = "local folder" if Path(name_or_path).exists() else "Hugging Face Hub id"
+    try:
+        return cls.from_pretrained(name_or_path, **kwargs)  # type: ignore[attr-defined]
+    except (OSError, ValueError, EnvironmentError) as exc:
+        hint = ""
+        if where.startswith("Hugging Face"):
+            hint = (" If you are offline, download the model once and pass its local folder, "
+                    "or set HF_HUB_OFFLINE=1 with the model in your Hugging Face cache.")
+        raise BackboneLoadError(
+            f"could not load {cls.__name__} from {where} {name_or_path!r}: {exc}.{hint}"
+        ) from exc

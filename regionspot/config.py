@@ -1,0 +1,224 @@
+"""The one source of configuration: nested dataclasses.
+
+YAML and JSON only serialise these dataclasses; the command line overrides fields with dotted
+keys (``fusion.depth=1``). Every field has a type hint, and values coming from text are
+converted to that type, so a typo in a key or a value is an immediate, clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+TokenPlace = Literal["prompt_encoder", "transformer", "hypernet_mlp"]
+TOKEN_PLACES: tuple[str, ...] = typing.get_args(TokenPlace)
+TemplateSet = Literal["single", "ensemble"]
+TEMPLATE_SETS: tuple[str, ...] = typing.get_args(TemplateSet)
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong (unknown key, wrong type, bad choice)."""
+
+
+@dataclass
+class SamBackboneConfig:
+    """The frozen SAM-family side that gives one position-aware token per box.
+
+    ``name_or_path`` is a Hugging Face Hub id (``facebook/sam-vit-base``), a local folder written
+    by ``SamModel.save_pretrained``, or a path to an original-layout ``.pt`` checkpoint
+    (SAM ViT-B/L/H or MobileSAM).
+    """
+
+    name_or_path: str = "facebook/sam-vit-base"
+    token_place: TokenPlace = "transformer"
+    multimask: bool = False
+
+
+@dataclass
+class ClipBackboneConfig:
+    """The frozen CLIP-family vision side that gives the whole-image memory.
+
+    ``image_size`` None means the tower's own input size; another value interpolates the
+    position embeddings. ``enabled`` False is SPEC's "no CLIP vision" ablation.
+    """
+
+    name_or_path: str = "openai/clip-vit-base-patch16"
+    image_size: int | None = None
+    use_class_token: bool = True
+    enabled: bool = True
+
+
+@dataclass
+class TextConfig:
+    """Text embeddings: the CLIP text tower of ``name_or_path`` (None: the CLIP backbone's)
+    with the single template or the template ensemble, or a precomputed bank (``bank``:
+    an ``.npy`` matrix with a ``*_names.json`` beside it) standing in for the tower."""
+
+    name_or_path: str | None = None
+    templates: TemplateSet = "ensemble"
+    bank: str | None = None
+    cache_dir: str | None = None
+
+
+@dataclass
+class FusionConfig:
+    """The trainable fusion module (SPEC "Fusion" and "Scoring").
+
+    ``token_dim`` is the SAM token width, ``width`` the CLIP vision width (the memory's
+    channels), ``text_dim`` the text-embedding width; ``from_backbones`` fills all three.
+    """
+
+    token_dim: int = 256
+    width: int = 768
+    text_dim: int = 512
+    depth: int = 3
+    heads: int = 8
+    ffn_dim: int = 2048
+    dropout: float = 0.1
+    region_self_attention: bool = True
+    logit_scale: float = 100.0
+
+
+@dataclass
+class RegionSpotConfig:
+    """Everything needed to rebuild a RegionSpot model (stored as ``config.json``)."""
+
+    sam: SamBackboneConfig = field(default_factory=SamBackboneConfig)
+    clip: ClipBackboneConfig = field(default_factory=ClipBackboneConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+C = TypeVar("C")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass instance as plain nested dicts (JSON/YAML friendly)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
+    """Build dataclass ``cls`` from nested dicts, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(names)}")
+    values = {}
+    for key, raw in data.items():
+        path = f"{where}.{key}" if where else key
+        values[key] = _convert(hints[key], raw, path)
+    return cls(**values)
+
+
+def _convert(hint: Any, raw: Any, path: str) -> Any:
+    """Convert ``raw`` to the type ``hint`` (dataclass, Literal, Optional, scalars)."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, raw, where=path)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if raw not in choices:
+            raise ConfigError(f"{path}: {raw!r} is not one of {list(choices)}")
+        return raw
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, raw, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors) or f"{path}: cannot convert {raw!r}")
+    return _convert_scalar(hint, raw, path)
+
+
+def _convert_scalar(hint: Any, raw: Any, path: str) -> Any:
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{path}: expected true/false, got {raw!r}")
+    if hint in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {raw!r}")
+        try:
+            value = hint(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: expected {hint.__name__}, got {raw!r}") from None
+        if hint is int and isinstance(raw, float) and value != raw:
+            raise ConfigError(f"{path}: expected an integer, got {raw!r}")
+        return value
+    if hint is str:
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise ConfigError(f"{path}: expected a string, got {raw!r}")
+        return str(raw)
+    raise ConfigError(f"{path}: unsupported field type {hint!r}")
+
+
+def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
+    """Return a copy of ``config`` with ``key.sub=value`` overrides applied, typed by the field."""
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])!r} is not a section")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {key!r}: unknown key; known here: {sorted(node)}")
+        node[parts[-1]] = _parse_text_value(value)
+    return from_dict(type(config), data)
+
+
+def _parse_text_value(text: str) -> Any:
+    """A command-line value: YAML scalars (``3``, ``0.1``, ``true``, ``null``) or a string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, str)) or value is None else text
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write ``config`` as YAML (``.yaml``/``.yml``) or JSON (anything else)."""
+    path = Path(path)
+    data = to_dict(config)
+    if path.suffix in (".yaml", ".yml"):
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def load_config(cls: type[C], path: str | Path) -> C:
+    """Read a YAML or JSON file written by :func:`save_config` (or by hand) into ``cls``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    return from_dict(cls, data or {})
