@@ -188,6 +188,9 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
             node = node[part]
         if parts[-1] not in node:
             raise ConfigError(f"override {key!r}: unknown key; known here: {sorted(node)}")
+        if isinstance(node[parts[-1]], dict):
+            raise ConfigError(f"override {key!r}: {key!r} is a section, not a section field; "
+                              f"set one of its fields: {sorted(node[parts[-1]])}")
         node[parts[-1]] = _parse_text_value(value)
     return from_dict(type(config), data)
 

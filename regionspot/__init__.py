@@ -1,0 +1,37 @@
+"""regionspot: open-world region recognition (frozen SAM + frozen CLIP + a trained fusion head).
+
+    from regionspot import RegionSpot
+    model = RegionSpot.from_pretrained("path/or/hub-id")
+    predictor = model.predictor()
+    predictor.set_image("photo.jpg")
+    result = predictor.predict(boxes=[[10, 20, 200, 240]], vocabulary=["cat", "dog"])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["RegionSpot", "RegionPredictor", "RegionResult", "RegionSpotConfig", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import heavy modules (torch, transformers) only when their names are used."""
+    if name == "RegionSpot":
+        from regionspot.model.regionspot import RegionSpot
+
+        return RegionSpot
+    if name == "RegionPredictor":
+        from regionspot.predictor import RegionPredictor
+
+        return RegionPredictor
+    if name == "RegionResult":
+        from regionspot.results import RegionResult
+
+        return RegionResult
+    if name == "RegionSpotConfig":
+        from regionspot.config import RegionSpotConfig
+
+        return RegionSpotConfig
+    raise AttributeError(f"module 'regionspot' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The trainable fusion head, the whole model, and its checkpoints."""

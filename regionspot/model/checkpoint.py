@@ -1,0 +1,121 @@
+"""Self-describing checkpoints: ``model.safetensors`` (trainable weights only) + ``config.json``.
+
+The JSON holds the full :class:`~regionspot.config.RegionSpotConfig`, which names the frozen
+backbones, so a checkpoint folder is enough to rebuild the model. No pickle is ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_NAME = "regionspot"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, malformed, or does not match the model it is loaded into."""
+
+
+def write_checkpoint(folder: str | Path, config: RegionSpotConfig, state: dict[str, torch.Tensor],
+                     extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``folder`` atomically (each file is
+    written to a temporary name first, then renamed)."""
+    from regionspot import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "regionspot_version": __version__,
+                "config": to_dict(config), **(extra or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
+    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(document, indent=2) + "\n"))
+    return folder
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A local checkpoint folder, or a Hugging Face Hub repo id downloaded to the local cache.
+    Returns the folder holding ``config.json`` and ``model.safetensors``."""
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is a file; a RegionSpot checkpoint is a folder with "
+                                  f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise CheckpointError(f"{path} is not a RegionSpot checkpoint: {name} is missing")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "not found"
+        raise CheckpointError(
+            f"{name_or_path!r} is neither a local checkpoint folder nor a reachable Hugging Face Hub "
+            f"repo ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def read_checkpoint(folder: Path) -> tuple[RegionSpotConfig, dict[str, torch.Tensor]]:
+    """Read and validate ``config.json`` + ``model.safetensors`` from a checkpoint folder."""
+    try:
+        document = json.loads((folder / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{folder / CONFIG_NAME} is not valid JSON: {exc}") from None
+    if document.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{folder / CONFIG_NAME} is not a RegionSpot config (format={document.get('format')!r})")
+    if document.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint format {document['format_version']} is newer than this "
+                              f"regionspot understands ({FORMAT_VERSION}); upgrade regionspot")
+    try:
+        config = from_dict(RegionSpotConfig, document["config"])
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: bad config: {exc}") from None
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise CheckpointError(f"{folder / WEIGHTS_NAME} could not be read: {exc}") from None
+    return config, state
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``module`` requiring an exact match of keys and shapes.
+
+    Raises :class:`CheckpointError` naming missing keys, unexpected keys and shape mismatches.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
+                parts.append(f"{title}: {shown}")
+        raise CheckpointError(f"{what} does not match the checkpoint; " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,181 @@
+"""RegionSpot: frozen region tokenizer (SAM) + frozen image memory (CLIP) + trained fusion head."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import nn
+
+from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer, TextEmbedder
+from regionspot.config import (ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig,
+                               TextConfig, apply_overrides)
+from regionspot.model.checkpoint import load_strict, read_checkpoint, resolve_checkpoint, write_checkpoint
+from regionspot.model.fusion import RegionFusion, count_parameters
+
+if TYPE_CHECKING:
+    from regionspot.predictor import RegionPredictor
+
+FUSION_PREFIX = "fusion."
+
+
+class RegionSpot(nn.Module):
+    """The whole model. Parts are built outside and injected; only ``fusion`` is trainable.
+
+    ``image_encoder`` may be None (SPEC's "no CLIP vision" ablation): regions then see no
+    CLIP memory and the head learns from SAM tokens alone.
+    """
+
+    def __init__(
+        self,
+        config: RegionSpotConfig,
+        region_tokenizer: RegionTokenizer,
+        image_encoder: ImageMemoryEncoder | None,
+        text_embedder: TextEmbedder,
+        fusion: RegionFusion | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.region_tokenizer = region_tokenizer
+        self.image_encoder = image_encoder
+        self.text_embedder = text_embedder
+        self.fusion = fusion if fusion is not None else RegionFusion(config.fusion)
+        self._check_widths()
+        self.eval()  # inference by default; a training loop calls .train() (backbones stay frozen)
+        self._text_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+
+    def _check_widths(self) -> None:
+        fusion = self.fusion.config
+        problems = []
+        if self.region_tokenizer.token_dim != fusion.token_dim:
+            problems.append(f"SAM token width {self.region_tokenizer.token_dim} != fusion.token_dim {fusion.token_dim}")
+        if self.image_encoder is not None and self.image_encoder.width != fusion.width:
+            problems.append(f"CLIP vision width {self.image_encoder.width} != fusion.width {fusion.width}")
+        if self.text_embedder.embed_dim != fusion.text_dim:
+            problems.append(f"text width {self.text_embedder.embed_dim} != fusion.text_dim {fusion.text_dim}")
+        if problems:
+            raise ValueError("backbones do not fit the fusion head: " + "; ".join(problems))
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, config: RegionSpotConfig) -> RegionSpot:
+        """Build the backbones named in ``config`` and a fresh (randomly initialised) head."""
+        from regionspot.backbones.clip_vision import build_image_memory_encoder
+        from regionspot.backbones.sam import build_region_tokenizer
+        from regionspot.backbones.text import build_text_embedder
+
+        region_tokenizer = build_region_tokenizer(config.sam)
+        image_encoder = build_image_memory_encoder(config.clip)
+        text_embedder = build_text_embedder(config.text, config.clip.name_or_path)
+        return cls(config, region_tokenizer, image_encoder, text_embedder)
+
+    @classmethod
+    def from_backbones(
+        cls,
+        sam: str = SamBackboneConfig.name_or_path,
+        clip: str = ClipBackboneConfig.name_or_path,
+        *,
+        token_place: str = "transformer",
+        multimask: bool = False,
+        text: TextConfig | None = None,
+        fusion: FusionConfig | None = None,
+        clip_vision: bool = True,
+        overrides: Sequence[str] = (),
+    ) -> RegionSpot:
+        """A fresh head on the given backbones (Hub ids, local folders or original ``.pt`` for
+        SAM). The head's widths (token, CLIP vision, text) are read off the backbones."""
+        from regionspot.backbones.clip_vision import build_image_memory_encoder
+        from regionspot.backbones.sam import build_region_tokenizer
+        from regionspot.backbones.text import build_text_embedder
+
+        config = RegionSpotConfig(
+            sam=SamBackboneConfig(name_or_path=str(sam), token_place=token_place, multimask=multimask),  # type: ignore[arg-type]
+            clip=ClipBackboneConfig(name_or_path=str(clip), enabled=clip_vision),
+            text=text or TextConfig(),
+            fusion=fusion or FusionConfig(),
+        )
+        config = apply_overrides(config, list(overrides))
+        region_tokenizer = build_region_tokenizer(config.sam)
+        image_encoder = build_image_memory_encoder(config.clip)
+        text_embedder = build_text_embedder(config.text, config.clip.name_or_path)
+        config.fusion = fitted_fusion_config(config.fusion, region_tokenizer, image_encoder, text_embedder)
+        return cls(config, region_tokenizer, image_encoder, text_embedder)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, overrides: Sequence[str] = ()) -> RegionSpot:
+        """Load a trained head from a checkpoint folder or Hub repo, building the backbones its
+        config names. ``overrides`` (``"sam.name_or_path=/local/sam"``) change backbone fields,
+        for example to point at a local copy; weights are loaded strictly."""
+        folder = resolve_checkpoint(name_or_path)
+        config, state = read_checkpoint(folder)
+        config = apply_overrides(config, list(overrides))
+        model = cls.from_config(config)
+        model.load_head_state(state, what=f"checkpoint {folder}")
+        return model
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (fusion weights only) to ``folder``."""
+        describe = {"backbones": self.describe_backbones()}
+        return write_checkpoint(folder, self.config, self.head_state(), extra=describe)
+
+    # ----------------------------------------------------------------- weights
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """The trainable weights, keyed ``fusion.*``."""
+        return {FUSION_PREFIX + k: v for k, v in self.fusion.state_dict().items()}
+
+    def load_head_state(self, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
+        """Load ``fusion.*`` weights strictly (missing/unexpected keys raise CheckpointError)."""
+        fusion_state = {k[len(FUSION_PREFIX):] if k.startswith(FUSION_PREFIX) else k: v for k, v in state.items()}
+        load_strict(self.fusion, fusion_state, what=f"fusion head vs {what}")
+
+    def trainable_parameter_count(self) -> int:
+        return count_parameters(self.fusion)
+
+    def describe_backbones(self) -> dict[str, Any]:
+        return {
+            "sam": self.region_tokenizer.describe(),
+            "clip_vision": self.image_encoder.describe() if self.image_encoder is not None else None,
+            "text": self.text_embedder.describe(),
+        }
+
+    # ----------------------------------------------------------------- inference helpers
+    def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
+        """Unit text embeddings [N, text_dim] for a vocabulary, memoised per vocabulary."""
+        key = tuple(names)
+        if key in self._text_cache:
+            self._text_cache.move_to_end(key)
+            return self._text_cache[key]
+        embeddings = self.text_embedder.encode_text(list(names)).float()
+        embeddings = torch.nn.functional.normalize(embeddings, dim=-1).to(self.device)
+        self._text_cache[key] = embeddings
+        while len(self._text_cache) > 8:
+            self._text_cache.popitem(last=False)
+        return embeddings
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.fusion.parameters()).device
+
+    def predictor(self, region_batch_size: int = 64) -> RegionPredictor:
+        """A :class:`~regionspot.predictor.RegionPredictor`: encode an image once, then ask about
+        any boxes and vocabularies."""
+        from regionspot.predictor import RegionPredictor
+
+        return RegionPredictor(self, region_batch_size=region_batch_size)
+
+
+def fitted_fusion_config(
+    fusion: FusionConfig,
+    region_tokenizer: RegionTokenizer,
+    image_encoder: ImageMemoryEncoder | None,
+    text_embedder: TextEmbedder,
+) -> FusionConfig:
+    """``fusion`` with token/width/text widths read off the backbones (width kept as given
+    when there is no CLIP vision tower)."""
+    width = image_encoder.width if image_encoder is not None else fusion.width
+    return dataclasses.replace(
+        fusion, token_dim=region_tokenizer.token_dim, width=width, text_dim=text_embedder.embed_dim
+    )

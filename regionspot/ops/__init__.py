@@ -1,0 +1,1 @@
+"""Pure, stateless operations: boxes, masks, images."""

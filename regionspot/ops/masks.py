@@ -1,0 +1,34 @@
+"""Pure mask operations: COCO run-length encoding and mask IoU. Masks are bool [R, H, W]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
+    """Bool masks [R, H, W] -> COCO compressed RLE dicts ``{"size": [H, W], "counts": str}``
+    (``counts`` decoded to text so the result is JSON-serialisable)."""
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be [R, H, W], got shape {masks.shape}")
+    fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
+    encoded = mask_utils.encode(fortran)
+    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+
+
+def decode_rle(rles: list[dict[str, Any]]) -> np.ndarray:
+    """COCO RLE dicts (as written by :func:`encode_rle`) -> bool masks [R, H, W]."""
+    prepared = [{"size": r["size"], "counts": r["counts"].encode("ascii") if isinstance(r["counts"], str)
+                 else r["counts"]} for r in rles]
+    return mask_utils.decode(prepared).transpose(2, 0, 1).astype(bool)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of paired bool masks a[i] and b[i], both [R, H, W] -> [R] (0 where both empty)."""
+    a2 = a.reshape(a.shape[0], -1)
+    b2 = b.reshape(b.shape[0], -1)
+    intersection = (a2 & b2).sum(axis=1)
+    union = (a2 | b2).sum(axis=1)
+    return np.where(union > 0, intersection / np.maximum(union, 1), 0.0)
