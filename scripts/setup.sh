@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One-command set-up: a virtual environment with the pinned CPU torch, regionspot with its test
+# extras, and the MobileSAM checkpoint (the one real SAM that installs offline) in .cache/.
+# Usage: bash scripts/setup.sh   (re-running is cheap: finished steps are skipped)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_PIN=${REGIONSPOT_TORCH:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# torch first, pinned: any unpinned request would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "$TORCH_PIN"
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python scripts/fetch_mobile_sam.py .cache/mobile_sam.pt
+echo "set-up done: activate with '. .venv/bin/activate'"
