@@ -1,0 +1,1 @@
+"""The ``regionspot`` command line (one module per subcommand)."""

@@ -1,0 +1,127 @@
+"""``regionspot predict IMAGE --boxes BOXES --vocab NAMES --checkpoint CKPT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regionspot.ops.boxes import BoxError, parse_boxes_text
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "predict", help="name the given boxes of one image",
+        description="Name each box of IMAGE against a vocabulary; write JSON (or COCO results) and a picture.",
+    )
+    parser.add_argument("image", help="image file (JPEG, PNG, ...)")
+    parser.add_argument("--boxes", required=True,
+                        help="boxes xyxy in pixels: inline 'x1,y1,x2,y2;x1,y1,x2,y2' or a JSON file "
+                             "(a list of [x1,y1,x2,y2], or {\"boxes\": [...]})")
+    parser.add_argument("--vocab", required=True,
+                        help="names: inline 'cat,dog', a file with one name per line, or lvis|coco|objects365")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
+    model.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (labels are "
+                                     "meaningless; masks are SAM's)")
+    parser.add_argument("--clip", default="openai/clip-vit-base-patch16", help="CLIP backbone with --sam")
+    parser.add_argument("--out", help="write the result here (default: print to stdout)")
+    parser.add_argument("--format", choices=("json", "coco"), default="json",
+                        help="json: regionspot's document; coco: a COCO results list")
+    parser.add_argument("--viz", help="write a picture of the result (PNG/JPEG)")
+    parser.add_argument("--topk", type=positive_int, default=5, help="(label, score) pairs per box (default 5)")
+    parser.add_argument("--no-masks", action="store_true", help="skip mask pasting and RLE")
+    parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. sam.name_or_path=/local/sam-vit-base")
+    parser.set_defaults(handler=run)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def read_boxes(spec: str) -> np.ndarray:
+    """Boxes from a JSON file path or inline text (see ``--boxes``) -> float [R, 4]."""
+    path = Path(spec)
+    if path.suffix.lower() == ".json" or path.is_file():
+        if not path.is_file():
+            raise BoxError(f"boxes file not found: {path}")
+        try:
+            data: Any = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BoxError(f"{path} is not valid JSON: {exc}") from None
+        if isinstance(data, dict):
+            data = data.get("boxes")
+        if not isinstance(data, list):
+            raise BoxError(f"{path} must hold a list of [x1, y1, x2, y2] or {{\"boxes\": [...]}}")
+        from regionspot.ops.boxes import as_box_array
+
+        return as_box_array(data) if data else np.zeros((0, 4))
+    return parse_boxes_text(spec)
+
+
+def default_image_id(image_path: str) -> int:
+    digits = "".join(ch for ch in Path(image_path).stem if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from regionspot.model.regionspot import RegionSpot
+    from regionspot.ops.image import load_image
+    from regionspot.vocab import parse_vocabulary, validate_vocabulary
+
+    boxes = read_boxes(args.boxes)
+    names = validate_vocabulary(parse_vocabulary(args.vocab))
+    image = load_image(args.image)
+    if args.checkpoint:
+        model = RegionSpot.from_pretrained(args.checkpoint, overrides=args.overrides)
+    else:
+        print("warning: --sam/--clip builds an UNTRAINED head: masks are real, labels are not",
+              file=sys.stderr)
+        model = RegionSpot.from_backbones(sam=args.sam, clip=args.clip, overrides=args.overrides)
+    predictor = model.predictor()
+    predictor.set_image(image)
+    result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks)
+    document: Any
+    if args.format == "coco":
+        image_id = args.image_id if args.image_id is not None else default_image_id(args.image)
+        document = result.to_coco(image_id=image_id, category_ids=_category_ids(args.vocab, names))
+    else:
+        document = result.to_dict()
+        document["image"]["file"] = str(args.image)
+    text = json.dumps(document, indent=1 if args.format == "json" else None)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    for box, label, score in zip(result.boxes, result.labels, result.scores):
+        print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
+    if args.viz:
+        from regionspot.viz import draw_regions, save_figure
+
+        picture = draw_regions(image, result.boxes, result.labels, result.scores, result.masks)
+        save_figure(picture, args.viz)
+        print(f"wrote {args.viz}", file=sys.stderr)
+    return 0
+
+
+def _category_ids(vocab_spec: str, names: list[str]) -> list[int] | None:
+    """Dataset category ids for a built-in vocabulary (e.g. COCO's 1..90), else None (index + 1)."""
+    from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_category_ids
+
+    key = vocab_spec.strip().casefold()
+    return builtin_category_ids(key) if key in BUILTIN_VOCABULARIES else None
