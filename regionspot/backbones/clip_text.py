@@ -1,0 +1,286 @@
+"""CLIP text tower as the category embedder (SPEC "The model", item 4).
+
+A category's embedding: embed every template prompt, L2-normalise each, average, L2-normalise
+again. Embeddings are cached on disk, one safetensors file per (model fingerprint, template
+set) holding a name -> row table, so a vocabulary is encoded once and later vocabularies reuse
+the names they share. The fingerprint hashes the text tower's weights, config and tokenizer,
+so changed weights never reuse stale rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTokenizer, PreTrainedTokenizerBase
+
+from regionspot.backbones.clip_vision import TINY_VOCAB_SIZE, check_loading_info, tiny_clip_config
+from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
+from regionspot.backbones.protocols import freeze
+from regionspot.backbones.templates import build_prompts, clean_category_name, resolve_templates
+
+PROGRESS_MIN_PROMPTS = 512
+_IGNORED_CONFIG_KEYS = {"transformers_version", "architectures", "torch_dtype", "dtype", "output_hidden_states",
+                        "output_attentions", "return_dict", "use_return_dict"}
+
+
+def default_text_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir`` if given, else ``$REGIONSPOT_CACHE/text``, else ``~/.cache/regionspot/text``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    root = os.environ.get("REGIONSPOT_CACHE")
+    return Path(root).expanduser() / "text" if root else Path.home() / ".cache" / "regionspot" / "text"
+
+
+class TextEmbeddingDiskCache:
+    """A name -> ``[D]`` float32 row table in one safetensors file, written atomically.
+
+    ``metadata['names']`` is a JSON list; tensor ``embeddings`` is ``[N, D]`` in that order.
+    A file that cannot be read is ignored (with a warning) and rewritten on the next save.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, torch.Tensor]:
+        if not self.path.is_file():
+            return {}
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                names = json.loads((handle.metadata() or {})["names"])
+                rows = handle.get_tensor("embeddings")
+        except Exception as exc:  # noqa: BLE001 - a bad cache file must not stop the run
+            warnings.warn(f"ignoring unreadable text-embedding cache {self.path}: {exc}", stacklevel=2)
+            return {}
+        if len(names) != rows.shape[0]:
+            warnings.warn(f"ignoring inconsistent text-embedding cache {self.path}", stacklevel=2)
+            return {}
+        return {name: rows[i] for i, name in enumerate(names)}
+
+    def save(self, table: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        """Merge ``table`` into what is on disk now (another process may have added rows) and
+        replace the file atomically."""
+        merged = self.load()
+        merged.update(table)
+        names = sorted(merged)
+        rows = torch.stack([merged[name].float().cpu() for name in names]).contiguous()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        os.close(handle)
+        try:
+            save_file({"embeddings": rows}, temp, metadata={**metadata, "names": json.dumps(names)})
+            os.replace(temp, self.path)
+        finally:
+            if os.path.exists(temp):
+                os.unlink(temp)
+
+
+class ClipTextEmbedder(torch.nn.Module):
+    """Frozen CLIP text tower: category names -> ``[N, embed_dim]`` unit rows (float32, CPU).
+
+    ``templates``: ``"single"``, ``"ensemble"`` or an explicit sequence of ``{}`` templates.
+    Build it with :meth:`from_pretrained` or :meth:`from_clip_model`.
+    """
+
+    def __init__(
+        self,
+        text_model: CLIPTextModel,
+        projection: torch.nn.Linear,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        templates: str | Sequence[str] = "ensemble",
+        cache_dir: str | os.PathLike[str] | None = None,
+        name: str = "<in-memory>",
+        batch_size: int = 256,
+        lru_size: int = 8,
+    ) -> None:
+        super().__init__()
+        self.text_model = text_model
+        self.projection = projection
+        self.tokenizer = tokenizer
+        self.templates: tuple[str, ...] = resolve_templates(templates)
+        self.template_set = templates if isinstance(templates, str) else "custom"
+        self.embed_dim: int = int(projection.out_features)
+        self.cache_dir = default_text_cache_dir(cache_dir)
+        self.name = name
+        self.batch_size = batch_size
+        self.lru_size = lru_size
+        self._lru: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self._table: dict[str, torch.Tensor] = {}
+        self._fingerprint: str | None = None
+        freeze(self)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs: object) -> "ClipTextEmbedder":
+        """Load the text tower and tokenizer from a Hub id or a folder saved from ``CLIPModel``
+        or ``CLIPTextModelWithProjection``; ``kwargs`` go to the constructor."""
+        text_model, projection = _load_text_tower(name_or_path)
+        tokenizer = load_hf_pretrained(AutoTokenizer, name_or_path)
+        return cls(text_model, projection, tokenizer, name=name_or_path, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_clip_model(
+        cls, model: CLIPModel | CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase, **kwargs: object
+    ) -> "ClipTextEmbedder":
+        """Wrap an in-memory model's text tower (shared, not copied; it becomes frozen)."""
+        return cls(model.text_model, model.text_projection, tokenizer, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def cache_path(self) -> Path:
+        """The disk cache file of this (model, template set)."""
+        templates_hash = hashlib.sha256(json.dumps(self.templates).encode()).hexdigest()[:12]
+        return self.cache_dir / f"clip-text_{self.fingerprint()[:24]}_{templates_hash}.safetensors"
+
+    def fingerprint(self) -> str:
+        """sha256 over the text config, the tokenizer and every text-tower tensor's bytes."""
+        if self._fingerprint is None:
+            self._fingerprint = text_tower_fingerprint(self.text_model, self.projection, self.tokenizer)
+        return self._fingerprint
+
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """``prompts`` (P) -> ``[P, embed_dim]`` float32 CPU, each row L2-normalised. No cache."""
+        parameter = next(self.text_model.parameters())
+        max_length = min(int(self.tokenizer.model_max_length), int(self.text_model.config.max_position_embeddings))
+        outputs = []
+        starts = range(0, len(prompts), self.batch_size)
+        for start in tqdm(starts, desc="CLIP text", unit="batch", disable=len(prompts) <= PROGRESS_MIN_PROMPTS):
+            batch = list(prompts[start:start + self.batch_size])
+            tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            with torch.no_grad():
+                hidden = self.text_model(input_ids=tokens["input_ids"].to(parameter.device),
+                                         attention_mask=tokens["attention_mask"].to(parameter.device))
+                embedded = self.projection(hidden.pooler_output).float().cpu()
+            outputs.append(torch.nn.functional.normalize(embedded, dim=-1))
+        if not outputs:
+            return torch.zeros(0, self.embed_dim)
+        return torch.cat(outputs)
+
+    def encode_text(self, names: Sequence[str]) -> torch.Tensor:
+        """``names`` (N) -> ``[N, embed_dim]`` float32 CPU, unit rows: normalised mean of the
+        normalised embeddings of every template prompt of the cleaned name. Cached in memory
+        (LRU of vocabularies) and on disk (per name)."""
+        key = tuple(names)
+        if key in self._lru:
+            self._lru.move_to_end(key)
+            return self._lru[key].clone()
+        cleaned = [clean_category_name(name) for name in names]
+        self._fill_table(cleaned)
+        rows = torch.stack([self._table[name] for name in cleaned]) if cleaned else torch.zeros(0, self.embed_dim)
+        self._lru[key] = rows
+        while len(self._lru) > self.lru_size:
+            self._lru.popitem(last=False)
+        return rows.clone()
+
+    def _fill_table(self, cleaned: Sequence[str]) -> None:
+        """Make sure every cleaned name has a row: memory, then disk, then the model."""
+        missing = sorted({name for name in cleaned if name not in self._table})
+        if not missing:
+            return
+        cache = TextEmbeddingDiskCache(self.cache_path)
+        self._table.update(cache.load())
+        missing = [name for name in missing if name not in self._table]
+        if not missing:
+            return
+        new_rows = self._encode_names(missing)
+        self._table.update(new_rows)
+        try:
+            cache.save(new_rows, metadata={"model": self.name, "fingerprint": self.fingerprint(),
+                                           "templates": json.dumps(self.templates)})
+        except OSError as exc:
+            warnings.warn(f"could not write the text-embedding cache {cache.path}: {exc}", stacklevel=3)
+
+    def _encode_names(self, cleaned: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Cleaned names -> {name: ``[D]`` unit row} through the model (template ensemble)."""
+        per_name = len(self.templates)
+        prompts = [p for name in cleaned for p in build_prompts(name, self.templates, clean=False)]
+        embedded = self.encode_prompts(prompts).view(len(cleaned), per_name, self.embed_dim)
+        averaged = torch.nn.functional.normalize(embedded.mean(dim=1), dim=-1)
+        return {name: averaged[i].clone() for i, name in enumerate(cleaned)}
+
+    def describe(self) -> dict[str, object]:
+        """What this embedder is (model, templates, fingerprint, cache file)."""
+        return {
+            "kind": "clip_text",
+            "name": self.name,
+            "embed_dim": self.embed_dim,
+            "templates": self.template_set,
+            "num_templates": len(self.templates),
+            "fingerprint": self.fingerprint(),
+            "cache_file": str(self.cache_path),
+        }
+
+
+def text_tower_fingerprint(
+    text_model: CLIPTextModel, projection: torch.nn.Linear, tokenizer: PreTrainedTokenizerBase
+) -> str:
+    """sha256 hex digest of what decides a text embedding: config, tokenizer, tensor bytes."""
+    digest = hashlib.sha256()
+    config = {k: v for k, v in text_model.config.to_dict().items()
+              if not k.startswith("_") and k not in _IGNORED_CONFIG_KEYS}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab_text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    digest.update(f"{type(tokenizer).__name__}|{tokenizer.model_max_length}|".encode())
+    digest.update(vocab_text.encode())
+    tensors = list(text_model.state_dict().items()) + [("text_projection", projection.weight)]
+    for key, tensor in tensors:
+        flat = tensor.detach().cpu().contiguous().view(-1)
+        digest.update(f"{key}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load_text_tower(name_or_path: str) -> tuple[CLIPTextModel, torch.nn.Linear]:
+    """Text tower and text projection of a CLIP folder/Hub id (refusing incomplete weights)."""
+    config = load_hf_pretrained(AutoConfig, name_or_path)
+    model_type = getattr(config, "model_type", None)
+    if model_type == "clip":
+        model, info = load_hf_pretrained(CLIPModel, name_or_path, output_loading_info=True)
+        check_loading_info(name_or_path, info, prefixes=("text_model.", "text_projection."))
+        return model.text_model, model.text_projection
+    if model_type == "clip_text_model" and "CLIPTextModelWithProjection" in (config.architectures or []):
+        model, info = load_hf_pretrained(CLIPTextModelWithProjection, name_or_path, output_loading_info=True)
+        check_loading_info(name_or_path, info, prefixes=("",))
+        return model.text_model, model.text_projection
+    raise BackboneLoadError(f"{name_or_path!r} ({model_type!r}) has no CLIP text tower with a projection "
+                            "(expected a CLIPModel or CLIPTextModelWithProjection)")
+
+
+def tiny_clip_tokenizer() -> CLIPTokenizer:
+    """A byte-level CLIP tokenizer with a 1024-id vocabulary for tests: 256 bytes, 256 word-final
+    bytes, a few merges, ``<|startoftext|>``/``<|endoftext|>`` as the last two ids (as in CLIP)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {char: i for i, char in enumerate(alphabet)}
+    vocab.update({char + "</w>": len(alphabet) + i for i, char in enumerate(alphabet)})
+    merges = [("t", "h"), ("th", "e</w>"), ("o", "f</w>"), ("p", "h"), ("o", "t"), ("ph", "ot"),
+              ("phot", "o</w>"), ("i", "n</w>")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    vocab["<|startoftext|>"] = TINY_VOCAB_SIZE - 2
+    vocab["<|endoftext|>"] = TINY_VOCAB_SIZE - 1
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def save_tiny_clip(folder: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a random tiny ``CLIPModel`` (``tiny_clip_config``) and its tokenizer to ``folder``,
+    loadable like a Hub id by :meth:`ClipTextEmbedder.from_pretrained` and the vision side."""
+    folder = Path(folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(tiny_clip_config())
+    model.save_pretrained(folder)
+    tiny_clip_tokenizer().save_pretrained(folder)
+    return folder
