@@ -35,3 +35,37 @@ def mobile_sam_checkpoint() -> Path:
         return fetch_mobile_sam(path)
     except Exception as exc:  # noqa: BLE001 - any failure here means the test cannot run
         pytest.fail(f"MobileSAM checkpoint missing or wrong at {path} and could not be fetched: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny CLIPModel + tokenizer saved like a Hub model (save_pretrained)."""
+    from regionspot.backbones.clip_text import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Text-embedding cache for tests, so nothing is written under the user's home."""
+    return tmp_path_factory.mktemp("text_cache")
+
+
+@pytest.fixture(scope="session")
+def mobile_sam_model(mobile_sam_checkpoint: Path, tiny_clip_dir: Path, text_cache_dir: Path):
+    """RegionSpot on the real MobileSAM and a tiny random CLIP, fresh head, region
+    self-attention OFF (so results do not depend on which boxes come together)."""
+    from regionspot.config import TextConfig
+    from regionspot.model.regionspot import RegionSpot
+
+    torch_seed()
+    return RegionSpot.from_backbones(
+        sam=str(mobile_sam_checkpoint), clip=str(tiny_clip_dir),
+        text=TextConfig(cache_dir=str(text_cache_dir)), overrides=["fusion.region_self_attention=false"],
+    )
+
+
+def torch_seed(seed: int = 0) -> None:
+    import torch
+
+    torch.manual_seed(seed)

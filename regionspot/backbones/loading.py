@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 M = TypeVar("M")
 
 
 class BackboneLoadError(RuntimeError):
     """A backbone could not be found or loaded (bad id, missing folder, offline, wrong type)."""
+
+
+@contextmanager
+def quiet_weight_loading() -> Iterator[None]:
+    """Hide transformers' per-file "Loading weights" bars (our own errors say what went wrong);
+    the global setting is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_hf_pretrained(cls: type[M], name_or_path: str, **kwargs: Any) -> M:
@@ -20,7 +36,8 @@ def load_hf_pretrained(cls: type[M], name_or_path: str, **kwargs: Any) -> M:
     """
     where = "local folder" if Path(name_or_path).exists() else "Hugging Face Hub id"
     try:
-        return cls.from_pretrained(name_or_path, **kwargs)  # type: ignore[attr-defined]
+        with quiet_weight_loading():
+            return cls.from_pretrained(name_or_path, **kwargs)  # type: ignore[attr-defined]
     except (OSError, ValueError, EnvironmentError) as exc:
         hint = ""
         if where.startswith("Hugging Face"):

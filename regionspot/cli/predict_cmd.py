@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from regionspot.ops.boxes import BoxError, parse_boxes_text
+from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -66,8 +66,6 @@ def read_boxes(spec: str) -> np.ndarray:
             data = data.get("boxes")
         if not isinstance(data, list):
             raise BoxError(f"{path} must hold a list of [x1, y1, x2, y2] or {{\"boxes\": [...]}}")
-        from regionspot.ops.boxes import as_box_array
-
         return as_box_array(data) if data else np.zeros((0, 4))
     return parse_boxes_text(spec)
 
@@ -82,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from regionspot.ops.image import load_image
     from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
-    boxes = read_boxes(args.boxes)
     names = validate_vocabulary(parse_vocabulary(args.vocab))
     image = load_image(args.image)
+    boxes = validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail fast, before loading models
     if args.checkpoint:
         model = RegionSpot.from_pretrained(args.checkpoint, overrides=args.overrides)
     else:

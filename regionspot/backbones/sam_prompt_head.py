@@ -1,0 +1,298 @@
+"""Position-aware region tokens: SAM's prompt encoder + mask decoder run per box.
+
+The weights live in Hugging Face's ``SamPromptEncoder``, ``SamMaskDecoder`` and
+``SamPositionalEmbedding`` (so the HF key layout is ours), but the forward is written here, over
+their submodules, so the token can be read at the three places of the paper's Table 4b:
+
+* ``"prompt_encoder"``: the box's sparse prompt embedding, the mean of its two corner
+  embeddings (``hidden`` = 256 wide);
+* ``"transformer"`` (default, SPEC): the chosen mask token as it leaves the decoder's two-way
+  transformer, after the final token-to-image attention and final LayerNorm, before the
+  hypernetwork MLP (256 wide);
+* ``"hypernet_mlp"``: the output of that mask token's hypernetwork MLP (``hidden / 8`` = 32).
+
+Mask choice: single-mask mode (``multimask=False``) uses mask token 0 and its mask, as SAM does
+for unambiguous prompts such as boxes. Multi-mask mode runs SAM's three ambiguity-aware tokens
+(1..3) and keeps, per box, the one whose predicted IoU is highest; the token, mask and score
+all come from that same output.
+
+Each box is decoded on its own (its tokens never see another box), batched in chunks of
+``chunk_size`` boxes to bound memory, so a box's outputs do not depend on the others sent with it.
+
+Also here, shared by every SAM-family adapter: the image pre-processing (longest side to 1024,
+SAM mean/std, zero padding bottom/right), box scaling, mask post-processing, and
+:class:`SamRegionTokenizer`, the frozen ``RegionTokenizer`` built from any image encoder plus a
+:class:`SamPromptHead` (``sam_hf`` and ``mobile_sam`` only build and load the modules).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import SamConfig, SamModel
+from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamPromptEncoder
+
+from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding, freeze
+from regionspot.config import TOKEN_PLACES
+
+
+def check_token_place(token_place: str) -> str:
+    """``token_place`` if it is one of ``regionspot.config.TOKEN_PLACES``, else ValueError."""
+    if token_place not in TOKEN_PLACES:
+        raise ValueError(f"token_place {token_place!r} is not one of {list(TOKEN_PLACES)}")
+    return token_place
+
+
+class SamPromptHead(nn.Module):
+    """SAM's prompt encoder and mask decoder, giving one token, mask and IoU score per box.
+
+    Parameters (HF ``SamModel`` key names): ``shared_image_embedding.*`` (random-Fourier
+    positional encoding, tied with ``prompt_encoder.shared_embedding.*``), ``prompt_encoder.*``,
+    ``mask_decoder.*``.
+    """
+
+    def __init__(self, positional: SamPositionalEmbedding, prompt_encoder: SamPromptEncoder,
+                 mask_decoder: SamMaskDecoder, token_place: str = "transformer", multimask: bool = False,
+                 chunk_size: int = 32) -> None:
+        super().__init__()
+        self.shared_image_embedding = positional
+        self.prompt_encoder = prompt_encoder
+        if prompt_encoder.shared_embedding.positional_embedding is not positional.positional_embedding:
+            self.prompt_encoder.shared_embedding = positional  # one matrix, tied as in SamModel
+        self.mask_decoder = mask_decoder
+        self.token_place = check_token_place(token_place)
+        self.multimask = bool(multimask)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def from_config(cls, config: SamConfig, token_place: str = "transformer", multimask: bool = False,
+                    chunk_size: int = 32) -> SamPromptHead:
+        """Fresh (randomly initialised) modules shaped by ``config``; load weights afterwards."""
+        config.mask_decoder_config._attn_implementation = config._attn_implementation or "sdpa"
+        return cls(SamPositionalEmbedding(config.vision_config), SamPromptEncoder(config),
+                   SamMaskDecoder(config.mask_decoder_config), token_place, multimask, chunk_size)
+
+    @classmethod
+    def from_sam_model(cls, model: SamModel, token_place: str = "transformer", multimask: bool = False,
+                       chunk_size: int = 32) -> SamPromptHead:
+        """A head that shares (does not copy) ``model``'s prompt encoder and mask decoder."""
+        return cls(model.shared_image_embedding, model.prompt_encoder, model.mask_decoder,
+                   token_place, multimask, chunk_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.mask_decoder.hidden_size
+
+    @property
+    def token_dim(self) -> int:
+        """256 for ``prompt_encoder``/``transformer``, ``hidden / 8`` (32) for ``hypernet_mlp``."""
+        mlp = self.mask_decoder.output_hypernetworks_mlps[0]
+        return mlp.proj_out.out_features if self.token_place == "hypernet_mlp" else self.hidden_size
+
+    @property
+    def input_image_size(self) -> int:
+        """Side of the square (padded) encoder input the box coordinates refer to (1024)."""
+        return int(self.prompt_encoder.input_image_size)
+
+    def dense_positional_encoding(self, height: int, width: int) -> torch.Tensor:
+        """``[1, C, height, width]`` encoding of the image-embedding grid (cell centres in [0,1])."""
+        weight = self.shared_image_embedding.positional_embedding
+        ys = (torch.arange(height, device=weight.device, dtype=weight.dtype) + 0.5) / height
+        xs = (torch.arange(width, device=weight.device, dtype=weight.dtype) + 0.5) / width
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h, w, (x, y)]
+        return self.shared_image_embedding(grid).permute(2, 0, 1).unsqueeze(0)
+
+    def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``[R, 4]`` xyxy boxes in the encoder-input frame (pixels of the resized image, before
+        padding) -> ``[R, 2, C]`` corner embeddings (top-left, bottom-right)."""
+        corners = (boxes + 0.5).reshape(-1, 2, 2) / self.input_image_size  # pixel centres, in [0, 1]
+        embedding = self.shared_image_embedding(corners)
+        point_embed = self.prompt_encoder.point_embed
+        return embedding + torch.cat([point_embed[2].weight, point_embed[3].weight], dim=0)
+
+    def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> RegionTokens:
+        """``image_embeddings``: ``[1, C, h, w]`` of one image; ``boxes``: ``[R, 4]`` xyxy in the
+        encoder-input frame. Returns tokens ``[R, token_dim]``, mask logits ``[R, 4h, 4w]`` (in
+        the padded input frame) and predicted IoU ``[R]``."""
+        if image_embeddings.dim() != 4 or image_embeddings.shape[0] != 1:
+            raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] < 1:
+            raise ValueError(f"boxes must be [R, 4] with R >= 1, got {tuple(boxes.shape)}")
+        _, _, height, width = image_embeddings.shape
+        src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        pos = self.dense_positional_encoding(height, width)
+        parts = [self._decode(src, pos, chunk) for chunk in boxes.split(self.chunk_size)]
+        tokens, masks, scores = (torch.cat(items) for items in zip(*parts))
+        return RegionTokens(tokens=tokens, mask_logits=masks, mask_scores=scores)
+
+    def _decode(self, src: torch.Tensor, pos: torch.Tensor, boxes: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One chunk of n boxes, each in its own batch row: token ``[n, d]``, mask ``[n, 4h, 4w]``,
+        IoU ``[n]``."""
+        decoder = self.mask_decoder
+        n = boxes.shape[0]
+        sparse = self.embed_boxes(boxes)  # [n, 2, C]
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])  # [1 + M, C]
+        queries = torch.cat([output_tokens.expand(n, -1, -1), sparse], dim=1).unsqueeze(1)  # [n, 1, T, C]
+        hidden, image = decoder.transformer(
+            point_embeddings=queries, image_embeddings=src.expand(n, -1, -1, -1),
+            image_positional_embeddings=pos.expand(n, -1, -1, -1), attention_similarity=None,
+        )
+        hidden, image = hidden[:, 0], image[:, 0]  # [n, T, C], [n, h*w, C]
+        iou = decoder.iou_prediction_head(hidden[:, 0])  # [n, M]
+        rows = torch.arange(n, device=boxes.device)
+        if self.multimask:
+            choice = 1 + iou[:, 1:].argmax(dim=1)
+        else:
+            choice = torch.zeros(n, dtype=torch.long, device=boxes.device)
+        mask_token = hidden[rows, 1 + choice]  # [n, C]
+        hyper = self._hypernetwork(mask_token, choice)  # [n, C/8]
+        masks = self._masks(image, hyper, src.shape[-2:])
+        if self.token_place == "prompt_encoder":
+            token = sparse.mean(dim=1)
+        elif self.token_place == "transformer":
+            token = mask_token
+        else:
+            token = hyper
+        return token, masks, iou[rows, choice]
+
+    def _hypernetwork(self, mask_token: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
+        """Run each box's chosen mask token through that token's hypernetwork MLP: ``[n, C/8]``."""
+        mlps = self.mask_decoder.output_hypernetworks_mlps
+        out = mask_token.new_empty(mask_token.shape[0], mlps[0].proj_out.out_features)
+        for index in choice.unique().tolist():
+            rows = choice == index
+            out[rows] = mlps[index](mask_token[rows])
+        return out
+
+    def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: torch.Size) -> torch.Tensor:
+        """Upscale the transformer's image tokens ``[n, h*w, C]`` 4x and take the dot product with
+        ``hyper`` ``[n, C/8]``: mask logits ``[n, 4h, 4w]``."""
+        decoder = self.mask_decoder
+        n, _, channels = image.shape
+        feature = image.transpose(1, 2).reshape(n, channels, *grid)
+        feature = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(feature)))
+        feature = decoder.activation(decoder.upscale_conv2(feature))  # [n, C/8, 4h, 4w]
+        return torch.einsum("nc,nchw->nhw", hyper, feature)
+
+
+def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:
+    """(h, w) of an image whose longest side is scaled to ``target``, rounded to nearest."""
+    scale = target / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def scale_boxes(boxes: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
+    """``[R, 4]`` xyxy boxes from original-image pixels to resized-image (encoder input) pixels."""
+    (height, width), (new_h, new_w) = original_size, input_size
+    factors = boxes.new_tensor([new_w / width, new_h / height, new_w / width, new_h / height])
+    return boxes * factors
+
+
+def masks_to_original(mask_logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
+                      image_input_size: int) -> torch.Tensor:
+    """Low-res logits ``[R, m, m]`` (padded input frame) -> ``[R, H, W]`` at the original size:
+    bilinear up to ``image_input_size`` square, crop the unpadded ``input_size`` part, bilinear
+    to ``original_size``."""
+    x = F.interpolate(mask_logits[:, None], (image_input_size, image_input_size), mode="bilinear",
+                      align_corners=False)
+    x = x[..., : input_size[0], : input_size[1]]
+    return F.interpolate(x, original_size, mode="bilinear", align_corners=False)[:, 0]
+
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+def check_image(image: np.ndarray) -> None:
+    """ValueError unless ``image`` is an ``HxWx3`` uint8 array with H, W >= 1."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 \
+            or min(image.shape[:2]) < 1:
+        what = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"image must be an HxWx3 uint8 RGB array, got {what}")
+
+
+def preprocess_image(image: np.ndarray, target: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``HxWx3`` uint8 RGB -> (``[1, 3, target, target]`` float32, resized (h, w)).
+
+    The longest side is resized to ``target`` (PIL bilinear, antialiased when shrinking, on the
+    uint8 image), the result normalised with SAM's pixel mean/std and zero-padded bottom/right.
+    """
+    check_image(image)
+    size = resized_shape(image.shape[0], image.shape[1], target)
+    resized = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    pixels = torch.from_numpy(resized.copy()).permute(2, 0, 1).float()
+    pixels = (pixels - torch.tensor(SAM_PIXEL_MEAN)[:, None, None]) / torch.tensor(SAM_PIXEL_STD)[:, None, None]
+    pixels = F.pad(pixels, (0, target - size[1], 0, target - size[0]))
+    return pixels.unsqueeze(0), size
+
+
+def check_boxes(boxes: torch.Tensor) -> None:
+    """ValueError unless ``boxes`` is a floating ``[R, 4]`` tensor with R >= 1."""
+    if not isinstance(boxes, torch.Tensor) or not boxes.is_floating_point() or boxes.dim() != 2 \
+            or boxes.shape[1] != 4 or boxes.shape[0] < 1:
+        what = f"{boxes.dtype} tensor of shape {tuple(boxes.shape)}" if isinstance(boxes, torch.Tensor) \
+            else type(boxes).__name__
+        raise ValueError(f"boxes must be a float [R, 4] xyxy tensor with R >= 1, got {what}")
+
+
+class SamRegionTokenizer(nn.Module):
+    """A frozen SAM-family :class:`~regionspot.backbones.protocols.RegionTokenizer`: any image
+    encoder (``[1, 3, S, S]`` normalised pixels -> ``[1, C, S/16, S/16]``) plus a
+    :class:`SamPromptHead`. Runs under ``torch.no_grad`` (not inference mode, so the outputs can
+    feed a trainable module). Outputs live on the device of the parameters.
+    """
+
+    def __init__(self, image_encoder: nn.Module, head: SamPromptHead, *, family: str, name_or_path: str,
+                 details: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.head = head
+        self.family = family
+        self.name_or_path = name_or_path
+        self.details = dict(details or {})
+        self.token_dim = head.token_dim
+        self.image_input_size = head.input_image_size
+        self.mask_chunk_size = 32
+        for module in self.modules():  # each one, so modules shared with a SamModel stay frozen too
+            freeze(module)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> SamImageEmbedding:
+        """``image``: ``HxWx3`` uint8 RGB. Embeddings ``[1, 256, 64, 64]`` for a 1024 encoder."""
+        pixels, input_size = preprocess_image(image, self.image_input_size)
+        embeddings = self.image_encoder(pixels.to(self.device))
+        return SamImageEmbedding(embeddings=embeddings, original_size=(image.shape[0], image.shape[1]),
+                                 input_size=input_size)
+
+    @torch.no_grad()
+    def encode_regions(self, embedding: SamImageEmbedding, boxes: torch.Tensor) -> RegionTokens:
+        """``boxes``: ``[R, 4]`` float xyxy in original-image pixels. Tokens ``[R, token_dim]``,
+        mask logits ``[R, 256, 256]`` (padded input frame), predicted IoU ``[R]``."""
+        check_boxes(boxes)
+        scaled = scale_boxes(boxes.to(embedding.embeddings), embedding.original_size, embedding.input_size)
+        return self.head(embedding.embeddings, scaled)
+
+    @torch.no_grad()
+    def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
+        """``[R, 256, 256]`` low-res logits -> ``[R, H, W]`` logits at the original image size."""
+        if mask_logits.dim() != 3:
+            raise ValueError(f"mask_logits must be [R, h, w], got {tuple(mask_logits.shape)}")
+        parts = [masks_to_original(chunk, embedding.input_size, embedding.original_size, self.image_input_size)
+                 for chunk in mask_logits.split(self.mask_chunk_size)]
+        return torch.cat(parts) if parts else mask_logits.new_zeros(0, *embedding.original_size)
+
+    def describe(self) -> dict[str, object]:
+        """Family, weights, token place and widths (stable keys, for caches and ``info``)."""
+        return {"family": self.family, "name_or_path": self.name_or_path, "token_place": self.head.token_place,
+                "multimask": self.head.multimask, "token_dim": self.token_dim,
+                "image_input_size": self.image_input_size, **self.details}

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from regionspot.cli.main import main
+
+
+def test_info_prints_spec_head_sizes(capsys) -> None:
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "24.23M" in lines["BB"] and "38.85M" in lines["BL"]
+
+
+def test_info_on_a_checkpoint(mobile_sam_model, tmp_path, capsys) -> None:
+    folder = mobile_sam_model.save_pretrained(tmp_path / "ckpt")
+    assert main(["info", "--checkpoint", str(folder)]) == 0
+    out = capsys.readouterr().out
+    count = mobile_sam_model.trainable_parameter_count() / 1e6
+    assert f"trainable parameters: {count:.2f}M" in out
+    assert '"token_place": "transformer"' in out

@@ -1,0 +1,92 @@
+"""``regionspot predict`` end to end on a real photo (MobileSAM + tiny CLIP head checkpoint)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionspot.cli.main import main
+from regionspot.ops.masks import decode_rle
+
+PHOTO = "000000000009.jpg"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mobile_sam_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mobile_sam_model.save_pretrained(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def photo(coco_sample: Path) -> Path:
+    return coco_sample / "images" / PHOTO
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def test_predict_writes_json_and_picture(checkpoint: Path, photo: Path, tmp_path: Path, capsys) -> None:
+    out, viz = tmp_path / "out.json", tmp_path / "out.png"
+    code = run_cli("predict", photo, "--boxes", "10,20,200,240;300,40,420,300", "--vocab", "cat,dog,bowl",
+                   "--checkpoint", checkpoint, "--out", out, "--viz", viz, "--topk", "2")
+    assert code == 0
+    document = json.loads(out.read_text())
+    height, width = np.asarray(Image.open(photo)).shape[:2]
+    assert document["image"]["height"] == height and document["image"]["width"] == width
+    assert document["vocabulary"] == ["cat", "dog", "bowl"]
+    assert len(document["regions"]) == 2
+    region = document["regions"][0]
+    assert region["box"] == [10, 20, 200, 240]
+    assert region["label"] in document["vocabulary"] and 0 <= region["score"] <= 1
+    assert [t["label"] for t in region["topk"]][0] == region["label"] and len(region["topk"]) == 2
+    assert decode_rle([region["mask"]])[0].shape == (height, width)
+    assert "mask_score" in region
+    assert Image.open(viz).size == (width, height)
+
+
+def test_predict_coco_format_with_builtin_vocabulary_and_box_file(checkpoint, photo, tmp_path) -> None:
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"boxes": [[10, 20, 200, 240]]}))
+    out = tmp_path / "results.json"
+    assert run_cli("predict", photo, "--boxes", boxes, "--vocab", "coco", "--checkpoint", checkpoint,
+                   "--format", "coco", "--out", out, "--topk", "3") == 0
+    results = json.loads(out.read_text())
+    assert len(results) == 3
+    assert {r["image_id"] for r in results} == {9}
+    coco_ids = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31,
+                32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57,
+                58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86,
+                87, 88, 89, 90}
+    assert all(r["category_id"] in coco_ids for r in results)
+    assert results[0]["bbox"] == [10, 20, 190, 220] and "segmentation" in results[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--boxes", "10,20,5,240", "--vocab", "cat"], "inverted"),
+    (["--boxes", "", "--vocab", "cat"], "no boxes"),
+    (["--boxes", "1,2,3", "--vocab", "cat"], "4 comma-separated"),
+    (["--boxes", "10,20,200,240", "--vocab", "cat,Cat"], "uplicate"),
+    (["--boxes", "missing.json", "--vocab", "cat"], "not found"),
+])
+def test_user_errors_exit_2_with_one_line(checkpoint, photo, capsys, args, message) -> None:
+    assert run_cli("predict", photo, "--checkpoint", checkpoint, *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and "Traceback" not in err
+
+
+def test_corrupt_image_and_missing_checkpoint(checkpoint, photo, tmp_path, capsys) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"definitely not an image")
+    assert run_cli("predict", broken, "--boxes", "0,0,5,5", "--vocab", "cat", "--checkpoint", checkpoint) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+    assert run_cli("predict", photo, "--boxes", "0,0,5,5", "--vocab", "cat", "--checkpoint", tmp_path / "no") == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_topk_must_be_positive(checkpoint, photo) -> None:
+    with pytest.raises(SystemExit):
+        run_cli("predict", photo, "--boxes", "0,0,5,5", "--vocab", "cat", "--checkpoint", checkpoint, "--topk", "0")

@@ -1,0 +1,140 @@
+"""RegionSpot assembly, checkpoints (round trip, strict loading, no pickle) and frozen towers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import SamConfig, SamModel
+
+from regionspot.config import ConfigError, TextConfig
+from regionspot.model.checkpoint import CheckpointError
+from regionspot.model.regionspot import RegionSpot
+
+
+def tiny_sam_config() -> SamConfig:
+    return SamConfig(vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        image_size=128, patch_size=16, output_channels=32, mlp_dim=64,
+                                        global_attn_indexes=[1], window_size=4, num_pos_feats=16),
+                     prompt_encoder_config=dict(hidden_size=32, image_size=128, patch_size=16,
+                                                image_embedding_size=8, mask_input_channels=4),
+                     mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                              mlp_dim=64, iou_head_hidden_dim=32))
+
+
+@pytest.fixture(scope="module")
+def tiny_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_sam")
+    SamModel(tiny_sam_config()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_sam_dir: Path, tiny_clip_dir: Path, text_cache_dir: Path) -> RegionSpot:
+    torch.manual_seed(0)
+    return RegionSpot.from_backbones(sam=str(tiny_sam_dir), clip=str(tiny_clip_dir),
+                                     text=TextConfig(cache_dir=str(text_cache_dir)),
+                                     overrides=["fusion.depth=2", "fusion.heads=4", "fusion.ffn_dim=64"])
+
+
+def photo(height: int = 60, width: int = 80) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def predict(model: RegionSpot, image: np.ndarray) -> object:
+    predictor = model.predictor()
+    predictor.set_image(image)
+    return predictor.predict([[5, 5, 40, 30], [20, 10, 70, 55]], ["cat", "dog", "red car"], topk=3)
+
+
+def test_widths_are_read_off_the_backbones(tiny_model: RegionSpot) -> None:
+    fusion = tiny_model.config.fusion
+    assert (fusion.token_dim, fusion.width, fusion.text_dim) == (32, 32, 16)
+
+
+def test_only_the_head_trains(tiny_model: RegionSpot) -> None:
+    trainable = {n for n, p in tiny_model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("fusion.") for n in trainable)
+    assert tiny_model.trainable_parameter_count() == sum(p.numel() for p in tiny_model.fusion.parameters())
+    tiny_model.train()
+    assert tiny_model.fusion.training
+    assert not tiny_model.region_tokenizer.training and not tiny_model.image_encoder.training
+    tiny_model.eval()
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(tiny_model: RegionSpot, tmp_path: Path) -> None:
+    image = photo()
+    before = predict(tiny_model, image)
+    tiny_model.save_pretrained(tmp_path / "ckpt")
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["config.json", "model.safetensors"]
+    stored = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    assert all(k.startswith("fusion.") for k in stored)
+    assert sum(t.numel() for t in stored.values()) == tiny_model.trainable_parameter_count()
+    loaded = RegionSpot.from_pretrained(tmp_path / "ckpt")
+    after = predict(loaded, image)
+    np.testing.assert_array_equal(before.topk_ids, after.topk_ids)
+    np.testing.assert_allclose(before.topk_scores, after.topk_scores, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(before.masks, after.masks)
+    assert loaded.config == tiny_model.config
+
+
+def test_strict_loading_names_missing_and_unexpected_keys(tiny_model: RegionSpot, tmp_path: Path) -> None:
+    folder = tiny_model.save_pretrained(tmp_path / "ckpt")
+    state = load_file(str(folder / "model.safetensors"))
+    dropped = sorted(state)[0]
+    del state[dropped]
+    state["fusion.surprise.weight"] = torch.zeros(2)
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError) as error:
+        RegionSpot.from_pretrained(folder)
+    assert dropped.removeprefix("fusion.") in str(error.value)
+    assert "surprise.weight" in str(error.value)
+
+
+def test_shape_mismatch_is_reported(tiny_model: RegionSpot, tmp_path: Path) -> None:
+    folder = tiny_model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        RegionSpot.from_pretrained(folder, overrides=["fusion.ffn_dim=32"])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "config.json").unlink(), "config.json is missing"),
+    (lambda f: (f / "config.json").write_text("{not json"), "not valid JSON"),
+    (lambda f: (f / "config.json").write_text(json.dumps({"format": "other"})), "not a RegionSpot config"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"garbage"), "could not be read"),
+])
+def test_broken_checkpoints_give_clear_errors(tiny_model: RegionSpot, tmp_path: Path, damage, message) -> None:
+    folder = tiny_model.save_pretrained(tmp_path / "ckpt")
+    damage(folder)
+    with pytest.raises(CheckpointError, match=message):
+        RegionSpot.from_pretrained(folder)
+
+
+def test_unknown_checkpoint_and_bad_override(tmp_path: Path, tiny_model: RegionSpot) -> None:
+    with pytest.raises(CheckpointError, match="neither a local checkpoint folder"):
+        RegionSpot.from_pretrained(str(tmp_path / "nothing-here"))
+    folder = tiny_model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ConfigError, match="unknown key"):
+        RegionSpot.from_pretrained(folder, overrides=["fusion.nope=1"])
+
+
+def test_no_clip_vision_ablation(tiny_sam_dir: Path, tiny_clip_dir: Path, text_cache_dir: Path) -> None:
+    model = RegionSpot.from_backbones(sam=str(tiny_sam_dir), clip=str(tiny_clip_dir), clip_vision=False,
+                                      text=TextConfig(cache_dir=str(text_cache_dir)),
+                                      overrides=["fusion.width=64", "fusion.heads=4"])
+    assert model.image_encoder is None and model.config.fusion.width == 64
+    result = predict(model, photo())
+    assert result.topk_scores.shape == (2, 3)
+
+
+def test_text_embeddings_are_memoised(tiny_model: RegionSpot) -> None:
+    first = tiny_model.text_embeddings(["cat", "dog"])
+    assert tiny_model.text_embeddings(["cat", "dog"]) is first
+    torch.testing.assert_close(first.norm(dim=-1), torch.ones(2))

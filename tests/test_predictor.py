@@ -1,0 +1,143 @@
+"""The predictor on a real COCO photo with the real MobileSAM and a tiny random CLIP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regionspot.model.regionspot import RegionSpot
+from regionspot.ops.boxes import BoxError, xywh_to_xyxy
+from regionspot.ops.image import ImageLoadError
+from regionspot.predictor import PredictorStateError
+from regionspot.vocab import VocabularyError
+
+PHOTO = "000000000009.jpg"  # a COCO photo with several annotated objects
+VOCABULARY = ["bowl", "broccoli", "orange", "dining table", "cup", "person"]
+
+
+@pytest.fixture(scope="module")
+def photo_and_boxes(coco_sample: Path) -> tuple[Path, np.ndarray]:
+    annotations = json.loads((coco_sample / "annotations.json").read_text())
+    image_id = next(i["id"] for i in annotations["images"] if i["file_name"] == PHOTO)
+    boxes = [a["bbox"] for a in annotations["annotations"] if a["image_id"] == image_id and not a["iscrowd"]]
+    return coco_sample / "images" / PHOTO, xywh_to_xyxy(np.array(boxes))
+
+
+@pytest.fixture(scope="module")
+def predictor(mobile_sam_model: RegionSpot, photo_and_boxes):
+    predictor = mobile_sam_model.predictor(region_batch_size=3)
+    predictor.set_image(photo_and_boxes[0])
+    return predictor
+
+
+def test_result_shapes_scores_and_topk_order(predictor, photo_and_boxes) -> None:
+    path, boxes = photo_and_boxes
+    height, width = np.asarray(Image.open(path)).shape[:2]
+    result = predictor.predict(boxes, VOCABULARY, topk=4, with_masks=True)
+    assert len(result) == len(boxes) >= 5
+    assert result.masks.shape == (len(boxes), height, width) and result.masks.dtype == bool
+    assert result.masks.any(axis=(1, 2)).all(), "every box should get a non-empty SAM mask"
+    assert result.topk_scores.shape == (len(boxes), 4)
+    assert ((result.topk_scores >= 0) & (result.topk_scores <= 1)).all()
+    assert (np.diff(result.topk_scores, axis=1) <= 0).all(), "top-k must be best first"
+    assert all(len(set(row)) == 4 for row in result.topk_ids.tolist())
+    assert ((result.mask_scores > 0) & (result.mask_scores <= 1.5)).all()
+
+
+def test_masks_stay_inside_their_boxes_mostly(predictor, photo_and_boxes) -> None:
+    _, boxes = photo_and_boxes
+    result = predictor.predict(boxes, VOCABULARY)
+    for mask, (x1, y1, x2, y2) in zip(result.masks, boxes.round().astype(int)):
+        inside = mask[max(y1 - 2, 0):y2 + 2, max(x1 - 2, 0):x2 + 2].sum()
+        assert inside / mask.sum() > 0.9
+
+
+def test_one_call_or_several_give_the_same_result(predictor, photo_and_boxes) -> None:
+    _, boxes = photo_and_boxes
+    together = predictor.predict(boxes, VOCABULARY, topk=3)
+    parts = [predictor.predict(boxes[i:i + 2], VOCABULARY, topk=3) for i in range(0, len(boxes), 2)]
+    np.testing.assert_array_equal(np.concatenate([p.topk_ids for p in parts]), together.topk_ids)
+    np.testing.assert_allclose(np.concatenate([p.topk_scores for p in parts]), together.topk_scores, atol=1e-5)
+    np.testing.assert_array_equal(np.concatenate([p.masks for p in parts]), together.masks)
+
+
+def test_region_self_attention_makes_boxes_depend_on_each_other(mobile_sam_model, photo_and_boxes) -> None:
+    model = RegionSpot(mobile_sam_model.config, mobile_sam_model.region_tokenizer, mobile_sam_model.image_encoder,
+                       mobile_sam_model.text_embedder)
+    assert model.config.fusion.region_self_attention is False
+    from dataclasses import replace
+
+    from regionspot.model.fusion import RegionFusion
+
+    model.fusion = RegionFusion(replace(model.config.fusion, region_self_attention=True)).eval()
+    predictor = model.predictor()
+    predictor.set_image(photo_and_boxes[0])
+    boxes = photo_and_boxes[1]
+    together = predictor.predict(boxes, VOCABULARY, topk=len(VOCABULARY))
+    alone = predictor.predict(boxes[:1], VOCABULARY, topk=len(VOCABULARY))
+    assert not np.allclose(together.topk_scores[0], alone.topk_scores[0], atol=1e-6)
+
+
+def test_boxes_outside_the_image_are_clipped(predictor) -> None:
+    height, width = predictor.encoded.size
+    result = predictor.predict([[-50, -20, 100, 90], [width - 40, height - 30, width + 500, height + 9]], VOCABULARY)
+    assert result.boxes.tolist() == [[0, 0, 100, 90], [width - 40, height - 30, width, height]]
+
+
+def test_attention_maps(predictor, photo_and_boxes) -> None:
+    result = predictor.predict(photo_and_boxes[1][:2], VOCABULARY, with_attention=True, with_masks=False)
+    maps = result.extras["attention"]
+    assert maps.shape == (2, 4, 4)  # tiny CLIP: 32 px input, 8 px patches
+    np.testing.assert_allclose(maps.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    assert result.masks is None
+
+
+@pytest.mark.parametrize("boxes, error, message", [
+    ([], BoxError, "no boxes"),
+    ([[10, 10, float("nan"), 50]], BoxError, "NaN"),
+    ([[100, 10, 50, 50]], BoxError, "inverted"),
+    ([[10000, 10000, 10100, 10100]], BoxError, "smaller than"),
+])
+def test_bad_boxes(predictor, boxes, error, message) -> None:
+    with pytest.raises(error, match=message):
+        predictor.predict(boxes, VOCABULARY)
+
+
+@pytest.mark.parametrize("vocabulary, message", [
+    ([], "empty"),
+    (["cat", "Cat "], "duplicate"),
+    (["cat", ""], "empty"),
+])
+def test_bad_vocabularies(predictor, vocabulary, message) -> None:
+    with pytest.raises(VocabularyError, match=message):
+        predictor.predict([[10, 10, 50, 50]], vocabulary)
+
+
+def test_topk_is_capped_and_validated(predictor) -> None:
+    assert predictor.predict([[10, 10, 50, 50]], ["cat", "dog"], topk=10).topk_ids.shape == (1, 2)
+    with pytest.raises(ValueError, match="topk"):
+        predictor.predict([[10, 10, 50, 50]], ["cat"], topk=0)
+
+
+def test_predict_before_set_image(mobile_sam_model) -> None:
+    with pytest.raises(PredictorStateError, match="set_image"):
+        mobile_sam_model.predictor().predict([[0, 0, 5, 5]], ["cat"])
+
+
+def test_grayscale_rgba_and_corrupt_images(mobile_sam_model, photo_and_boxes, tmp_path: Path) -> None:
+    rgb = np.asarray(Image.open(photo_and_boxes[0]).convert("RGB"))
+    predictor = mobile_sam_model.predictor()
+    gray = rgb.mean(axis=2).astype(np.uint8)
+    predictor.set_image(gray)
+    assert predictor.predict([[10, 10, 200, 200]], ["cat"]).masks.shape[1:] == gray.shape
+    rgba = Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
+    rgba.save(tmp_path / "rgba.png")
+    predictor.set_image(tmp_path / "rgba.png")
+    assert predictor.predict([[10, 10, 200, 200]], ["cat"]).masks.shape[1:] == rgb.shape[:2]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageLoadError, match="broken.jpg"):
+        predictor.set_image(tmp_path / "broken.jpg")
