@@ -97,12 +97,12 @@ class RegionPredictor:
         clipped = validate_boxes(boxes, self.encoded.size)
         text = self.model.text_embeddings(names)
         box_tensor = torch.as_tensor(clipped, dtype=torch.float32)
-        regions = self.model.region_tokenizer.encode_regions(self.encoded.sam, box_tensor)
+        regions = self.model.region_tokenizer.encode_regions(self.encoded.sam, box_tensor, with_masks=with_masks)
         embeddings, attention = self._fuse(regions.tokens, with_attention)
         scores = torch.sigmoid(self.model.fusion.logits(embeddings, text)).cpu()
         top_scores, top_ids = scores.topk(min(topk, len(names)), dim=-1)
         masks = None
-        if with_masks:
+        if regions.mask_logits is not None:
             masks = self._masks_at_image_size(regions.mask_logits)
         extras: dict[str, Any] = {}
         if attention is not None:

@@ -37,12 +37,13 @@ class RegionTokens:
     """SAM's outputs for R boxes of one image.
 
     ``tokens``: ``[R, token_dim]`` position-aware tokens (place chosen by the adapter's config).
-    ``mask_logits``: ``[R, 256, 256]`` low-resolution mask logits in the padded input frame.
+    ``mask_logits``: ``[R, 256, 256]`` low-resolution mask logits in the padded input frame, or
+    None when masks were not asked for.
     ``mask_scores``: ``[R]`` SAM's predicted IoU of each mask.
     """
 
     tokens: torch.Tensor
-    mask_logits: torch.Tensor
+    mask_logits: torch.Tensor | None
     mask_scores: torch.Tensor
 
 
@@ -57,8 +58,10 @@ class RegionTokenizer(Protocol):
         """``image``: ``HxWx3`` uint8 RGB. Runs the image encoder once."""
         ...
 
-    def encode_regions(self, embedding: SamImageEmbedding, boxes: torch.Tensor) -> RegionTokens:
-        """``boxes``: ``[R, 4]`` xyxy absolute pixels of the original image (R >= 1)."""
+    def encode_regions(self, embedding: SamImageEmbedding, boxes: torch.Tensor,
+                       with_masks: bool = True) -> RegionTokens:
+        """``boxes``: ``[R, 4]`` xyxy absolute pixels of the original image (R >= 1). With
+        ``with_masks`` False the adapter may skip mask decoding (``mask_logits`` None)."""
         ...
 
     def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:

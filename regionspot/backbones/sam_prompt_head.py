@@ -36,6 +36,7 @@ from transformers import SamConfig, SamModel
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamPromptEncoder
 
 from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding, freeze
+from regionspot.backbones.sam_two_way import two_way_transformer
 from regionspot.config import TOKEN_PLACES
 
 
@@ -115,10 +116,10 @@ class SamPromptHead(nn.Module):
         point_embed = self.prompt_encoder.point_embed
         return embedding + torch.cat([point_embed[2].weight, point_embed[3].weight], dim=0)
 
-    def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor) -> RegionTokens:
+    def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor, with_masks: bool = True) -> RegionTokens:
         """``image_embeddings``: ``[1, C, h, w]`` of one image; ``boxes``: ``[R, 4]`` xyxy in the
-        encoder-input frame. Returns tokens ``[R, token_dim]``, mask logits ``[R, 4h, 4w]`` (in
-        the padded input frame) and predicted IoU ``[R]``."""
+        encoder-input frame. Returns tokens ``[R, token_dim]``, predicted IoU ``[R]`` and, when
+        ``with_masks``, mask logits ``[R, 4h, 4w]`` (padded input frame; else None)."""
         if image_embeddings.dim() != 4 or image_embeddings.shape[0] != 1:
             raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] < 1:
@@ -126,24 +127,25 @@ class SamPromptHead(nn.Module):
         _, _, height, width = image_embeddings.shape
         src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
         pos = self.dense_positional_encoding(height, width)
-        parts = [self._decode(src, pos, chunk) for chunk in boxes.split(self.chunk_size)]
-        tokens, masks, scores = (torch.cat(items) for items in zip(*parts))
-        return RegionTokens(tokens=tokens, mask_logits=masks, mask_scores=scores)
+        image = src.flatten(2).transpose(1, 2).contiguous()  # [1, h*w, C]
+        image_pe = pos.flatten(2).transpose(1, 2).contiguous()
+        parts = [self._decode(image, image_pe, (height, width), chunk, with_masks)
+                 for chunk in boxes.split(self.chunk_size)]
+        tokens, masks, scores = zip(*parts)
+        return RegionTokens(tokens=torch.cat(tokens), mask_logits=torch.cat(masks) if with_masks else None,
+                            mask_scores=torch.cat(scores))
 
-    def _decode(self, src: torch.Tensor, pos: torch.Tensor, boxes: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One chunk of n boxes, each in its own batch row: token ``[n, d]``, mask ``[n, 4h, 4w]``,
-        IoU ``[n]``."""
+    def _decode(self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
+                with_masks: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One chunk of n boxes, each decoded independently of the others: token ``[n, d]``,
+        mask ``[n, 4h, 4w]`` or None, IoU ``[n]``. ``image``/``image_pe``: ``[1, h*w, C]``."""
         decoder = self.mask_decoder
         n = boxes.shape[0]
         sparse = self.embed_boxes(boxes)  # [n, 2, C]
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])  # [1 + M, C]
-        queries = torch.cat([output_tokens.expand(n, -1, -1), sparse], dim=1).unsqueeze(1)  # [n, 1, T, C]
-        hidden, image = decoder.transformer(
-            point_embeddings=queries, image_embeddings=src.expand(n, -1, -1, -1),
-            image_positional_embeddings=pos.expand(n, -1, -1, -1), attention_similarity=None,
-        )
-        hidden, image = hidden[:, 0], image[:, 0]  # [n, T, C], [n, h*w, C]
+        queries = torch.cat([output_tokens.expand(n, -1, -1), sparse], dim=1)  # [n, T, C]
+        hidden, image_out = two_way_transformer(decoder.transformer, queries, image, image_pe,
+                                                final_tokens=output_tokens.shape[0])
         iou = decoder.iou_prediction_head(hidden[:, 0])  # [n, M]
         rows = torch.arange(n, device=boxes.device)
         if self.multimask:
@@ -151,8 +153,9 @@ class SamPromptHead(nn.Module):
         else:
             choice = torch.zeros(n, dtype=torch.long, device=boxes.device)
         mask_token = hidden[rows, 1 + choice]  # [n, C]
-        hyper = self._hypernetwork(mask_token, choice)  # [n, C/8]
-        masks = self._masks(image, hyper, src.shape[-2:])
+        needs_hyper = with_masks or self.token_place == "hypernet_mlp"
+        hyper = self._hypernetwork(mask_token, choice) if needs_hyper else None  # [n, C/8]
+        masks = self._masks(image_out, hyper, grid) if with_masks else None
         if self.token_place == "prompt_encoder":
             token = sparse.mean(dim=1)
         elif self.token_place == "transformer":
@@ -170,7 +173,7 @@ class SamPromptHead(nn.Module):
             out[rows] = mlps[index](mask_token[rows])
         return out
 
-    def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: torch.Size) -> torch.Tensor:
+    def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Upscale the transformer's image tokens ``[n, h*w, C]`` 4x and take the dot product with
         ``hyper`` ``[n, C/8]``: mask logits ``[n, 4h, 4w]``."""
         decoder = self.mask_decoder
@@ -275,12 +278,14 @@ class SamRegionTokenizer(nn.Module):
                                  input_size=input_size)
 
     @torch.no_grad()
-    def encode_regions(self, embedding: SamImageEmbedding, boxes: torch.Tensor) -> RegionTokens:
+    def encode_regions(self, embedding: SamImageEmbedding, boxes: torch.Tensor,
+                       with_masks: bool = True) -> RegionTokens:
         """``boxes``: ``[R, 4]`` float xyxy in original-image pixels. Tokens ``[R, token_dim]``,
-        mask logits ``[R, 256, 256]`` (padded input frame), predicted IoU ``[R]``."""
+        predicted IoU ``[R]``, and mask logits ``[R, 256, 256]`` (padded input frame) when
+        ``with_masks`` (the mask upscaling is skipped otherwise)."""
         check_boxes(boxes)
         scaled = scale_boxes(boxes.to(embedding.embeddings), embedding.original_size, embedding.input_size)
-        return self.head(embedding.embeddings, scaled)
+        return self.head(embedding.embeddings, scaled, with_masks=with_masks)
 
     @torch.no_grad()
     def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:

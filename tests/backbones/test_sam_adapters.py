@@ -246,3 +246,15 @@ def test_masks_to_original_recovers_a_box() -> None:
     truth = (xs > box[0]) & (xs < box[2]) & (ys > box[1]) & (ys < box[3])
     iou = (mask & truth).sum() / (mask | truth).sum()
     assert iou > 0.98
+
+
+@pytest.mark.parametrize("place", ["transformer", "hypernet_mlp"])
+def test_skipping_masks_keeps_tokens_and_scores(tiny_sam: SamModel, image: np.ndarray, boxes: torch.Tensor,
+                                                place: str) -> None:
+    tokenizer = _tokenizer(tiny_sam, place, multimask=True)
+    embedding = tokenizer.encode_image(image)
+    full = tokenizer.encode_regions(embedding, boxes)
+    lean = tokenizer.encode_regions(embedding, boxes, with_masks=False)
+    assert lean.mask_logits is None and full.mask_logits is not None
+    torch.testing.assert_close(lean.tokens, full.tokens)
+    torch.testing.assert_close(lean.mask_scores, full.mask_scores)
