@@ -14,8 +14,6 @@ import torch
 
 from regionspot.backbones.loading import BackboneLoadError
 from regionspot.backbones.sam_convert import (
-    CheckpointError,
-    load_state_dict_strict,
     original_to_hf,
     read_checkpoint,
     sam_config_from_original,
@@ -23,6 +21,7 @@ from regionspot.backbones.sam_convert import (
 )
 from regionspot.backbones.sam_prompt_head import SamPromptHead, SamRegionTokenizer
 from regionspot.backbones.tiny_vit import TinyViT, tiny_vit_5m, tiny_vit_state_dict
+from regionspot.weights import CheckpointError, load_strict
 
 # A key only TinyViT's MBConv stage has: tells MobileSAM checkpoints from ViT SAM ones.
 TINY_VIT_MARKER = "image_encoder.layers.0.blocks.0.conv1.c.weight"
@@ -40,9 +39,9 @@ def mobile_sam_modules(state_dict: Mapping[str, torch.Tensor], what: str = "Mobi
     encoder_weights, head_weights = split_original(state_dict)
     encoder_weights, dropped = tiny_vit_state_dict(encoder_weights)
     encoder = tiny_vit_5m()
-    load_state_dict_strict(encoder, encoder_weights, f"{what} (TinyViT image encoder)")
+    load_strict(encoder, encoder_weights, f"{what} (TinyViT image encoder)")
     head = SamPromptHead.from_config(sam_config_from_original(head_weights), token_place, multimask)
-    load_state_dict_strict(head, original_to_hf(head_weights), f"{what} (prompt encoder and mask decoder)")
+    load_strict(head, original_to_hf(head_weights), f"{what} (prompt encoder and mask decoder)")
     return encoder, head, [f"image_encoder.{name}" for name in dropped]
 
 

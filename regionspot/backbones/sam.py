@@ -18,10 +18,11 @@ from transformers import SamModel
 from regionspot.backbones.loading import BackboneLoadError
 from regionspot.backbones.mobile_sam import is_mobile_sam_state_dict, mobile_sam_tokenizer
 from regionspot.backbones.protocols import RegionTokenizer
-from regionspot.backbones.sam_convert import CheckpointError, read_checkpoint
+from regionspot.backbones.sam_convert import read_checkpoint
 from regionspot.backbones.sam_hf import hf_sam_tokenizer, load_hf_sam_model, sam_model_from_original
 from regionspot.backbones.sam_prompt_head import SamRegionTokenizer, check_token_place
 from regionspot.config import SamBackboneConfig
+from regionspot.weights import CheckpointError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 

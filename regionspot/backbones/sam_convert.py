@@ -4,7 +4,7 @@ The Hugging Face layout is the library's canonical one. Original checkpoints
 (``sam_vit_b_01ec64.pth``-style files, MobileSAM's ``mobile_sam.pt``) name the same tensors
 differently; this module renames them in both directions with one rule table, so the inverse is
 exactly the forward mapping read backwards. Everything here is a pure function over state dicts,
-except :func:`load_state_dict_strict`, which loads into a module and fails loudly.
+except :func:`load_strict`, which loads into a module and fails loudly.
 
 Covered: the prompt encoder and mask decoder of every SAM variant (MobileSAM included) and the
 ViT image encoder of SAM ViT-B/L/H. The TinyViT encoder of MobileSAM keeps its original key
@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import torch
 from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
+
+from regionspot.weights import CheckpointError, load_strict, preview
 
 StateDict = dict[str, torch.Tensor]
 
@@ -67,11 +69,6 @@ _VIT_RULES: tuple[tuple[str, str], ...] = (
 # Hugging Face uses the config value (1e-6 by default). Converted checkpoints keep the original.
 ORIGINAL_DECODER_LAYER_NORM_EPS = 1e-5
 SAM_VIT_VARIANTS: dict[tuple[int, int], str] = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read, or its keys are not those a SAM-family module expects
-    (the message names them)."""
 
 
 def _compile(template: str) -> re.Pattern[str]:
@@ -143,7 +140,7 @@ def original_to_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         else:
             out[renamed] = value
     if unknown:
-        raise CheckpointError(f"unknown key(s) in original SAM checkpoint: {_preview(unknown)}")
+        raise CheckpointError(f"unknown key(s) in original SAM checkpoint: {preview(unknown)}")
     return out
 
 
@@ -176,7 +173,7 @@ def hf_to_original(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         else:
             out[renamed] = state_dict[key]
     if unknown:
-        raise CheckpointError(f"unknown key(s) in Hugging Face SAM state dict: {_preview(unknown)}")
+        raise CheckpointError(f"unknown key(s) in Hugging Face SAM state dict: {preview(unknown)}")
     return out
 
 
@@ -194,7 +191,7 @@ def split_original(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict, S
         else:
             other.append(key)
     if other:
-        raise CheckpointError(f"unexpected key(s) in original SAM checkpoint: {_preview(other)}")
+        raise CheckpointError(f"unexpected key(s) in original SAM checkpoint: {preview(other)}")
     return encoder, head
 
 
@@ -298,25 +295,3 @@ def read_checkpoint(path: str) -> StateDict:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors")
     return dict(data)
-
-
-def load_state_dict_strict(module: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """``module.load_state_dict(state_dict, strict=True)`` with an error that names the missing,
-    unexpected and wrongly shaped keys of ``what`` (a human name for the weights)."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        parts = [f"{label} {_preview(items)}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if items]
-        raise CheckpointError(f"cannot load {what}: " + "; ".join(parts))
-    module.load_state_dict(dict(state_dict), strict=True)
-
-
-def _preview(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)} in all)"

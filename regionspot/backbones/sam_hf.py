@@ -17,12 +17,12 @@ from transformers import SamModel
 
 from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
 from regionspot.backbones.sam_convert import (
-    load_state_dict_strict,
     original_to_hf,
     sam_config_from_original,
     vit_variant_name,
 )
 from regionspot.backbones.sam_prompt_head import SamPromptHead, SamRegionTokenizer
+from regionspot.weights import load_strict
 
 
 class HFSamImageEncoder(nn.Module):
@@ -52,7 +52,7 @@ def sam_model_from_original(state_dict: Mapping[str, torch.Tensor], what: str = 
     """A ``SamModel`` built and strictly loaded from an original-layout ViT SAM state dict
     (variant read from the tensor shapes)."""
     model = SamModel(sam_config_from_original(state_dict))
-    load_state_dict_strict(model, original_to_hf(state_dict), what)
+    load_strict(model, original_to_hf(state_dict), what)
     return model.eval()
 
 

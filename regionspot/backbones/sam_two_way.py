@@ -58,14 +58,29 @@ def tokens_to_shared_image(attn: nn.Module, query: torch.Tensor, keys: torch.Ten
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def tokens_to_image(attn: nn.Module, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+def softmax_last(x: torch.Tensor) -> torch.Tensor:
+    """Numerically stable softmax over a short last dimension (the T prompt tokens), written
+    out because torch's kernel is several times slower on such narrow rows. Works in place."""
+    x = x - x.amax(dim=-1, keepdim=True)
+    x = x.exp_()
+    return x.div_(x.sum(dim=-1, keepdim=True))
+
+
+def tokens_to_image(attn: nn.Module, query: torch.Tensor, values: torch.Tensor, image_pe: torch.Tensor,
+                    keys: torch.Tensor | None = None) -> torch.Tensor:
     """Token-to-image attention with a different image side per box, re-associated.
 
-    ``query`` [n, T, C]; ``keys``/``values`` [n, L, C]. Returns [n, T, C]."""
+    ``query`` [n, T, C]; ``values`` [n, L, C] the image side; ``keys`` [n, L, C] the image side
+    plus its positional encoding, or None to add ``image_pe`` [1, L, C] inside the score
+    product (cheaper when only a few tokens query). Returns [n, T, C]."""
     heads = attn.num_attention_heads
     q = _split(attn.q_proj(query), heads)                                  # [n, H, T, d]
-    q_in_image_space = (q * attn.scaling) @ _head_weights(attn.k_proj, heads)   # [n, H, T, C]
-    scores = q_in_image_space.flatten(1, 2) @ keys.transpose(1, 2)         # [n, H*T, L]
+    q_in_image_space = ((q * attn.scaling) @ _head_weights(attn.k_proj, heads)).flatten(1, 2)  # [n, H*T, C]
+    if keys is None:
+        pe_scores = (q_in_image_space.flatten(0, 1) @ image_pe[0].t()).unflatten(0, q_in_image_space.shape[:2])
+        scores = torch.baddbmm(pe_scores, q_in_image_space, values.transpose(1, 2))   # [n, H*T, L]
+    else:
+        scores = q_in_image_space @ keys.transpose(1, 2)
     weights = scores.softmax(dim=-1)
     mixed = (weights @ values).unflatten(1, (heads, -1))                   # [n, H, T, C]
     w_v = _head_weights(attn.v_proj, heads)                                # [H, d, C]
@@ -73,29 +88,32 @@ def tokens_to_image(attn: nn.Module, query: torch.Tensor, keys: torch.Tensor, va
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def image_to_tokens(attn: nn.Module, image_query: torch.Tensor, token_keys: torch.Tensor,
+def image_to_tokens(attn: nn.Module, image: torch.Tensor, image_query: torch.Tensor, token_keys: torch.Tensor,
                     token_values: torch.Tensor, image_q: torch.Tensor | None = None) -> torch.Tensor:
-    """Image-to-token attention, output projection applied to the T value rows first.
+    """The image side after image-to-token attention, ``image + attention(image -> tokens)``.
 
-    ``image_query`` [n or 1, L, C] is the image side with its positional encoding. When the
-    image side is shared by all boxes, pass its projected queries ``image_q`` [L, H, d]
-    (computed once); otherwise the query projection is re-associated onto the T token keys.
-    ``token_keys``/``token_values`` [n, T, C]. Returns the update of the image side, [n, L, C]."""
+    ``image`` [n or 1, L, C] is the image side, ``image_query`` the same plus its positional
+    encoding. When the image side is shared by all boxes, pass its projected queries ``image_q``
+    [L, H, d] (computed once); otherwise the query projection is re-associated onto the T token
+    keys. ``token_keys``/``token_values`` [n, T, C]. The output projection is applied to the T
+    value rows before mixing, and the residual is added inside the same product. Returns [n, L, C]."""
     heads = attn.num_attention_heads
     n, tokens = token_keys.shape[:2]
     k = _split(attn.k_proj(token_keys), heads) * attn.scaling              # [n, H, T, d]
     if image_q is not None:
-        scores = torch.einsum("lhd,nhtd->nlht", image_q, k).flatten(2)     # [n, L, H*T]
+        scores = torch.einsum("lhd,nhtd->nlht", image_q, k)                # [n, L, H, T]
     else:
         w_q = _head_weights(attn.q_proj, heads)                            # [H, d, C]
         k_in_image_space = torch.einsum("hdc,nhtd->ncht", w_q, k).flatten(2)   # [n, C, H*T]
         bias = torch.einsum("hd,nhtd->nht", attn.q_proj.bias.reshape(heads, -1), k).flatten(1)
         scores = torch.baddbmm(bias.unsqueeze(1), image_query.expand(n, -1, -1), k_in_image_space)
-    weights = scores.unflatten(2, (heads, tokens)).softmax(dim=-1).flatten(2)
+        scores = scores.unflatten(2, (heads, tokens))
+    weights = softmax_last(scores).flatten(2)                              # [n, L, H*T]
     v = _split(attn.v_proj(token_values), heads)                           # [n, H, T, d]
     w_out = attn.out_proj.weight.reshape(-1, heads, v.shape[-1]).permute(1, 2, 0)  # [H, d, C]
-    v_out = (v @ w_out).flatten(1, 2)                                       # [n, H*T, C]
-    return torch.baddbmm(attn.out_proj.bias.expand(n, 1, -1), weights, v_out)
+    # each head's weights sum to 1, so bias/heads per value row adds the output bias once
+    v_out = (v @ w_out + attn.out_proj.bias / heads).flatten(1, 2)         # [n, H*T, C]
+    return torch.baddbmm(image.expand(n, -1, -1), weights, v_out)
 
 
 def two_way_transformer(transformer: nn.Module, point_embeddings: torch.Tensor, image: torch.Tensor,
@@ -121,7 +139,7 @@ def two_way_transformer(transformer: nn.Module, point_embeddings: torch.Tensor, 
         if shared:
             queries = queries + tokens_to_shared_image(layer.cross_attn_token_to_image, query, key, keys)
         else:
-            queries = queries + tokens_to_image(layer.cross_attn_token_to_image, query, key, keys)
+            queries = queries + tokens_to_image(layer.cross_attn_token_to_image, query, keys, image_pe, key)
         queries = layer.layer_norm2(queries)
         queries = layer.layer_norm3(queries + layer.mlp(queries))
         query = queries + point_embeddings
@@ -129,13 +147,14 @@ def two_way_transformer(transformer: nn.Module, point_embeddings: torch.Tensor, 
         image_q = None
         if shared:  # the image side is still the same for every box: project its queries once
             image_q = attn.q_proj(key[0]).unflatten(-1, (attn.num_attention_heads, -1))
-        update = image_to_tokens(attn, key, query, queries, image_q)
-        keys = layer.layer_norm4(keys + update)                            # from here on, per box
+        keys = layer.layer_norm4(image_to_tokens(attn, keys, key, query, queries, image_q))  # per box now
         shared = False
     kept = slice(0, final_tokens)
     queries, query = queries[:, kept], (queries + point_embeddings)[:, kept]
-    key = keys + image_pe
     final = transformer.final_attn_token_to_image
-    attend = tokens_to_shared_image if shared else tokens_to_image
-    queries = transformer.layer_norm_final_attn(queries + attend(final, query, key, keys))
+    if shared:
+        attended = tokens_to_shared_image(final, query, keys + image_pe, keys)
+    else:
+        attended = tokens_to_image(final, query, keys, image_pe)
+    queries = transformer.layer_norm_final_attn(queries + attended)
     return queries, keys

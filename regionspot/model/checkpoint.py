@@ -14,18 +14,14 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
+from regionspot.weights import CheckpointError, load_strict  # noqa: F401 - re-exported
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_NAME = "regionspot"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, malformed, or does not match the model it is loaded into."""
 
 
 def write_checkpoint(folder: str | Path, config: RegionSpotConfig, state: dict[str, torch.Tensor],
@@ -98,24 +94,3 @@ def read_checkpoint(folder: Path) -> tuple[RegionSpotConfig, dict[str, torch.Ten
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise CheckpointError(f"{folder / WEIGHTS_NAME} could not be read: {exc}") from None
     return config, state
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load ``state`` into ``module`` requiring an exact match of keys and shapes.
-
-    Raises :class:`CheckpointError` naming missing keys, unexpected keys and shape mismatches.
-    """
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
-                parts.append(f"{title}: {shown}")
-        raise CheckpointError(f"{what} does not match the checkpoint; " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)

@@ -129,7 +129,7 @@ class RegionSpot(nn.Module):
     def load_head_state(self, state: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
         """Load ``fusion.*`` weights strictly (missing/unexpected keys raise CheckpointError)."""
         fusion_state = {k[len(FUSION_PREFIX):] if k.startswith(FUSION_PREFIX) else k: v for k, v in state.items()}
-        load_strict(self.fusion, fusion_state, what=f"fusion head vs {what}")
+        load_strict(self.fusion, fusion_state, what=f"the fusion head from {what}")
 
     def trainable_parameter_count(self) -> int:
         return count_parameters(self.fusion)

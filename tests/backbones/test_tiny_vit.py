@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from regionspot.backbones.sam_convert import load_state_dict_strict, read_checkpoint, split_original
+from regionspot.backbones.sam_convert import load_strict, read_checkpoint, split_original
 from regionspot.backbones.tiny_vit import (
     CLASSIFIER_HEAD_KEYS,
     TinyViT,
@@ -86,6 +86,6 @@ def test_keys_and_shapes_match_the_mobile_sam_checkpoint(mobile_sam_checkpoint: 
     expected = model.state_dict()
     assert set(kept) == set(expected)
     assert all(kept[k].shape == expected[k].shape for k in kept)
-    load_state_dict_strict(model, kept, "MobileSAM TinyViT")
+    load_strict(model, kept, "MobileSAM TinyViT")
     biases = encoder["layers.2.blocks.3.attn.attention_biases"]
     assert torch.equal(model.layers[2].blocks[3].attn.attention_biases, biases)

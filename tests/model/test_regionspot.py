@@ -100,7 +100,7 @@ def test_strict_loading_names_missing_and_unexpected_keys(tiny_model: RegionSpot
 
 def test_shape_mismatch_is_reported(tiny_model: RegionSpot, tmp_path: Path) -> None:
     folder = tiny_model.save_pretrained(tmp_path / "ckpt")
-    with pytest.raises(CheckpointError, match="shape mismatches"):
+    with pytest.raises(CheckpointError, match="wrong shape"):
         RegionSpot.from_pretrained(folder, overrides=["fusion.ffn_dim=32"])
 
 
