@@ -36,8 +36,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--topk", type=positive_int, default=5, help="(label, score) pairs per box (default 5)")
     parser.add_argument("--no-masks", action="store_true", help="skip mask pasting and RLE")
     parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, e.g. sam.name_or_path=/local/sam-vit-base")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="config overrides with dotted keys, e.g. --set sam.name_or_path=/local/sam-vit-base")
     parser.set_defaults(handler=run)
 
 
