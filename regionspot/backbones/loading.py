@@ -44,5 +44,5 @@ def load_hf_pretrained(cls: type[M], name_or_path: str, **kwargs: Any) -> M:
             hint = (" If you are offline, download the model once and pass its local folder, "
                     "or set HF_HUB_OFFLINE=1 with the model in your Hugging Face cache.")
         raise BackboneLoadError(
-            f"could not load {cls.__name__} from {where} {name_or_path!r}: {exc}.{hint}"
+            f"could not load {cls.__name__} from {where} {name_or_path!r}: {str(exc).rstrip('. ')}.{hint}"
         ) from exc
