@@ -125,6 +125,13 @@ def _convert(hint: Any, raw: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, raw, where=path)
     origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(raw, str):  # command line: comma-separated
+            raw = [_parse_text_value(part.strip()) for part in raw.split(",") if part.strip()]
+        if not isinstance(raw, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {raw!r}")
+        return [_convert(item, value, f"{path}.{i}") for i, value in enumerate(raw)]
     if origin is Literal:
         choices = typing.get_args(hint)
         if raw not in choices:
@@ -181,18 +188,33 @@ def apply_overrides(config: C, overrides: list[str] | tuple[str, ...]) -> C:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        node = data
+        node: Any = data
         for i, part in enumerate(parts[:-1]):
-            if not isinstance(node.get(part), dict):
+            node = _child(node, part, key)
+            if not isinstance(node, (dict, list)):
                 raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])!r} is not a section")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"override {key!r}: unknown key; known here: {sorted(node)}")
-        if isinstance(node[parts[-1]], dict):
+        last = parts[-1]
+        current = _child(node, last, key)
+        if isinstance(current, dict):
             raise ConfigError(f"override {key!r}: {key!r} is a section, not a section field; "
-                              f"set one of its fields: {sorted(node[parts[-1]])}")
-        node[parts[-1]] = _parse_text_value(value)
+                              f"set one of its fields: {sorted(current)}")
+        if isinstance(node, list):
+            node[int(last)] = _parse_text_value(value)
+        else:
+            node[last] = _parse_text_value(value)
     return from_dict(type(config), data)
+
+
+def _child(node: Any, part: str, key: str) -> Any:
+    """``node[part]`` for a dict key or a list index, with a clear error when absent."""
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise ConfigError(f"override {key!r}: {part!r} is not an index of a {len(node)}-item list")
+        return node[int(part)]
+    if not isinstance(node, dict) or part not in node:
+        known = sorted(node) if isinstance(node, dict) else []
+        raise ConfigError(f"override {key!r}: unknown key {part!r}; known here: {known}")
+    return node[part]
 
 
 def _parse_text_value(text: str) -> Any:

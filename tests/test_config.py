@@ -51,3 +51,19 @@ def test_from_dict_rejects_unknown_nested_keys():
 def test_partial_dict_keeps_defaults():
     config = from_dict(RegionSpotConfig, {"fusion": {"depth": 1}})
     assert config.fusion == FusionConfig(depth=1)
+
+
+def test_lists_of_sections_and_scalars():
+    from regionspot.train.config import DatasetConfig, TrainConfig
+
+    config = TrainConfig(datasets=[DatasetConfig(name="a"), DatasetConfig(name="b")])
+    changed = apply_overrides(config, ["datasets.1.ratio=2", "optim.decay_at=10,20", "eval_dataset=null"])
+    assert changed.datasets[1].ratio == 2.0 and changed.optim.decay_at == [10, 20]
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(config, ["datasets.5.ratio=1"])
+    with pytest.raises(ConfigError, match="expected int"):
+        apply_overrides(config, ["optim.decay_at=10,x"])
+    data = to_dict(config)
+    data["datasets"][0]["bogus"] = 1
+    with pytest.raises(ConfigError, match=r"datasets\.0: unknown key"):
+        from_dict(TrainConfig, data)

@@ -1,0 +1,1 @@
+"""Training and evaluation data: COCO-format datasets, converters, mixing, augmentation."""

@@ -1,0 +1,1 @@
+"""Training the fusion head: configuration, loss, schedule, loop, checkpoints."""
