@@ -134,6 +134,16 @@ def build_records(document: dict[str, Any], label_of: dict[int, int], min_box_si
     return records
 
 
+def image_file_name(image: dict[str, Any]) -> str:
+    """The image's path under the image folder: ``file_name``, or for LVIS (which has only
+    ``coco_url``) the last two parts of the URL, e.g. ``val2017/000000397133.jpg``."""
+    if image.get("file_name"):
+        return str(image["file_name"])
+    if image.get("coco_url"):
+        return "/".join(str(image["coco_url"]).rstrip("/").split("/")[-2:])
+    raise DatasetError(f"image {image.get('id')} has neither file_name nor coco_url")
+
+
 def _image_record(image: dict[str, Any], annotations: list[dict[str, Any]], label_of: dict[int, int],
                   min_box_size: float, stats: DatasetStats) -> ImageRecord | None:
     height, width = int(image["height"]), int(image["width"])
@@ -156,7 +166,7 @@ def _image_record(image: dict[str, Any], annotations: list[dict[str, Any]], labe
     stats.kept += int(valid.sum())
     kept = [a for a, ok in zip(kept, valid) if ok]
     return ImageRecord(
-        image_id=int(image["id"]), file_name=str(image["file_name"]), height=height, width=width,
+        image_id=int(image["id"]), file_name=image_file_name(image), height=height, width=width,
         boxes=boxes[valid].astype(np.float32),
         labels=np.array([label_of[int(a["category_id"])] for a in kept], dtype=np.int64),
         annotation_ids=np.array([int(a.get("id", i)) for i, a in enumerate(kept)], dtype=np.int64),

@@ -60,3 +60,13 @@ def test_missing_files_are_clear(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(DatasetError, match="missing"):
         CocoDataset(tmp_path / "bad.json", tmp_path)
+
+
+def test_lvis_style_images_use_coco_url(tmp_path: Path) -> None:
+    from regionspot.datasets.coco_format import image_file_name
+
+    assert image_file_name({"id": 1, "coco_url": "http://images.cocodataset.org/val2017/000000397133.jpg"}) \
+        == "val2017/000000397133.jpg"
+    assert image_file_name({"id": 1, "file_name": "a.jpg", "coco_url": "x/y/z.jpg"}) == "a.jpg"
+    with pytest.raises(DatasetError, match="neither"):
+        image_file_name({"id": 3})
