@@ -1,0 +1,164 @@
+"""Data-parallel plumbing: one process per device under ``torchrun``, or a single process.
+
+``torchrun --nproc_per_node=N -m regionspot train ...`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and
+joins the process group (nccl on CUDA, gloo on CPU). Without them, or with ``WORLD_SIZE=1``, the
+run is a single process with no process group, and every collective below is the identity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands: ``rank`` of ``world_size``, its ``local_rank`` on the node,
+    its ``device``, and the process-group ``backend`` (``None``: single process, no group)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints."""
+        return self.rank == 0
+
+    @property
+    def initialized(self) -> bool:
+        """Whether a process group is in use (collectives talk to other processes)."""
+        return self.backend is not None and dist.is_available() and dist.is_initialized()
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cpu``; ``cuda`` / ``cuda:N`` (an error, saying
+    so, when no such GPU is available)."""
+    choice = preference.strip().lower()
+    if choice == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda" or choice.startswith("cuda:"):
+        try:
+            device = torch.device(choice)
+        except RuntimeError:
+            raise ValueError(f"device {preference!r} is not a valid device; use one of {DEVICE_CHOICES}") from None
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {preference!r} was asked for but CUDA is not available (torch "
+                               f"{torch.__version__}, built for CUDA {torch.version.cuda}); use device=cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {preference!r} was asked for but only {torch.cuda.device_count()} "
+                               f"CUDA device(s) are visible")
+        return device
+    raise ValueError(f"unknown device {preference!r}; use one of {DEVICE_CHOICES}")
+
+
+def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:
+    """Join the process group described by torchrun's environment, or run as a single process.
+
+    Under torchrun each process uses ``cuda:LOCAL_RANK`` (with backend nccl) when the device is
+    CUDA, else the CPU (gloo). If a process group is already initialised it is reused.
+    Raises ``RuntimeError`` naming the missing variables when the environment is incomplete.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return _context_from_group(device_preference)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        device = choose_device(device_preference)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return DistributedContext(0, 1, 0, device, None)
+    missing = [name for name in ENV_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise RuntimeError(f"WORLD_SIZE={world_size} but {missing} are not set; start with torchrun "
+                           f"--nproc_per_node=N, which sets {list(ENV_VARIABLES)}")
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this torch build")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    device = _process_device(device_preference, local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    options: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                            timeout=timedelta(minutes=timeout_minutes), **options)
+    return DistributedContext(rank, world_size, local_rank, device, backend)
+
+
+def _process_device(preference: str, local_rank: int) -> torch.device:
+    device = choose_device(preference)
+    if device.type != "cuda":
+        return device
+    if local_rank >= torch.cuda.device_count():
+        raise RuntimeError(f"LOCAL_RANK {local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                           f"use --nproc_per_node <= the number of GPUs")
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def _context_from_group(device_preference: str) -> DistributedContext:
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = str(dist.get_backend())
+    device = _process_device(device_preference, local_rank)
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+
+
+def all_reduce_sum(tensor: Tensor, ctx: DistributedContext) -> Tensor:
+    """The element-wise sum of ``tensor`` over all processes, as a new tensor (the input is left
+    unchanged). ``tensor`` must be on ``ctx.device`` under nccl. Single process: a copy."""
+    result = tensor.detach().clone()
+    if ctx.initialized and ctx.world_size > 1:
+        dist.all_reduce(result, op=dist.ReduceOp.SUM)
+    return result
+
+
+def all_reduce_mean(tensor: Tensor, ctx: DistributedContext) -> Tensor:
+    """The element-wise mean of ``tensor`` over all processes (floating point; integer inputs
+    give float32). New tensor, input unchanged."""
+    if not tensor.is_floating_point():
+        tensor = tensor.float()
+    return all_reduce_sum(tensor, ctx) / ctx.world_size
+
+
+def broadcast_object(obj: Any, ctx: DistributedContext, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (picklable) on every process. Single process: ``obj`` itself."""
+    if not (ctx.initialized and ctx.world_size > 1):
+        return obj
+    box = [obj if ctx.rank == src else None]
+    dist.broadcast_object_list(box, src=src, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
+
+
+def all_gather_object(obj: Any, ctx: DistributedContext) -> list[Any]:
+    """Every process's ``obj`` (picklable), in rank order. Single process: ``[obj]``."""
+    if not (ctx.initialized and ctx.world_size > 1):
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier(ctx: DistributedContext) -> None:
+    """Wait until every process gets here (no-op for a single process)."""
+    if ctx.initialized and ctx.world_size > 1:
+        if ctx.backend == "nccl":
+            dist.barrier(device_ids=[ctx.device.index])
+        else:
+            dist.barrier()
+
+
+def shutdown(ctx: DistributedContext) -> None:
+    """Leave the process group (no-op for a single process or when already left)."""
+    if ctx.initialized:
+        dist.destroy_process_group()

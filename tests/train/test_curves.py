@@ -1,0 +1,106 @@
+"""Metrics CSV (long format, resume-safe) and the curves PNG."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from regionspot.train.curves import MetricsLog, _centred_mean, plot_curves
+
+
+def test_append_writes_long_rows_immediately(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "run" / "metrics.csv")
+    log.append(20, "train", {"loss": 0.5, "lr": 2.5e-5})
+    # flushed: a second reader sees the rows without the writer closing anything
+    assert MetricsLog(log.csv_path).rows() == [
+        {"step": 20, "split": "train", "name": "loss", "value": 0.5},
+        {"step": 20, "split": "train", "name": "lr", "value": 2.5e-5},
+    ]
+    log.append(40, "eval", {"top1, %": 61.25})  # a new metric name, with a comma, needs no new column
+    assert log.rows()[-1] == {"step": 40, "split": "eval", "name": "top1, %", "value": 61.25}
+    assert log.csv_path.read_text().splitlines()[0] == "step,split,name,value"
+
+
+def test_values_round_trip_exactly(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "m.csv")
+    values = {"a": 0.1 + 0.2, "b": 1e-300, "c": float("nan"), "d": float("inf")}
+    log.append(1, "train", values)
+    read = {row["name"]: row["value"] for row in log.rows()}
+    assert read["a"] == 0.1 + 0.2 and read["b"] == 1e-300 and read["d"] == math.inf
+    assert math.isnan(read["c"])
+
+
+def test_truncate_after_drops_later_rows_only(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "m.csv")
+    for step in (10, 20, 30, 40):
+        log.append(step, "train", {"loss": 1.0 / step})
+    log.append(30, "eval", {"ap": 0.3})
+    assert log.truncate_after(20) == 3
+    assert [(r["step"], r["split"]) for r in log.rows()] == [(10, "train"), (20, "train")]
+    log.append(30, "train", {"loss": 0.5})  # steps trained again are logged once
+    assert [r["step"] for r in log.rows()] == [10, 20, 30]
+    assert log.truncate_after(1000) == 0
+
+
+def test_reopening_keeps_rows_and_cuts_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    MetricsLog(path).append(10, "train", {"loss": 1.0})
+    with path.open("a") as handle:
+        handle.write("20,train,lo")  # killed mid-row
+    with pytest.warns(UserWarning, match="torn"):
+        log = MetricsLog(path)
+    log.append(20, "train", {"loss": 0.9})
+    assert [(r["step"], r["value"]) for r in log.rows()] == [(10, 1.0), (20, 0.9)]
+
+
+def test_malformed_files_are_errors(tmp_path: Path) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a metrics log"):
+        MetricsLog(other).rows()
+    broken = tmp_path / "broken.csv"
+    broken.write_text("step,split,name,value\n1,train,loss,abc\n2,train,loss,1\n")
+    with pytest.raises(ValueError, match=":2: malformed"):
+        MetricsLog(broken).rows()
+
+
+def test_centred_mean() -> None:
+    assert _centred_mean([1, 2, 3, 4, 5], 3).tolist() == [1.5, 2, 3, 4, 4.5]
+    assert _centred_mean([1, 2, 3, 4], 1).tolist() == [1, 2, 3, 4]
+    nan = float("nan")
+    assert _centred_mean([1, nan, 3, nan], 3).tolist() == [1, 2, 3, 3]
+    assert np.isnan(_centred_mean([nan, nan], 1)).all()
+
+
+def write_run(path: Path, steps: int = 3000) -> MetricsLog:
+    log = MetricsLog(path)
+    rng = np.random.default_rng(0)
+    for step in range(20, steps + 1, 20):
+        lr = 2.5e-5 * min(1.0, step / 1000) * (0.1 if step >= 2400 else 1.0)
+        log.append(step, "train", {"loss": 1.5 * math.exp(-step / 800) + 0.2 + 0.15 * rng.random(),
+                                   "accuracy": 1 - math.exp(-step / 700) * 0.9 - 0.05 * rng.random(),
+                                   "grad_norm": 2 * math.exp(-step / 1500) + 0.3 * rng.random(), "lr": lr})
+        if step % 500 == 0:
+            log.append(step, "eval", {"loss": 1.4 * math.exp(-step / 900) + 0.3,
+                                      "top1": 1 - 0.9 * math.exp(-step / 900)})
+    return log
+
+
+def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
+    log = write_run(tmp_path / "metrics.csv")
+    png = plot_curves(log.csv_path, tmp_path / "out" / "curves.png")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    image = imread(png)
+    assert image.shape[0] > 300 and image.shape[1] > 800  # 5 panels over two rows of three
+    assert image[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+
+
+def test_plot_curves_of_an_empty_log(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "metrics.csv")
+    assert plot_curves(log.csv_path, tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
