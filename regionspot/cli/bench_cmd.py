@@ -29,6 +29,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     predict.add_argument("--out", default="bench-results/predict.json", help="JSON output")
     predict.set_defaults(handler=run_predict)
+    train = which.add_parser(
+        "train", help="training throughput: online vs cached SAM tokens vs cached tokens + CLIP memory",
+        description="Regions/s and peak memory of training steps fed three ways, each in its own process.",
+    )
+    train.add_argument("--sam", default=str(DEFAULT_SAM), help="MobileSAM (or other SAM) checkpoint")
+    train.add_argument("--annotations", default="../shared/data/coco-sample/annotations.json",
+                       help="COCO-format annotations of the images to train on")
+    train.add_argument("--images", default="../shared/data/coco-sample/images", help="their image folder")
+    train.add_argument("--limit", type=int, default=16, help="images used (caches are built for these)")
+    train.add_argument("--batch", type=int, default=4, help="images per step")
+    train.add_argument("--online-steps", type=int, default=2, help="timed steps when both towers run")
+    train.add_argument("--cached-steps", type=int, default=20, help="timed steps with caches")
+    train.add_argument("--out", default="bench-results/train.json", help="JSON output")
+    train.set_defaults(handler=run_train)
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:
@@ -59,6 +73,23 @@ def run_predict(args: argparse.Namespace) -> int:
     image = load_image(args.image) if args.image else synthetic_image()
     result = run_predict_bench(args.sam, image, counts, args.vocab_size, args.repeats,
                                progress=lambda m: print(m, file=sys.stderr))
+    print(format_table(result))
+    write_json(result, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from regionspot.bench.train_bench import format_table, run_train_bench, write_json
+
+    if not Path(args.sam).is_file():
+        raise FileNotFoundError(f"SAM checkpoint {args.sam} not found; fetch MobileSAM with "
+                                f"'python scripts/fetch_mobile_sam.py {DEFAULT_SAM}' or pass --sam")
+    for name in ("limit", "batch", "online_steps", "cached_steps"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
+    result = run_train_bench(args.sam, args.annotations, args.images, limit=args.limit, batch=args.batch,
+                             online_steps=args.online_steps, cached_steps=args.cached_steps)
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

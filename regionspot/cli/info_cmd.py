@@ -32,10 +32,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def head_parameter_count(fusion: FusionConfig) -> int:
+def head_parameter_count(fusion: FusionConfig, cross_attention: bool = True) -> int:
     from regionspot.model.fusion import RegionFusion, count_parameters
 
-    return count_parameters(RegionFusion(fusion))
+    return count_parameters(RegionFusion(fusion, cross_attention=cross_attention))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def _checkpoint_info(name_or_path: str, load: bool) -> int:
     print(f"checkpoint: {folder}")
     print(json.dumps(to_dict(config), indent=2))
     stored = sum(t.numel() for t in state.values())
-    print(f"trainable parameters: {head_parameter_count(config.fusion) / 1e6:.2f}M "
+    print(f"trainable parameters: {head_parameter_count(config.fusion, config.clip.enabled) / 1e6:.2f}M "
           f"(stored in model.safetensors: {stored / 1e6:.2f}M)")
     if load:
         from regionspot.model.regionspot import RegionSpot

@@ -16,19 +16,21 @@ EXIT_USER_ERROR = 2
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user gave something wrong", reported without traceback."""
     from regionspot.backbones.loading import BackboneLoadError
+    from regionspot.cache.shards import CacheError
     from regionspot.config import ConfigError
+    from regionspot.datasets.coco_format import DatasetError
     from regionspot.model.checkpoint import CheckpointError
     from regionspot.ops.boxes import BoxError
     from regionspot.ops.image import ImageLoadError
     from regionspot.vocab import VocabularyError
 
-    return (BackboneLoadError, BoxError, CheckpointError, ConfigError, ImageLoadError, VocabularyError,
-            FileNotFoundError)
+    return (BackboneLoadError, BoxError, CacheError, CheckpointError, ConfigError, DatasetError, ImageLoadError,
+            VocabularyError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from regionspot import __version__
-    from regionspot.cli import bench_cmd, info_cmd, predict_cmd
+    from regionspot.cli import bench_cmd, convert_cmd, extract_cmd, info_cmd, predict_cmd, train_cmd
 
     parser = argparse.ArgumentParser(
         prog="regionspot",
@@ -36,14 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regionspot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict_cmd, info_cmd, bench_cmd):
+    for module in (predict_cmd, info_cmd, bench_cmd, train_cmd, convert_cmd, extract_cmd):
         module.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also come after options (argparse stops positionals at the first one)
+    if extra and isinstance(getattr(args, "overrides", None), list) and \
+            all("=" in item and not item.startswith("-") for item in extra):
+        args.overrides.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -19,14 +19,17 @@ from regionspot.config import FusionConfig
 class FusionBlock(nn.Module):
     """One post-norm decoder block: [self-attention], cross-attention, feed-forward."""
 
-    def __init__(self, width: int, heads: int, ffn_dim: int, dropout: float, self_attention: bool) -> None:
+    def __init__(self, width: int, heads: int, ffn_dim: int, dropout: float, self_attention: bool,
+                 cross_attention: bool = True) -> None:
         super().__init__()
         self.self_attention = self_attention
+        self.cross_attention = cross_attention
         if self_attention:
             self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
             self.norm_self = nn.LayerNorm(width)
-        self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-        self.norm_cross = nn.LayerNorm(width)
+        if cross_attention:
+            self.cross_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+            self.norm_cross = nn.LayerNorm(width)
         self.ffn = nn.Sequential(
             nn.Linear(width, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, width)
         )
@@ -50,6 +53,8 @@ class FusionBlock(nn.Module):
             regions = self.norm_self(regions + self.dropout(attended))
         weights = None
         if memory is not None:
+            if not self.cross_attention:
+                raise ValueError("this head was built without CLIP vision (no cross-attention); pass memory=None")
             attended, weights = self.cross_attn(
                 regions, memory, memory, need_weights=need_attention, average_attn_weights=True
             )
@@ -63,16 +68,19 @@ class RegionFusion(nn.Module):
 
     Trainable parameter counts for SPEC's shapes: BB (token 256, CLIP ViT-B/16 width 768,
     text 512) about 24M; BL (CLIP ViT-L/14 width 1024, text 768) about 39M.
+    ``cross_attention`` False builds SPEC's "no CLIP vision" ablation, which has no memory to
+    attend to (and so no cross-attention weights, which would never receive a gradient).
     """
 
-    def __init__(self, config: FusionConfig) -> None:
+    def __init__(self, config: FusionConfig, cross_attention: bool = True) -> None:
         super().__init__()
         if config.width % config.heads != 0:
             raise ValueError(f"fusion.width {config.width} is not divisible by fusion.heads {config.heads}")
         self.config = config
         self.token_projector = nn.Linear(config.token_dim, config.width)
         self.blocks = nn.ModuleList(
-            FusionBlock(config.width, config.heads, config.ffn_dim, config.dropout, config.region_self_attention)
+            FusionBlock(config.width, config.heads, config.ffn_dim, config.dropout, config.region_self_attention,
+                        cross_attention)
             for _ in range(config.depth)
         )
         self.final_norm = nn.LayerNorm(config.width)

@@ -42,7 +42,8 @@ class RegionSpot(nn.Module):
         self.region_tokenizer = region_tokenizer
         self.image_encoder = image_encoder
         self.text_embedder = text_embedder
-        self.fusion = fusion if fusion is not None else RegionFusion(config.fusion)
+        self.fusion = fusion if fusion is not None else RegionFusion(config.fusion,
+                                                                      cross_attention=image_encoder is not None)
         self._check_widths()
         self.eval()  # inference by default; a training loop calls .train() (backbones stay frozen)
         self._text_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()

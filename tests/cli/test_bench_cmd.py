@@ -27,3 +27,17 @@ def test_bench_predict_writes_table_and_json(mobile_sam_checkpoint: Path, tmp_pa
 def test_bench_needs_a_sam_checkpoint(tmp_path: Path, capsys) -> None:
     assert main(["bench", "predict", "--sam", str(tmp_path / "missing.pt")]) == 2
     assert "fetch_mobile_sam" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_train_measures_three_modes(mobile_sam_checkpoint: Path, coco_sample: Path, tmp_path: Path,
+                                          capsys) -> None:
+    out = tmp_path / "train.json"
+    code = main(["bench", "train", "--sam", str(mobile_sam_checkpoint),
+                 "--annotations", str(coco_sample / "annotations.json"), "--images", str(coco_sample / "images"),
+                 "--limit", "2", "--batch", "1", "--online-steps", "1", "--cached-steps", "2", "--out", str(out)])
+    assert code == 0
+    document = json.loads(out.read_text())
+    assert set(document["modes"]) == {"online", "tokens", "tokens+memory"}
+    assert all(row["regions_per_s"] > 0 and row["peak_rss_mib"] > 0 for row in document["modes"].values())
+    assert "paper schedule" in capsys.readouterr().out

@@ -57,9 +57,14 @@ def test_self_attention_switch():
 
 
 def test_no_memory_ablation_runs_and_has_no_attention():
-    fusion = RegionFusion(TINY).eval()
+    fusion = RegionFusion(TINY, cross_attention=False).eval()
     embeddings, attention = fusion(torch.randn(1, 3, 16), None, need_attention=True)
     assert embeddings.shape == (1, 3, 24) and attention is None
+    assert not any("cross_attn" in name for name, _ in fusion.named_parameters())
+    with pytest.raises(ValueError, match="without CLIP vision"):
+        fusion(torch.randn(1, 3, 16), torch.randn(1, 7, 32))
+    embeddings.sum().backward()  # every parameter is used, so DDP needs no unused-parameter search
+    assert all(p.grad is not None for p in fusion.parameters())
 
 
 def test_gradients_reach_every_parameter():

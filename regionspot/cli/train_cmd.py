@@ -1,0 +1,41 @@
+"""``regionspot train CONFIG.yaml [key=value ...] [--resume]`` (also under ``torchrun -m regionspot``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "train", help="train a RegionSpot head",
+        description="Train the fusion head with a YAML config (see configs/). Data-parallel with "
+                    "'torchrun --nproc_per_node=N -m regionspot train CONFIG'.",
+    )
+    parser.add_argument("config", help="training YAML (a TrainConfig)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotted overrides, e.g. optim.lr=1e-4 datasets.0.ratio=2")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue exactly from the latest training state in output_dir/checkpoints")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from regionspot.config import apply_overrides, load_config
+    from regionspot.train.config import TrainConfig
+    from regionspot.train.distributed import init_distributed, shutdown
+    from regionspot.train.trainer import Trainer
+
+    config = apply_overrides(load_config(TrainConfig, args.config), args.overrides)
+    ctx = init_distributed(config.device)
+    try:
+        trainer = Trainer(config, ctx, resume=args.resume, progress=not args.no_progress)
+        trainer.run()
+    except KeyboardInterrupt as stop:
+        if ctx.is_main:
+            print(f"{stop}" if str(stop) else "interrupted", file=sys.stderr)
+        return 130
+    finally:
+        shutdown(ctx)
+    return 0
