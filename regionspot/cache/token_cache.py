@@ -44,6 +44,7 @@ from regionspot.cache.shards import (
     plan_shards,
 )
 from regionspot.datasets.coco_format import CocoDataset, ImageRecord
+from regionspot.fileio import file_sha256
 
 TOKEN_FORMAT = "regionspot-sam-tokens"
 TOKEN_VERSION = 1
@@ -97,14 +98,6 @@ def backbone_meta(tokenizer: RegionTokenizer) -> dict[str, Any]:
     return {"fingerprint": sam_fingerprint(tokenizer), **_token_settings(tokenizer),
             "family": str(info.get("family", type(tokenizer).__name__)),
             "name_or_path": str(info.get("name_or_path", ""))}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def records_digest(records: Sequence[ImageRecord]) -> str:

@@ -7,15 +7,15 @@ backbones, so a checkpoint folder is enough to rebuild the model. No pickle is e
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
+from regionspot.fileio import atomic_write_bytes
 from regionspot.weights import CheckpointError, load_strict  # noqa: F401 - re-exported
 
 CONFIG_NAME = "config.json"
@@ -35,20 +35,9 @@ def write_checkpoint(folder: str | Path, config: RegionSpotConfig, state: dict[s
     document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "regionspot_version": __version__,
                 "config": to_dict(config), **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, str(p), metadata={"format": "pt"}))
-    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(json.dumps(document, indent=2) + "\n"))
+    atomic_write_bytes(folder / WEIGHTS_NAME, save_safetensors(tensors, metadata={"format": "pt"}))
+    atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
     return folder
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:

@@ -26,24 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
-import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from regionspot.fileio import atomic_write, remove_stale_temporaries
 from regionspot.weights import CheckpointError
 
 LATEST_NAME = "latest.json"
 STATE_PATTERN = re.compile(r"^step-(\d+)\.pt$")
-_TEMP_SUFFIX = ".tmp"
 _LEAVES = (str, int, float, bool, type(None))  # exact types: numpy scalars subclass float/int
 
 
@@ -113,49 +110,13 @@ def save_training_state(path: str | Path, state: dict[str, Any], keep: int | Non
         raise ValueError(f"keep must be >= 1 or None, got {keep}")
     _check_storable(state, "state")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path.parent)
-    _atomic_write(path, lambda handle: torch.save(state, handle))
+    remove_stale_temporaries(path.parent)
+    atomic_write(path, lambda handle: torch.save(state, handle))
     pointer = json.dumps({"file": path.name}) + "\n"
-    _atomic_write(path.parent / LATEST_NAME, lambda handle: handle.write(pointer.encode()))
+    atomic_write(path.parent / LATEST_NAME, lambda handle: handle.write(pointer.encode()))
     if keep is not None:
         _prune(path, keep)
     return path
-
-
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_TEMP_SUFFIX)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def _remove_stale_temporaries(folder: Path) -> None:
-    for leftover in folder.glob(f".*{_TEMP_SUFFIX}"):
-        if leftover.name.startswith((".step-", f".{LATEST_NAME}.")):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
 
 
 def _prune(saved: Path, keep: int) -> None:

@@ -1,0 +1,70 @@
+"""Crash-safe file writing and file hashing, shared by checkpoints, caches and training states.
+
+An atomic write goes to a temporary file ``.<name>.<random>.tmp`` in the target's folder, is
+flushed and fsynced, renamed over the target, and the folder is fsynced: the target holds its
+old content or all of the new, never a part. A writer killed mid-way leaves only the
+temporary file, which :func:`remove_stale_temporaries` clears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable
+
+TEMP_SUFFIX = ".tmp"
+
+
+def atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(stream)`` into a temporary file, then move it over ``target`` atomically."""
+    target = Path(target)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    fsync_folder(target.parent)
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically (see :func:`atomic_write`)."""
+    atomic_write(target, lambda stream: stream.write(data))
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files left in ``folder`` by writers that were killed."""
+    for leftover in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
