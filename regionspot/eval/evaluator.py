@@ -1,0 +1,255 @@
+"""Detection evaluator with detectron2's interface (``reset`` / ``process`` / ``evaluate``):
+COCO semantics for COCO-style annotations, LVIS v1 federated semantics for LVIS-style ones, box or
+mask AP, APr/APc/APf when categories carry LVIS frequency tags, and the LVIS "fixed AP" protocol.
+
+Inputs are COCO-format: the annotation file (``images``, ``annotations``, ``categories``; LVIS adds
+``neg_category_ids`` and ``not_exhaustive_category_ids`` per image and ``frequency`` per category)
+and results ``{"image_id", "category_id", "bbox": [x, y, w, h], "score", "segmentation": RLE}``.
+The numbers come from :mod:`regionspot.eval.average_precision`; see its docstring for the rules.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from regionspot.eval.average_precision import (
+    APParams, APResult, Detections, GroundTruth, evaluate, per_category_ap, summarize, top_per_category,
+    top_per_image,
+)
+
+COCO_MAX_DETS = (1, 10, 100)
+LVIS_MAX_DETS = (300,)
+_AUTO = "auto"
+
+
+def load_json(source: Mapping[str, Any] | Sequence[Any] | str | Path) -> Any:
+    """A parsed JSON document, or ``source`` itself when it is already a mapping / list."""
+    if isinstance(source, (str, Path)):
+        with open(source, encoding="utf-8") as handle:
+            return json.load(handle)
+    return source
+
+
+def is_federated(dataset: Mapping[str, Any]) -> bool:
+    """True when the annotation is LVIS-style (an image carries ``neg_category_ids``)."""
+    return any("neg_category_ids" in image for image in dataset.get("images", []))
+
+
+def to_rle(segmentation: Any, height: int, width: int) -> dict:
+    """Polygons (list of flat [x0, y0, x1, y1, ...] lists), uncompressed RLE (``counts`` a list)
+    or compressed RLE -> one compressed RLE dict for an image of ``height`` x ``width``."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
+def ground_truth_from_dataset(dataset: Mapping[str, Any], *, iou_type: str, federated: bool) -> GroundTruth:
+    """COCO/LVIS annotation dict -> :class:`GroundTruth`. ``area`` comes from the annotation (box
+    area w*h when absent). Crowd (``iscrowd``) annotations are crowd and ignored; in COCO mode that
+    is the only ignore flag (pycocotools overrides a stored ``ignore`` with ``iscrowd``), in
+    federated mode a true ``ignore`` field also ignores (as lvis-api)."""
+    anns = dataset["annotations"]
+    boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    areas = np.array([a.get("area", b[2] * b[3]) for a, b in zip(anns, boxes)], dtype=np.float64)
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+    ignore = crowd | (np.array([bool(a.get("ignore", 0)) for a in anns], dtype=bool) if federated else crowd)
+    masks = None
+    if iou_type == "segm":
+        sizes = {img["id"]: (img["height"], img["width"]) for img in dataset["images"]}
+        if any("segmentation" not in a for a in anns):
+            raise ValueError("iou_type='segm' needs a 'segmentation' in every annotation")
+        masks = [to_rle(a["segmentation"], *sizes[a["image_id"]]) for a in anns]
+    images = dataset["images"]
+    return GroundTruth(
+        image_ids=np.array([a["image_id"] for a in anns], dtype=np.int64),
+        category_ids=np.array([a["category_id"] for a in anns], dtype=np.int64),
+        boxes=boxes, areas=areas, crowd=crowd, ignore=ignore, masks=masks,
+        images=np.unique(np.array([img["id"] for img in images], dtype=np.int64)),
+        categories=np.unique(np.array([c["id"] for c in dataset["categories"]], dtype=np.int64)),
+        neg_category_ids={img["id"]: frozenset(img.get("neg_category_ids", ())) for img in images},
+        not_exhaustive_category_ids={img["id"]: frozenset(img.get("not_exhaustive_category_ids", ()))
+                                     for img in images},
+    )
+
+
+def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTruth,
+                            image_sizes: Mapping[int, tuple[int, int]], *, iou_type: str) -> Detections:
+    """COCO results -> :class:`Detections`. A missing ``bbox`` is taken from the mask. A detection's
+    area is its box area w*h when it has a ``bbox``, else its mask area: what pycocotools' and
+    lvis-api's ``loadRes`` do (they decide on the first result, this on each). Raises ValueError
+    for an image or category unknown to the annotation, or a missing mask when ``iou_type="segm"``."""
+    known_images, known_cats = set(gt.images.tolist()), set(gt.categories.tolist())
+    boxes, areas, masks = [], [], []
+    for det in results:
+        if det["image_id"] not in known_images or det["category_id"] not in known_cats:
+            raise ValueError(f"detection for unknown image {det['image_id']} or category {det['category_id']}")
+        rle = None
+        if "segmentation" in det and (iou_type == "segm" or "bbox" not in det):
+            rle = to_rle(det["segmentation"], *image_sizes[det["image_id"]])
+        elif iou_type == "segm" or "bbox" not in det:
+            raise ValueError(f"detection without {'segmentation' if iou_type == 'segm' else 'bbox'}: {det}")
+        box = det["bbox"] if "bbox" in det else mask_utils.toBbox(rle).tolist()
+        boxes.append(box)
+        areas.append(box[2] * box[3] if "bbox" in det else float(mask_utils.area(rle)))
+        masks.append(rle)
+    return Detections(
+        image_ids=np.array([d["image_id"] for d in results], dtype=np.int64),
+        category_ids=np.array([d["category_id"] for d in results], dtype=np.int64),
+        boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+        scores=np.array([d["score"] for d in results], dtype=np.float64),
+        areas=np.array(areas, dtype=np.float64),
+        masks=masks if iou_type == "segm" else None,
+    )
+
+
+def resolve_frequencies(categories: Sequence[Mapping[str, Any]],
+                        frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None
+                        ) -> dict[int, str] | None:
+    """Category id -> 'r' | 'c' | 'f'. From ``frequencies`` when given: a mapping, a list of
+    category dicts with ``id`` and ``frequency``, or a JSON file holding such a list (or a dict with
+    ``categories``, e.g. LVIS ``lvis_v1_categories.json``); else from the annotation's categories;
+    None when neither has tags."""
+    source: Any = categories if frequencies is None else load_json(frequencies)
+    if isinstance(source, Mapping) and "categories" in source:
+        source = source["categories"]
+    if isinstance(source, Mapping):
+        table = {int(k): str(v) for k, v in source.items()}
+    else:
+        table = {int(c["id"]): str(c["frequency"]) for c in source if "frequency" in c}
+    bad = {v for v in table.values() if v not in ("r", "c", "f")}
+    if bad:
+        raise ValueError(f"frequency tags must be 'r', 'c' or 'f', got {sorted(bad)}")
+    return table or None
+
+
+class DetectionEvaluator:
+    """Accumulates COCO-format detections image by image and computes box or mask AP.
+
+    ``annotations``: COCO/LVIS dict or JSON path. ``iou_type``: "bbox" or "segm". ``federated``:
+    LVIS rules (None: on when an image has ``neg_category_ids``). ``max_dets``: AR limits, default
+    (1, 10, 100) for COCO (per image and category, as pycocotools) and (300,) for LVIS.
+    ``max_dets_per_image``: keep each image's top-N detections over all categories before
+    evaluating ("auto": ``max_dets[-1]`` when federated, as LVIS, none for COCO, as pycocotools).
+    ``per_category_budget``: keep each category's top-N over the dataset (the fixed-AP protocol).
+    ``frequencies``: see :func:`resolve_frequencies`; gives APr/APc/APf.
+    Metrics are evaluated over the images passed to :meth:`process` since the last :meth:`reset`.
+    """
+
+    def __init__(self, annotations: Mapping[str, Any] | str | Path, *, iou_type: str = "bbox",
+                 max_dets: Sequence[int] | None = None, federated: bool | None = None,
+                 frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None,
+                 max_dets_per_image: int | None | str = _AUTO, per_category_budget: int | None = None) -> None:
+        if iou_type not in ("bbox", "segm"):
+            raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+        self.dataset = load_json(annotations)
+        self.iou_type = iou_type
+        self.federated = is_federated(self.dataset) if federated is None else bool(federated)
+        limits = tuple(int(d) for d in (max_dets or (LVIS_MAX_DETS if self.federated else COCO_MAX_DETS)))
+        if not limits or list(limits) != sorted(limits) or limits[0] < 1:
+            raise ValueError(f"max_dets must be increasing positive integers, got {limits}")
+        self.params = APParams(max_dets=limits, federated=self.federated)
+        if max_dets_per_image == _AUTO:
+            max_dets_per_image = limits[-1] if self.federated else None
+        self.max_dets_per_image = max_dets_per_image
+        self.per_category_budget = per_category_budget
+        self.frequencies = resolve_frequencies(self.dataset["categories"], frequencies)
+        self.gt = ground_truth_from_dataset(self.dataset, iou_type=iou_type, federated=self.federated)
+        self._sizes = {img["id"]: (img["height"], img["width"]) for img in self.dataset["images"]}
+        self._names = {c["id"]: c.get("name", str(c["id"])) for c in self.dataset["categories"]}
+        self.result: APResult | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all processed images and detections."""
+        self._results: list[Mapping[str, Any]] = []
+        self._image_ids: set[int] = set()
+        self.result = None
+
+    def process(self, image_id: int, detections: Iterable[Mapping[str, Any]]) -> None:
+        """Add one image's detections (COCO results dicts; ``image_id`` may be left out). The image
+        counts as evaluated even with no detections."""
+        if image_id not in self._sizes:
+            raise ValueError(f"image {image_id} is not in the annotation")
+        for det in detections:
+            if det.get("image_id", image_id) != image_id:
+                raise ValueError(f"detection of image {det['image_id']} passed for image {image_id}")
+            self._results.append({**det, "image_id": image_id})
+        self._image_ids.add(int(image_id))
+
+    def evaluate(self) -> dict[str, float]:
+        """Metrics over the processed images: AP, AP50, AP75, APs, APm, APl, AR@<d> for each
+        max_dets d, ARs, ARm, ARl, and APr, APc, APf when frequencies are known (fractions, NaN
+        where nothing can be measured)."""
+        if not self._image_ids:
+            raise RuntimeError("no image was processed: call process() before evaluate()")
+        dt = detections_from_results(self._results, self.gt, self._sizes, iou_type=self.iou_type)
+        if self.per_category_budget is not None:
+            dt = dt.take(top_per_category(dt, self.per_category_budget))
+        if self.max_dets_per_image is not None:
+            dt = dt.take(top_per_image(dt, self.max_dets_per_image))
+        self.result = evaluate(self.gt, dt, self.params, np.array(sorted(self._image_ids), dtype=np.int64))
+        return summarize(self.result, self.frequencies)
+
+    def per_category(self) -> list[dict[str, Any]]:
+        """After :meth:`evaluate`: one dict per category {id, name, frequency, AP, num_gt} (AP NaN
+        and left out of the averages when the evaluated images hold no non-ignored ground truth)."""
+        if self.result is None:
+            raise RuntimeError("call evaluate() first")
+        aps = per_category_ap(self.result)
+        freq = self.frequencies or {}
+        return [{"id": int(c), "name": self._names[int(c)], "frequency": freq.get(int(c)), "AP": float(ap),
+                 "num_gt": int(n)} for c, ap, n in zip(self.result.categories, aps, self.result.num_gt[:, 0])]
+
+
+def evaluate_results_file(annotations: Mapping[str, Any] | str | Path,
+                          results: Sequence[Mapping[str, Any]] | str | Path, *, iou_type: str = "bbox",
+                          output: str | Path | None = None, **options: Any) -> dict[str, float]:
+    """Evaluate a COCO results list or JSON file over every image of the annotation (as pycocotools
+    does). ``options`` go to :class:`DetectionEvaluator`. When ``output`` is given, writes JSON
+    ``{"metrics": ..., "per_category": ...}`` there."""
+    evaluator = DetectionEvaluator(annotations, iou_type=iou_type, **options)
+    by_image: dict[int, list[Mapping[str, Any]]] = {int(i): [] for i in evaluator.gt.images}
+    for det in load_json(results):
+        if det["image_id"] not in by_image:
+            raise ValueError(f"detection for image {det['image_id']}, which is not in the annotation")
+        by_image[det["image_id"]].append(det)
+    for image_id, dets in by_image.items():
+        evaluator.process(image_id, dets)
+    metrics = evaluator.evaluate()
+    if output is not None:
+        payload = {"iou_type": iou_type, "federated": evaluator.federated, "metrics": metrics,
+                   "per_category": evaluator.per_category()}
+        Path(output).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    return metrics
+
+
+def fixed_ap(annotations: Mapping[str, Any] | str | Path, results: Sequence[Mapping[str, Any]] | str | Path,
+             per_category_budget: int = 10000, *, iou_type: str = "bbox", federated: bool | None = None,
+             frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None
+             ) -> dict[str, float]:
+    """The LVIS "fixed AP" protocol of Dave et al., "Evaluating large-vocabulary object detectors:
+    the devil is in the details" (2021): keep each category's ``per_category_budget`` highest-scoring
+    detections over the whole dataset, with no per-image cap, then compute (federated, for LVIS) AP.
+    Unlike the 300-per-image cap, this does not reward a detector for trading rare categories'
+    detections against frequent ones in the same image. The recall key is ``AR@<budget>/cat``."""
+    metrics = evaluate_results_file(
+        annotations, results, iou_type=iou_type, federated=federated, frequencies=frequencies,
+        max_dets=(per_category_budget,), max_dets_per_image=None, per_category_budget=per_category_budget)
+    return {(f"AR@{per_category_budget}/cat" if k == f"AR@{per_category_budget}" else k): v
+            for k, v in metrics.items()}
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    """A two-line table of metrics in percent, e.g. for printing."""
+    names = list(metrics)
+    values = [f"{100 * metrics[n]:.2f}" if np.isfinite(metrics[n]) else "nan" for n in names]
+    widths = [max(len(n), len(v)) for n, v in zip(names, values)]
+    return "\n".join(" | ".join(s.rjust(w) for s, w in zip(row, widths)) for row in (names, values))

@@ -1,0 +1,221 @@
+"""DetectionEvaluator: LVIS federated rules on hand-built cases, the per-image cap, APr/APc/APf,
+the fixed-AP budget, and the detectron2-style API."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regionspot.eval import DetectionEvaluator, evaluate_results_file, fixed_ap, format_metrics
+
+FAR = [80.0, 80.0, 10.0, 10.0]  # overlaps no ground truth below
+
+
+def lvis_dataset() -> dict[str, Any]:
+    """Three 100x100 images, categories 1 (f), 2 (c), 3 (r), 4 (r, never annotated).
+    Image 1: cat 1 and cat 2 annotated, cat 3 negative. Image 2: cat 1 (not exhaustive) and cat 3
+    annotated, cat 2 neither annotated nor negative. Image 3: cat 2 annotated."""
+    boxes = {1: [10.0, 10.0, 30.0, 30.0], 2: [50.0, 10.0, 20.0, 40.0], 3: [20.0, 50.0, 40.0, 30.0]}
+    anns = [(1, 1, 1), (2, 1, 2), (3, 2, 1), (4, 2, 3), (5, 3, 2)]  # (id, image, category)
+    return {
+        "images": [
+            {"id": 1, "height": 100, "width": 100, "neg_category_ids": [3], "not_exhaustive_category_ids": []},
+            {"id": 2, "height": 100, "width": 100, "neg_category_ids": [], "not_exhaustive_category_ids": [1]},
+            {"id": 3, "height": 100, "width": 100, "neg_category_ids": [], "not_exhaustive_category_ids": []},
+        ],
+        "categories": [{"id": 1, "name": "one", "frequency": "f"}, {"id": 2, "name": "two", "frequency": "c"},
+                       {"id": 3, "name": "three", "frequency": "r"}, {"id": 4, "name": "four", "frequency": "r"}],
+        "annotations": [{"id": i, "image_id": img, "category_id": cat, "bbox": boxes[cat],
+                         "area": boxes[cat][2] * boxes[cat][3], "segmentation": [box_polygon(boxes[cat])]}
+                        for i, img, cat in anns],
+    }
+
+
+def box_polygon(box: list[float]) -> list[float]:
+    x, y, w, h = box
+    return [x, y, x, y + h, x + w, y + h, x + w, y]
+
+
+def same_metrics(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal keys and values, NaN equal to NaN."""
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+def perfect(dataset: dict[str, Any], score: float = 0.5) -> list[dict[str, Any]]:
+    """One exact detection per annotation."""
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": score}
+            for a in dataset["annotations"]]
+
+
+def det(image_id: int, category_id: int, bbox: list[float], score: float) -> dict[str, Any]:
+    return {"image_id": image_id, "category_id": category_id, "bbox": bbox, "score": score}
+
+
+def run(dataset: dict[str, Any], results: list[dict[str, Any]], **options: Any) -> tuple[dict, dict[int, float]]:
+    evaluator = DetectionEvaluator(dataset, **options)
+    for image in dataset["images"]:
+        evaluator.process(image["id"], [r for r in results if r["image_id"] == image["id"]])
+    metrics = evaluator.evaluate()
+    return metrics, {row["id"]: row["AP"] for row in evaluator.per_category()}
+
+
+def test_lvis_annotation_switches_on_federated_rules_and_lvis_defaults() -> None:
+    evaluator = DetectionEvaluator(lvis_dataset())
+    assert evaluator.federated and evaluator.params.max_dets == (300,) and evaluator.max_dets_per_image == 300
+    metrics, per_cat = run(lvis_dataset(), perfect(lvis_dataset()))
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AR@300"] == pytest.approx(1.0)
+    assert math.isnan(per_cat[4])  # never annotated: no AP
+    assert {"APr", "APc", "APf"} <= set(metrics)
+
+
+def test_detection_of_a_negative_category_is_a_false_positive() -> None:
+    data = lvis_dataset()
+    results = perfect(data) + [det(1, 3, FAR, 0.9)]  # cat 3 is negative in image 1, ranked first
+    metrics, per_cat = run(data, results)
+    assert per_cat[3] == pytest.approx(0.5)  # precision 0 then 1/2 -> interpolated 1/2 everywhere
+    assert per_cat[1] == per_cat[2] == pytest.approx(1.0)
+    assert metrics["AP"] == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_detection_of_an_unannotated_non_negative_category_is_ignored() -> None:
+    data = lvis_dataset()
+    baseline, _ = run(data, perfect(data))
+    results = perfect(data) + [det(2, 2, FAR, 0.9), det(2, 4, FAR, 0.9)]  # image 2 says nothing of cats 2, 4
+    metrics, per_cat = run(data, results)
+    assert same_metrics(metrics, baseline) and per_cat[2] == pytest.approx(1.0)
+    # the same detection under COCO rules (federated off) is a false positive
+    _, coco_per_cat = run(data, results, federated=False)
+    assert coco_per_cat[2] == pytest.approx(2 / 3)  # 2 gts, precision 0, 1/2, 2/3
+
+
+def test_not_exhaustive_unmatched_ignored_but_matched_count() -> None:
+    data = lvis_dataset()
+    extra = det(2, 1, FAR, 0.9)  # cat 1 is not exhaustive in image 2
+    _, per_cat = run(data, perfect(data) + [extra])
+    assert per_cat[1] == pytest.approx(1.0)
+    # the same unmatched detection in image 1 (exhaustive) is a false positive: precision 0, 1/2, 2/3
+    _, per_cat = run(data, perfect(data) + [{**extra, "image_id": 1}])
+    assert per_cat[1] == pytest.approx(2 / 3)
+    # only image 2's cat-1 detection: it matches, so it is a true positive (recall 1/2: precision 1
+    # at the 51 recall points 0..0.5, 0 above)
+    only_image_2 = [r for r in perfect(data) if (r["image_id"], r["category_id"]) != (1, 1)]
+    metrics, per_cat = run(data, only_image_2)
+    assert per_cat[1] == pytest.approx(51 / 101)
+    stripped = copy.deepcopy(data)
+    for image in stripped["images"]:
+        image["not_exhaustive_category_ids"] = []
+    assert run(stripped, only_image_2)[1][1] == pytest.approx(51 / 101)  # same either way: matches count
+
+
+def test_per_image_cap_of_300_over_all_categories() -> None:
+    data = lvis_dataset()
+    # junk of cat 4 (not evaluated in image 1) still takes places under the cap, as in lvis-api
+    junk = [det(1, 4, FAR, 0.9 - i * 1e-4) for i in range(300)]
+    true_positive = det(1, 1, list(data["annotations"][0]["bbox"]), 0.1)
+    rest = [r for r in perfect(data) if (r["image_id"], r["category_id"]) != (1, 1)]
+    _, capped = run(data, rest + junk + [true_positive])
+    assert capped[1] == pytest.approx(51 / 101)  # the 301st detection of image 1 is dropped: recall 1/2
+    _, under = run(data, rest + junk[:298] + [true_positive])  # with image 1's cat-2 detection: 300
+    assert under[1] == pytest.approx(1.0)
+    _, uncapped = run(data, rest + junk + [true_positive], max_dets_per_image=None)
+    assert uncapped[1] == pytest.approx(1.0)
+
+
+def test_frequency_averages_use_only_categories_with_ground_truth() -> None:
+    data = lvis_dataset()
+    results = perfect(data) + [det(1, 3, FAR, 0.9)]  # cat 3 (r) -> AP 1/2; cat 4 (r) has no gt
+    metrics, _ = run(data, results)
+    assert metrics["APr"] == pytest.approx(0.5)  # not (0.5 + 0) / 2: category 4 is left out
+    assert metrics["APc"] == pytest.approx(1.0) and metrics["APf"] == pytest.approx(1.0)
+    untagged = copy.deepcopy(data)
+    for cat in untagged["categories"]:
+        del cat["frequency"]
+    plain, _ = run(untagged, results)
+    assert "APr" not in plain
+    given, _ = run(untagged, results, frequencies={1: "f", 2: "c", 3: "r", 4: "r"})
+    assert given["APr"] == pytest.approx(0.5)
+    no_rare = copy.deepcopy(data)
+    no_rare["annotations"] = [a for a in no_rare["annotations"] if a["category_id"] != 3]
+    assert math.isnan(run(no_rare, perfect(no_rare))[0]["APr"])
+
+
+def test_frequencies_from_the_shared_lvis_vocabulary(shared_data: Path) -> None:
+    vocab = shared_data / "vocab" / "lvis_v1_categories.json"
+    data = lvis_dataset()
+    evaluator = DetectionEvaluator(data, frequencies=vocab)
+    categories = json.loads(vocab.read_text(encoding="utf-8"))
+    categories = categories["categories"] if isinstance(categories, dict) else categories
+    assert evaluator.frequencies is not None and len(evaluator.frequencies) == 1203
+    assert evaluator.frequencies[1] == next(c["frequency"] for c in categories if c["id"] == 1)
+
+
+def test_fixed_ap_keeps_a_per_category_budget_and_no_per_image_cap(tmp_path: Path) -> None:
+    data = lvis_dataset()
+    # cat 1: two false positives outrank its two true positives; a budget of 3 keeps one of them
+    results = perfect(data, score=0.6) + [det(1, 1, FAR, 0.9), det(2, 1, [0, 0, 5, 5], 0.8)]
+    results = [r if r["category_id"] != 1 or r["score"] != 0.6 or r["image_id"] == 1 else {**r, "score": 0.5}
+               for r in results]
+    small = fixed_ap(data, results, per_category_budget=3)
+    large = fixed_ap(data, results, per_category_budget=100)
+    assert "AR@3/cat" in small
+    assert small["APf"] == pytest.approx(0.5 * 51 / 101)  # budget 3: FP, (ignored), TP -> recall 1/2
+    assert small["AR@3/cat"] < large["AR@100/cat"]
+    # image 2's cat-1 false positive is ignored (not exhaustive): with budget 100 precision
+    # runs 0 (image 1 FP), 1/2, 2/3 -> AP of cat 1 = (51 * 2/3 + 50 * 2/3) / 101 = 2/3
+    assert large["APf"] == pytest.approx(2 / 3)
+    # no per-image cap: 350 ignored detections in image 1 do not push out its true positive
+    junk = [det(1, 4, FAR, 0.95) for _ in range(350)]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(perfect(data) + junk), encoding="utf-8")
+    assert fixed_ap(data, path)["AP"] == pytest.approx(1.0)
+    assert evaluate_results_file(data, path)["AP"] < 1.0  # the standard 300-per-image cap drops it
+
+
+def test_reset_process_evaluate_cycle_and_subset_of_images() -> None:
+    data = lvis_dataset()
+    evaluator = DetectionEvaluator(data)
+    with pytest.raises(RuntimeError):
+        evaluator.evaluate()
+    evaluator.process(1, [r for r in perfect(data) if r["image_id"] == 1])
+    first = evaluator.evaluate()
+    assert first["AP"] == pytest.approx(1.0)  # only image 1's ground truth counts
+    assert {row["id"]: row["num_gt"] for row in evaluator.per_category()} == {1: 1, 2: 1, 3: 0, 4: 0}
+    evaluator.process(2, [])  # image 2 evaluated with no detections: its cats 1 and 3 are missed
+    assert evaluator.evaluate()["AP"] == pytest.approx((51 / 101 + 1.0 + 0.0) / 3)
+    evaluator.reset()
+    with pytest.raises(RuntimeError):
+        evaluator.per_category()
+
+
+def test_rejects_bad_inputs() -> None:
+    data = lvis_dataset()
+    evaluator = DetectionEvaluator(data)
+    with pytest.raises(ValueError):
+        evaluator.process(99, [])
+    with pytest.raises(ValueError):
+        evaluator.process(1, [det(2, 1, FAR, 0.5)])
+    evaluator.process(1, [det(1, 99, FAR, 0.5)])
+    with pytest.raises(ValueError):
+        evaluator.evaluate()
+    with pytest.raises(ValueError):
+        DetectionEvaluator(data, iou_type="keypoints")
+    segm = DetectionEvaluator(data, iou_type="segm")
+    segm.process(1, [det(1, 1, FAR, 0.5)])
+    with pytest.raises(ValueError):
+        segm.evaluate()  # mask AP needs masks
+
+
+def test_results_file_output_and_formatting(tmp_path: Path) -> None:
+    data = lvis_dataset()
+    out = tmp_path / "metrics.json"
+    metrics = evaluate_results_file(data, perfect(data), output=out)
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written["metrics"]["AP"] == pytest.approx(metrics["AP"]) and written["federated"] is True
+    assert [row["id"] for row in written["per_category"]] == [1, 2, 3, 4]
+    table = format_metrics(metrics).splitlines()
+    assert len(table) == 2 and "APr" in table[0] and "100.00" in table[1]
