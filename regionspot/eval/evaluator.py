@@ -209,20 +209,31 @@ class DetectionEvaluator:
                  "num_gt": int(n)} for c, ap, n in zip(self.result.categories, aps, self.result.num_gt[:, 0])]
 
 
-def evaluate_results_file(annotations: Mapping[str, Any] | str | Path,
+def evaluator_for_results(annotations: Mapping[str, Any] | str | Path,
                           results: Sequence[Mapping[str, Any]] | str | Path, *, iou_type: str = "bbox",
-                          output: str | Path | None = None, **options: Any) -> dict[str, float]:
-    """Evaluate a COCO results list or JSON file over every image of the annotation (as pycocotools
-    does). ``options`` go to :class:`DetectionEvaluator`. When ``output`` is given, writes JSON
-    ``{"metrics": ..., "per_category": ...}`` there."""
+                          **options: Any) -> DetectionEvaluator:
+    """A :class:`DetectionEvaluator` that has processed a COCO results list or JSON file over every
+    image of the annotation (as pycocotools does); call ``evaluate()`` on it."""
     evaluator = DetectionEvaluator(annotations, iou_type=iou_type, **options)
     by_image: dict[int, list[Mapping[str, Any]]] = {int(i): [] for i in evaluator.gt.images}
     for det in load_json(results):
+        if not isinstance(det, Mapping) or "image_id" not in det:
+            raise ValueError(f"not a COCO detection: {det!r:.200}")
         if det["image_id"] not in by_image:
             raise ValueError(f"detection for image {det['image_id']}, which is not in the annotation")
         by_image[det["image_id"]].append(det)
     for image_id, dets in by_image.items():
         evaluator.process(image_id, dets)
+    return evaluator
+
+
+def evaluate_results_file(annotations: Mapping[str, Any] | str | Path,
+                          results: Sequence[Mapping[str, Any]] | str | Path, *, iou_type: str = "bbox",
+                          output: str | Path | None = None, **options: Any) -> dict[str, float]:
+    """Evaluate a COCO results list or JSON file over every image of the annotation. ``options``
+    go to :class:`DetectionEvaluator`. When ``output`` is given, writes JSON
+    ``{"metrics": ..., "per_category": ...}`` there."""
+    evaluator = evaluator_for_results(annotations, results, iou_type=iou_type, **options)
     metrics = evaluator.evaluate()
     if output is not None:
         payload = {"iou_type": iou_type, "federated": evaluator.federated, "metrics": metrics,
