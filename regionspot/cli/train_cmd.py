@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 
@@ -24,18 +25,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from regionspot.config import apply_overrides, load_config
     from regionspot.train.config import TrainConfig
-    from regionspot.train.distributed import init_distributed, shutdown
+    from regionspot.train.distributed import barrier, init_distributed, shutdown
     from regionspot.train.trainer import Trainer
 
     config = apply_overrides(load_config(TrainConfig, args.config), args.overrides)
     ctx = init_distributed(config.device)
+    trainer = None
     try:
         trainer = Trainer(config, ctx, resume=args.resume, progress=not args.no_progress)
         trainer.run()
+        barrier(ctx)  # rank 0 exports and plots after the last step; leave together
     except KeyboardInterrupt as stop:
         if ctx.is_main:
             print(f"{stop}" if str(stop) else "interrupted", file=sys.stderr)
         return 130
     finally:
+        # free the DistributedDataParallel wrapper while its process group still exists: torn down
+        # afterwards, its reducer can wait forever on a group that is gone
+        del trainer
+        gc.collect()
         shutdown(ctx)
     return 0
