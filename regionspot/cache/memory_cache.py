@@ -22,13 +22,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from regionspot.backbones.protocols import ImageMemoryEncoder
 from regionspot.cache.shards import (
-    REPAIR_HINT,
     CacheError,
+    CacheView,
     FillStats,
     ShardReader,
     fill_shards,
@@ -107,8 +106,10 @@ def extract_memories(dataset: CocoDataset, encoder: ImageMemoryEncoder, out: str
     return cache
 
 
-class MemoryCache:
+class MemoryCache(CacheView):
     """Read access to a CLIP memory cache (augmentation-free runs only). Open with :meth:`open`."""
+
+    error = MemoryCacheError
 
     def __init__(self, reader: ShardReader) -> None:
         meta = reader.meta
@@ -116,9 +117,7 @@ class MemoryCache:
             raise MemoryCacheError(f"{reader.folder} is a {meta.get('format')!r} cache (version "
                                    f"{meta.get('version')!r}), not a CLIP memory cache ({MEMORY_FORMAT} "
                                    f"version {MEMORY_VERSION})")
-        self.reader = reader
-        self.folder = reader.folder
-        self.meta: dict[str, Any] = meta
+        super().__init__(reader)
         self.width = int(meta["backbone"]["width"])
         self.extract_stats: FillStats | None = None
 
@@ -155,28 +154,9 @@ class MemoryCache:
                 raise MemoryCacheError(f"memory cache {self.folder} was made with CLIP {key} {stored[key]!r}, but "
                                        f"the model uses {value!r}; extract memories with these settings")
 
-    @property
-    def missing_shards(self) -> list[int]:
-        return self.reader.missing
-
-    @property
-    def complete(self) -> bool:
-        return not self.reader.missing
-
-    def __len__(self) -> int:
-        return len(self.reader.shard_of)
-
-    def __contains__(self, image_id: object) -> bool:
-        return isinstance(image_id, (int, np.integer)) and int(image_id) in self.reader.shard_of
-
     def memory(self, image_id: int) -> torch.Tensor:
         """``[T, C]`` float32 memory of the un-augmented image ``image_id``; KeyError if absent."""
-        tensors, index = self.reader.tensors_of(image_id)
-        key = f"{int(image_id)}/memory"
-        if key not in tensors:
-            raise MemoryCacheError(f"cache shard {index} of {self.folder} lacks {key!r}; delete that shard and "
-                                   f"{REPAIR_HINT}")
-        memory = tensors[key].float()
+        memory = self._entry(image_id, "memory").float()
         if memory.dim() != 2 or memory.shape[1] != self.width:
             raise MemoryCacheError(f"memory cache {self.folder}: image {image_id} has memory of shape "
                                    f"{tuple(memory.shape)}, expected [T, {self.width}]")

@@ -35,8 +35,8 @@ import torch
 
 from regionspot.backbones.protocols import RegionTokenizer
 from regionspot.cache.shards import (
-    REPAIR_HINT,
     CacheError,
+    CacheView,
     FillStats,
     ShardReader,
     fill_shards,
@@ -213,8 +213,10 @@ def extract_tokens(dataset: CocoDataset, tokenizer: RegionTokenizer, out: str | 
     return cache
 
 
-class TokenCache:
+class TokenCache(CacheView):
     """Read access to a token cache folder. Open it with :meth:`open` (checks it fits)."""
+
+    error = TokenCacheError
 
     def __init__(self, reader: ShardReader) -> None:
         meta = reader.meta
@@ -224,9 +226,7 @@ class TokenCache:
         if meta.get("version") != TOKEN_VERSION:
             raise TokenCacheError(f"{reader.folder}: token cache version {meta.get('version')!r}, this regionspot "
                                   f"reads version {TOKEN_VERSION}; re-extract it")
-        self.reader = reader
-        self.folder = reader.folder
-        self.meta: dict[str, Any] = meta
+        super().__init__(reader)
         self.flips: tuple[bool, ...] = tuple(bool(f) for f in meta["options"]["flips"])
         self.token_dim = int(meta["backbone"]["token_dim"])
         self.extract_stats: FillStats | None = None
@@ -274,32 +274,6 @@ class TokenCache:
                     f"token cache {self.folder} was made with SAM {key} {stored.get(key)!r}, but the model uses "
                     f"{value!r} (cache made with {stored['family']} {stored['name_or_path']!r}); extract a cache "
                     f"with these settings into another folder (`regionspot extract-tokens{flag.get(key, '')}`)")
-
-    @property
-    def missing_shards(self) -> list[int]:
-        return self.reader.missing
-
-    @property
-    def complete(self) -> bool:
-        return not self.reader.missing
-
-    @property
-    def image_ids(self) -> list[int]:
-        return sorted(self.reader.shard_of)
-
-    def __len__(self) -> int:
-        return len(self.reader.shard_of)
-
-    def __contains__(self, image_id: object) -> bool:
-        return isinstance(image_id, (int, np.integer)) and int(image_id) in self.reader.shard_of
-
-    def _entry(self, image_id: int, suffix: str) -> torch.Tensor:
-        tensors, index = self.reader.tensors_of(image_id)
-        key = f"{int(image_id)}/{suffix}"
-        if key not in tensors:
-            raise TokenCacheError(f"cache shard {index} of {self.folder} lacks {key!r}; delete that shard and "
-                                  f"{REPAIR_HINT}")
-        return tensors[key]
 
     def tokens(self, image_id: int, flipped: bool = False) -> tuple[torch.Tensor, np.ndarray]:
         """(tokens ``[R, D]`` float32, annotation ids ``[R]`` int64) of all kept boxes of
