@@ -3,8 +3,8 @@
 The Hugging Face layout is the library's canonical one. Original checkpoints
 (``sam_vit_b_01ec64.pth``-style files, MobileSAM's ``mobile_sam.pt``) name the same tensors
 differently; this module renames them in both directions with one rule table, so the inverse is
-exactly the forward mapping read backwards. Everything here is a pure function over state dicts,
-except :func:`load_strict`, which loads into a module and fails loudly.
+exactly the forward mapping read backwards. Everything here is a pure function over state dicts
+(loading into modules is :func:`regionspot.weights.load_strict`).
 
 Covered: the prompt encoder and mask decoder of every SAM variant (MobileSAM included) and the
 ViT image encoder of SAM ViT-B/L/H. The TinyViT encoder of MobileSAM keeps its original key
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
 
-from regionspot.weights import CheckpointError, load_strict, preview
+from regionspot.weights import CheckpointError, preview
 
 StateDict = dict[str, torch.Tensor]
 

@@ -19,7 +19,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from regionspot.cache.shards import CacheError
     from regionspot.config import ConfigError
     from regionspot.datasets.coco_format import DatasetError
-    from regionspot.model.checkpoint import CheckpointError
+    from regionspot.weights import CheckpointError
     from regionspot.ops.boxes import BoxError
     from regionspot.ops.image import ImageLoadError
     from regionspot.vocab import VocabularyError

@@ -16,7 +16,7 @@ from safetensors.torch import save as save_safetensors
 
 from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
 from regionspot.fileio import atomic_write_bytes
-from regionspot.weights import CheckpointError, load_strict  # noqa: F401 - re-exported
+from regionspot.weights import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

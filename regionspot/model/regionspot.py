@@ -13,8 +13,9 @@ from torch import nn
 from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer, TextEmbedder
 from regionspot.config import (ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig,
                                TextConfig, apply_overrides)
-from regionspot.model.checkpoint import load_strict, read_checkpoint, resolve_checkpoint, write_checkpoint
+from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
 from regionspot.model.fusion import RegionFusion, count_parameters
+from regionspot.weights import load_strict
 
 if TYPE_CHECKING:
     from regionspot.predictor import RegionPredictor

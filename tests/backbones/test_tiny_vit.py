@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from regionspot.backbones.sam_convert import load_strict, read_checkpoint, split_original
+from regionspot.backbones.sam_convert import read_checkpoint, split_original
+from regionspot.weights import load_strict
 from regionspot.backbones.tiny_vit import (
     CLASSIFIER_HEAD_KEYS,
     TinyViT,

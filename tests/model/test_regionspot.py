@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from transformers import SamConfig, SamModel
 
 from regionspot.config import ConfigError, TextConfig
-from regionspot.model.checkpoint import CheckpointError
+from regionspot.weights import CheckpointError
 from regionspot.model.regionspot import RegionSpot
 
 
