@@ -1,4 +1,4 @@
-"""``regionspot`` command line: ``predict``, ``info``, ``bench``.
+"""``regionspot`` command line: ``predict``, ``info``, ``bench``, ``train``, ``eval``, ``serve``, ...
 
 User mistakes (bad boxes, vocabulary, image, checkpoint or config) end with a one-line
 ``error: ...`` and exit status 2, never a traceback.
@@ -30,7 +30,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from regionspot import __version__
-    from regionspot.cli import bench_cmd, convert_cmd, eval_cmd, extract_cmd, info_cmd, predict_cmd, train_cmd
+    from regionspot.cli import (bench_cmd, convert_cmd, convert_official_cmd, eval_cmd, extract_cmd, info_cmd,
+                                predict_cmd, serve_cmd, train_cmd)
 
     parser = argparse.ArgumentParser(
         prog="regionspot",
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regionspot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd, extract_cmd):
+    for module in (predict_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd, convert_official_cmd,
+                   extract_cmd, serve_cmd):
         module.add_parser(commands)
     return parser
 
