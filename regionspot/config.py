@@ -21,6 +21,7 @@ TokenPlace = Literal["prompt_encoder", "transformer", "hypernet_mlp"]
 TOKEN_PLACES: tuple[str, ...] = typing.get_args(TokenPlace)
 TemplateSet = Literal["single", "ensemble"]
 TEMPLATE_SETS: tuple[str, ...] = typing.get_args(TemplateSet)
+ScoreFunction = Literal["sigmoid", "softmax"]
 
 
 class ConfigError(ValueError):
@@ -84,6 +85,10 @@ class FusionConfig:
     dropout: float = 0.1
     region_self_attention: bool = True
     logit_scale: float = 100.0
+    # Inference scores from the logits (no weights involved): "sigmoid" (per (region, name),
+    # the function training uses) or "softmax" over the vocabulary (the authors' evaluation rule;
+    # converted official checkpoints use it so that their LVIS numbers can be reproduced).
+    score_function: ScoreFunction = "sigmoid"
 
 
 @dataclass

@@ -12,6 +12,7 @@ import torch
 from regionspot.backbones.protocols import SamImageEmbedding
 from regionspot.ops.boxes import validate_boxes
 from regionspot.ops.image import load_image
+from regionspot.proposals.auto import AutoProposalConfig, Proposals, propose_regions
 from regionspot.results import RegionResult
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
@@ -99,7 +100,7 @@ class RegionPredictor:
         box_tensor = torch.as_tensor(clipped, dtype=torch.float32)
         regions = self.model.region_tokenizer.encode_regions(self.encoded.sam, box_tensor, with_masks=with_masks)
         embeddings, attention = self._fuse(regions.tokens, with_attention)
-        scores = torch.sigmoid(self.model.fusion.logits(embeddings, text)).cpu()
+        scores = self.model.fusion.scores(embeddings, text).cpu()
         top_scores, top_ids = scores.topk(min(topk, len(names)), dim=-1)
         masks = None
         if regions.mask_logits is not None:
@@ -112,6 +113,14 @@ class RegionPredictor:
             vocabulary=names, image_size=self.encoded.size, masks=masks,
             mask_scores=regions.mask_scores.float().cpu().numpy(), extras=extras,
         )
+
+    @torch.inference_mode()
+    def propose(self, config: AutoProposalConfig | None = None) -> Proposals:
+        """Class-agnostic ``auto`` boxes of the current image from SAM's point-grid masks
+        (:func:`regionspot.proposals.auto.propose_regions`), best first, ready for ``predict``."""
+        if self.encoded is None:
+            raise PredictorStateError("call set_image(image) before propose(...)")
+        return propose_regions(self.model.region_tokenizer, self.encoded.sam, config)
 
     def _fuse(self, tokens: torch.Tensor, with_attention: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """All regions of the call through the head together: [R, token_dim] -> [R, text_dim]."""

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -73,7 +74,8 @@ def test_region_self_attention_makes_boxes_depend_on_each_other(mobile_sam_model
 
     from regionspot.model.fusion import RegionFusion
 
-    model.fusion = RegionFusion(replace(model.config.fusion, region_self_attention=True)).eval()
+    torch.manual_seed(0)  # scale 1: a random head's scores must not all saturate at sigmoid(large) = 1
+    model.fusion = RegionFusion(replace(model.config.fusion, region_self_attention=True, logit_scale=1.0)).eval()
     predictor = model.predictor()
     predictor.set_image(photo_and_boxes[0])
     boxes = photo_and_boxes[1]

@@ -74,6 +74,19 @@ class RegionTokenizer(Protocol):
 
 
 @runtime_checkable
+class PointPromptable(Protocol):
+    """A region tokenizer that can also decode single-point prompts (SAM's automatic masks)."""
+
+    image_input_size: int
+
+    def encode_points(self, embedding: SamImageEmbedding, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``points``: ``[P, 2]`` xy absolute pixels of the original image, each decoded alone as
+        one foreground point. Returns mask logits ``[P, K, m, m]`` (low resolution, padded input
+        frame like ``RegionTokens.mask_logits``) and predicted IoU ``[P, K]`` of K mask outputs."""
+        ...
+
+
+@runtime_checkable
 class ImageMemoryEncoder(Protocol):
     """CLIP-family vision side: the whole image as a sequence of feature tokens."""
 

@@ -19,6 +19,10 @@ all come from that same output.
 Each box is decoded on its own (its tokens never see another box), batched in chunks of
 ``chunk_size`` boxes to bound memory, so a box's outputs do not depend on the others sent with it.
 
+Point prompts (``decode_points``, used for class-agnostic proposals): each point is one positive
+point followed by SAM's padding point, decoded in multi-mask mode; all three masks and their
+predicted IoU are returned, as ``SamModel(input_points=..., multimask_output=True)`` gives them.
+
 Also here, shared by every SAM-family adapter: the image pre-processing (longest side to 1024,
 SAM mean/std, zero padding bottom/right), box scaling, mask post-processing, and
 :class:`SamRegionTokenizer`, the frozen ``RegionTokenizer`` built from any image encoder plus a
@@ -124,16 +128,60 @@ class SamPromptHead(nn.Module):
             raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] < 1:
             raise ValueError(f"boxes must be [R, 4] with R >= 1, got {tuple(boxes.shape)}")
-        _, _, height, width = image_embeddings.shape
-        src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        pos = self.dense_positional_encoding(height, width)
-        image = src.flatten(2).transpose(1, 2).contiguous()  # [1, h*w, C]
-        image_pe = pos.flatten(2).transpose(1, 2).contiguous()
-        parts = [self._decode(image, image_pe, (height, width), chunk, with_masks)
-                 for chunk in boxes.split(self.chunk_size)]
+        image, image_pe, grid = self._image_side(image_embeddings)
+        parts = [self._decode(image, image_pe, grid, chunk, with_masks) for chunk in boxes.split(self.chunk_size)]
         tokens, masks, scores = zip(*parts)
         return RegionTokens(tokens=torch.cat(tokens), mask_logits=torch.cat(masks) if with_masks else None,
                             mask_scores=torch.cat(scores))
+
+    def embed_points(self, points: torch.Tensor) -> torch.Tensor:
+        """``[P, 2]`` xy points in the encoder-input frame -> ``[P, 2, C]``: each point as a
+        foreground prompt (label 1), followed by SAM's padding point (label -1), which SAM's prompt
+        encoder appends when no box comes with the points."""
+        coords = (points + 0.5) / self.input_image_size  # pixel centres, in [0, 1]
+        foreground = self.shared_image_embedding(coords) + self.prompt_encoder.point_embed[1].weight
+        padding = self.prompt_encoder.not_a_point_embed.weight.expand_as(foreground)
+        return torch.stack([foreground, padding], dim=1)
+
+    def decode_points(self, image_embeddings: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each point alone as a single positive prompt, decoded in SAM's multi-mask mode.
+
+        ``image_embeddings``: ``[1, C, h, w]`` of one image; ``points``: ``[P, 2]`` xy in the
+        encoder-input frame. Returns mask logits ``[P, K, 4h, 4w]`` (padded input frame) and
+        predicted IoU ``[P, K]`` of the K = 3 ambiguity-aware outputs (mask tokens 1..3)."""
+        if image_embeddings.dim() != 4 or image_embeddings.shape[0] != 1:
+            raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
+        if points.dim() != 2 or points.shape[-1] != 2 or points.shape[0] < 1:
+            raise ValueError(f"points must be [P, 2] with P >= 1, got {tuple(points.shape)}")
+        image, image_pe, grid = self._image_side(image_embeddings)
+        parts = [self._decode_points(image, image_pe, grid, chunk) for chunk in points.split(self.chunk_size)]
+        masks, ious = zip(*parts)
+        return torch.cat(masks), torch.cat(ious)
+
+    def _image_side(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """``[1, C, h, w]`` -> (image with the no-mask dense prompt added ``[1, h*w, C]``, its
+        positional encoding ``[1, h*w, C]``, (h, w))."""
+        _, _, height, width = image_embeddings.shape
+        src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        pos = self.dense_positional_encoding(height, width)
+        image = src.flatten(2).transpose(1, 2).contiguous()
+        image_pe = pos.flatten(2).transpose(1, 2).contiguous()
+        return image, image_pe, (height, width)
+
+    def _decode_points(self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int],
+                       points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of n points, each decoded on its own: masks ``[n, K, 4h, 4w]``, IoU ``[n, K]``."""
+        decoder = self.mask_decoder
+        sparse = self.embed_points(points)  # [n, 2, C]
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])  # [1 + M, C]
+        queries = torch.cat([output_tokens.expand(points.shape[0], -1, -1), sparse], dim=1)
+        hidden, image_out = two_way_transformer(decoder.transformer, queries, image, image_pe,
+                                                final_tokens=output_tokens.shape[0])
+        iou = decoder.iou_prediction_head(hidden[:, 0])[:, 1:]  # [n, K], K = M - 1
+        mlps = decoder.output_hypernetworks_mlps
+        hyper = torch.stack([mlps[k](hidden[:, 1 + k]) for k in range(1, len(mlps))], dim=1)  # [n, K, C/8]
+        masks = torch.einsum("nkc,nchw->nkhw", hyper, self._upscaled(image_out, grid))
+        return masks, iou
 
     def _decode(self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
                 with_masks: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -176,12 +224,15 @@ class SamPromptHead(nn.Module):
     def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Upscale the transformer's image tokens ``[n, h*w, C]`` 4x and take the dot product with
         ``hyper`` ``[n, C/8]``: mask logits ``[n, 4h, 4w]``."""
+        return torch.einsum("nc,nchw->nhw", hyper, self._upscaled(image, grid))
+
+    def _upscaled(self, image: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The decoder's 4x upscaling of its image tokens ``[n, h*w, C]``: ``[n, C/8, 4h, 4w]``."""
         decoder = self.mask_decoder
         n, _, channels = image.shape
         feature = image.transpose(1, 2).reshape(n, channels, *grid)
         feature = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(feature)))
-        feature = decoder.activation(decoder.upscale_conv2(feature))  # [n, C/8, 4h, 4w]
-        return torch.einsum("nc,nchw->nhw", hyper, feature)
+        return decoder.activation(decoder.upscale_conv2(feature))
 
 
 def resized_shape(height: int, width: int, target: int) -> tuple[int, int]:
@@ -195,6 +246,12 @@ def scale_boxes(boxes: torch.Tensor, original_size: tuple[int, int], input_size:
     (height, width), (new_h, new_w) = original_size, input_size
     factors = boxes.new_tensor([new_w / width, new_h / height, new_w / width, new_h / height])
     return boxes * factors
+
+
+def scale_points(points: torch.Tensor, original_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
+    """``[P, 2]`` xy points from original-image pixels to resized-image (encoder input) pixels."""
+    (height, width), (new_h, new_w) = original_size, input_size
+    return points * points.new_tensor([new_w / width, new_h / height])
 
 
 def masks_to_original(mask_logits: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
@@ -244,6 +301,15 @@ def check_boxes(boxes: torch.Tensor) -> None:
         raise ValueError(f"boxes must be a float [R, 4] xyxy tensor with R >= 1, got {what}")
 
 
+def check_points(points: torch.Tensor) -> None:
+    """ValueError unless ``points`` is a floating ``[P, 2]`` tensor with P >= 1."""
+    if not isinstance(points, torch.Tensor) or not points.is_floating_point() or points.dim() != 2 \
+            or points.shape[1] != 2 or points.shape[0] < 1:
+        what = f"{points.dtype} tensor of shape {tuple(points.shape)}" if isinstance(points, torch.Tensor) \
+            else type(points).__name__
+        raise ValueError(f"points must be a float [P, 2] xy tensor with P >= 1, got {what}")
+
+
 class SamRegionTokenizer(nn.Module):
     """A frozen SAM-family :class:`~regionspot.backbones.protocols.RegionTokenizer`: any image
     encoder (``[1, 3, S, S]`` normalised pixels -> ``[1, C, S/16, S/16]``) plus a
@@ -286,6 +352,15 @@ class SamRegionTokenizer(nn.Module):
         check_boxes(boxes)
         scaled = scale_boxes(boxes.to(embedding.embeddings), embedding.original_size, embedding.input_size)
         return self.head(embedding.embeddings, scaled, with_masks=with_masks)
+
+    @torch.no_grad()
+    def encode_points(self, embedding: SamImageEmbedding, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``points``: ``[P, 2]`` float xy in original-image pixels, each a single foreground
+        prompt. Returns SAM's three multi-mask outputs per point: mask logits ``[P, 3, 256, 256]``
+        (padded input frame, as ``encode_regions``) and predicted IoU ``[P, 3]``."""
+        check_points(points)
+        scaled = scale_points(points.to(embedding.embeddings), embedding.original_size, embedding.input_size)
+        return self.head.decode_points(embedding.embeddings, scaled)
 
     @torch.no_grad()
     def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@
     result = classifier.classify(image, boxes, vocabulary, topk=5, with_masks=True)  # RegionResult
 
 - ``"regionspot"``: the model itself (SAM tokens + CLIP memory + fusion head). Scores are the
-  head's per-(region, name) sigmoid probabilities. ``prompt="together"`` sends all boxes of an
+  head's scores (``fusion.score_function``: per-(region, name) sigmoid probabilities by default,
+  a softmax over the vocabulary for converted official checkpoints). ``prompt="together"`` sends all boxes of an
   image through the head together, so with region self-attention on they attend to each other
   (SPEC Table 5); ``prompt="alone"`` runs every box through the head on its own (batched, with
   the same numbers as one ``predict`` call per box).
@@ -140,7 +141,7 @@ class RegionSpotClassifier:
     @torch.inference_mode()
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
                  with_masks: bool) -> RegionResult:
-        """See :class:`RegionClassifier`. Scores are sigmoid probabilities (independent per name)."""
+        """See :class:`RegionClassifier`. Scores by the head's ``fusion.score_function``."""
         self.predictor.set_image(image)
         try:
             if self.prompt == "together":
@@ -159,7 +160,7 @@ class RegionSpotClassifier:
         regions = model.region_tokenizer.encode_regions(
             encoded.sam, torch.as_tensor(clipped, dtype=torch.float32), with_masks=with_masks)
         embeddings = fuse_alone(model.fusion, regions.tokens, encoded.memory, self.region_batch_size)
-        scores = torch.sigmoid(model.fusion.logits(embeddings, model.text_embeddings(names))).cpu()
+        scores = model.fusion.scores(embeddings, model.text_embeddings(names)).cpu()
         top_scores, top_ids = scores.topk(min(topk, len(names)), dim=-1)
         masks = None
         if regions.mask_logits is not None:

@@ -112,6 +112,14 @@ class RegionFusion(nn.Module):
         """``scale x cosine``: region [..., D] (unit) against text [N, D] (unit) -> [..., N]."""
         return self.config.logit_scale * region_embeddings @ text_embeddings.t()
 
+    def scores(self, region_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """Scores in [0, 1] [..., N] from :meth:`logits` by ``config.score_function``: an
+        independent sigmoid per (region, name), or a softmax over the N names."""
+        logits = self.logits(region_embeddings, text_embeddings)
+        if self.config.score_function == "softmax":
+            return torch.softmax(logits, dim=-1)
+        return torch.sigmoid(logits)
+
     def _check_shapes(
         self, tokens: torch.Tensor, memory: torch.Tensor | None, region_padding: torch.Tensor | None
     ) -> None:

@@ -115,7 +115,9 @@ def _variant_spec(variant: str) -> VariantSpec:
 def official_config(variant: str) -> RegionSpotConfig:
     """Our config for a released model: SAM ViT-B, the variant's CLIP at its input size, the
     81-template text ensemble, and their head hyper-parameters (depth 3, 8 heads, FFN 2048,
-    dropout 0.1, region self-attention on, logit scale 100)."""
+    dropout 0.1, region self-attention on, logit scale 100) and their evaluation's scoring: a
+    softmax over the vocabulary (their head is trained with a sigmoid focal loss but their LVIS
+    evaluation ranks softmax probabilities; ``fusion.score_function=sigmoid`` gives ours)."""
     spec = _variant_spec(variant)
     return RegionSpotConfig(
         sam=SamBackboneConfig(name_or_path=OFFICIAL_SAM, token_place="transformer", multimask=False),
@@ -123,7 +125,7 @@ def official_config(variant: str) -> RegionSpotConfig:
         text=TextConfig(templates="ensemble"),
         fusion=FusionConfig(token_dim=SAM_TOKEN_DIM, width=spec.width, text_dim=spec.text_dim, depth=3,
                             heads=OFFICIAL_HEADS, ffn_dim=2048, dropout=0.1, region_self_attention=True,
-                            logit_scale=100.0),
+                            logit_scale=100.0, score_function="softmax"),
     )
 
 

@@ -105,6 +105,67 @@ def parse_boxes_text(text: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
+def box_iou_xyxy(a: Any, b: Any) -> np.ndarray:
+    """Pairwise IoU float64 ``[N, M]`` of xyxy boxes ``a`` [N, 4] and ``b`` [M, 4] (arrays,
+    tensors or lists). A pair whose union has no area has IoU 0."""
+    a, b = as_box_array(a), as_box_array(b)
+    area_a = box_sizes(a).clip(min=0).prod(axis=1)
+    area_b = box_sizes(b).clip(min=0).prod(axis=1)
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    intersection = (bottom_right - top_left).clip(min=0).prod(axis=2)
+    union = area_a[:, None] + area_b[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+
+
+def nms(boxes: Any, scores: Any, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression.
+
+    ``boxes``: xyxy [N, 4]; ``scores``: [N]. Going from the highest score down, a box is kept
+    unless its IoU with an already kept box is greater than ``iou_threshold``. Equal scores keep
+    input order (stable sort). Returns int64 indices into ``boxes`` of the kept boxes, best first.
+    """
+    boxes = as_box_array(boxes)
+    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    if scores.shape != (boxes.shape[0],):
+        raise BoxError(f"nms needs one score per box: {boxes.shape[0]} boxes, scores of shape {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    areas = box_sizes(boxes).clip(min=0).prod(axis=1)
+    kept: list[int] = []
+    while order.size:
+        best, order = order[0], order[1:]
+        kept.append(int(best))
+        top_left = np.maximum(boxes[best, :2], boxes[order, :2])
+        bottom_right = np.minimum(boxes[best, 2:], boxes[order, 2:])
+        intersection = (bottom_right - top_left).clip(min=0).prod(axis=1)
+        union = areas[best] + areas[order] - intersection
+        iou = np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+        order = order[iou <= iou_threshold]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def masks_to_boxes(masks: Any) -> np.ndarray:
+    """Tight boxes float64 ``[N, 4]`` of boolean masks ``[N, H, W]`` (numpy or torch).
+
+    Boxes follow pixel edges: a mask whose pixels span columns ``c0..c1`` and rows ``r0..r1``
+    gets ``[c0, r0, c1 + 1, r1 + 1]`` (a one-pixel mask is a 1x1 box). An empty mask gets
+    ``[0, 0, 0, 0]``.
+    """
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3:
+        raise BoxError(f"masks must be shaped [N, H, W], got shape {masks.shape}")
+    columns, rows = masks.any(axis=1), masks.any(axis=2)  # [N, W], [N, H]
+    boxes = np.zeros((masks.shape[0], 4), dtype=np.float64)
+    present = columns.any(axis=1)
+    boxes[present, 0] = columns[present].argmax(axis=1)
+    boxes[present, 1] = rows[present].argmax(axis=1)
+    boxes[present, 2] = masks.shape[2] - columns[present, ::-1].argmax(axis=1)
+    boxes[present, 3] = masks.shape[1] - rows[present, ::-1].argmax(axis=1)
+    return boxes
+
+
 def _indices(indices: np.ndarray, limit: int = 10) -> str:
     shown = ", ".join(str(int(i)) for i in indices[:limit])
     return f"[{shown}{', ...' if indices.size > limit else ''}]"

@@ -1,0 +1,174 @@
+"""Class-agnostic region proposals ("auto" boxes) from SAM's automatic point-grid masks.
+
+The idea of SAM's automatic mask generator, for boxes: a regular grid of points over the image
+(cell centres), each point decoded alone as one foreground prompt in multi-mask mode (3 masks and
+their predicted IoU per point); masks are kept when SAM's predicted IoU and their stability
+score are high enough; each kept mask gives its tight box; boxes are de-duplicated by box NMS and
+capped. With these boxes RegionSpot names regions without any external detector.
+
+Cost control for CPU: masks are judged and boxed on the decoder's low-resolution logits
+(256 x 256 for a 1024 encoder, one cell = 4 encoder-input pixels), never upscaled to the image,
+so a box edge is exact to one low-res cell (4 encoder-input pixels, 2.5 pixels of a 640-wide
+photo). SAM's stability score is an area ratio, which this resolution changes very little.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from regionspot.backbones.protocols import PointPromptable, SamImageEmbedding
+from regionspot.config import ConfigError
+from regionspot.ops.boxes import box_sizes, clip_boxes, masks_to_boxes, nms
+
+
+class ProposalBackboneError(ConfigError, TypeError):
+    """The SAM-side backbone cannot decode point prompts, so it cannot propose regions."""
+
+
+@dataclass
+class AutoProposalConfig:
+    """How ``auto`` proposals are made (SAM automatic-mask-generator defaults, except the grid).
+
+    ``points_per_side``: the grid has ``points_per_side ** 2`` foreground points at cell
+    centres. SAM uses 32; 16 is the CPU-friendly default here (4x fewer decoder runs; small
+    objects between grid points are missed more often).
+    ``points_per_batch``: points decoded per call (bounds memory: 3 low-res masks per point).
+    ``pred_iou_thresh``: keep a mask when SAM's predicted IoU is at least this.
+    ``stability_score_thresh`` / ``stability_score_offset``: keep a mask when the IoU of its
+    logits thresholded at ``+offset`` and at ``-offset`` is at least the threshold.
+    ``box_nms_thresh``: boxes overlapping a better one by more than this IoU are dropped.
+    ``min_box_side``: boxes narrower or lower than this many original-image pixels are dropped.
+    ``max_proposals``: at most this many boxes, best predicted IoU first.
+    """
+
+    points_per_side: int = 16
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    min_box_side: float = 4.0
+    max_proposals: int = 300
+
+
+@dataclass
+class Proposals:
+    """Class-agnostic boxes of one image.
+
+    ``boxes``: float64 ``[N, 4]`` xyxy absolute pixels of the original image, clipped, best first.
+    ``scores``: float64 ``[N]`` in [0, 1]: SAM's predicted IoU of the mask each box came from.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+_POSITIVE_INTS = ("points_per_side", "points_per_batch", "max_proposals")
+_UNIT_INTERVAL = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh")
+_NON_NEGATIVE = ("stability_score_offset", "min_box_side")
+
+
+def check_auto_config(config: AutoProposalConfig) -> AutoProposalConfig:
+    """``config`` unchanged if every value is usable, else :class:`ConfigError` naming the field:
+    positive integers for the counts, [0, 1] for the thresholds, finite >= 0 for the rest."""
+    if not isinstance(config, AutoProposalConfig):
+        raise ConfigError(f"expected an AutoProposalConfig, got {type(config).__name__}")
+    for field in fields(config):
+        value, where = getattr(config, field.name), f"auto proposals: {field.name}"
+        if field.name in _POSITIVE_INTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where} must be a positive integer, got {value!r}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        if field.name in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{where} must be in [0, 1], got {value!r}")
+        if field.name in _NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{where} must be >= 0, got {value!r}")
+    return config
+
+
+def point_grid(points_per_side: int, image_size: tuple[int, int]) -> np.ndarray:
+    """Cell centres of a ``points_per_side`` square grid over an (H, W) image: float64
+    ``[points_per_side ** 2, 2]`` xy original-image pixels, row by row from the top left."""
+    height, width = image_size
+    centres = (np.arange(points_per_side, dtype=np.float64) + 0.5) / points_per_side
+    xs, ys = np.meshgrid(centres * width, centres * height, indexing="xy")
+    return np.stack([xs.ravel(), ys.ravel()], axis=1)
+
+
+def stability_scores(mask_logits: torch.Tensor, offset: float) -> torch.Tensor:
+    """SAM's stability score ``[N]`` of mask logits ``[N, h, w]``: the IoU of the masks
+    thresholded at ``+offset`` and at ``-offset`` (the first lies inside the second, so it is an
+    area ratio). 0 where even the ``-offset`` mask is empty."""
+    inner = (mask_logits > offset).flatten(1).sum(dim=1, dtype=torch.int64)
+    outer = (mask_logits > -offset).flatten(1).sum(dim=1, dtype=torch.int64)
+    return inner.double() / outer.clamp_min(1).double()  # inner <= outer, so 0 when outer is empty
+
+
+def low_res_boxes_to_image(boxes: np.ndarray, cell: float, embedding: SamImageEmbedding) -> np.ndarray:
+    """Boxes ``[N, 4]`` in low-res mask cells (pixel-edge xyxy) -> original-image pixels, clipped.
+    ``cell``: encoder-input pixels per low-res cell (4 for SAM)."""
+    (height, width), (new_h, new_w) = embedding.original_size, embedding.input_size
+    scaled = boxes * cell * np.array([width / new_w, height / new_h, width / new_w, height / new_h])
+    return clip_boxes(scaled, embedding.original_size)
+
+
+def _kept_masks(tokenizer: PointPromptable, embedding: SamImageEmbedding, points: torch.Tensor,
+                config: AutoProposalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of points -> boxes ``[n, 4]`` (original pixels) and predicted IoU ``[n]`` of the
+    masks that pass the predicted-IoU and stability filters and the minimum box side."""
+    mask_logits, iou = tokenizer.encode_points(embedding, points)
+    mask_logits, iou = mask_logits.flatten(0, 1), iou.flatten().float()  # [P*K, m, m], [P*K]
+    cell = tokenizer.image_input_size / mask_logits.shape[-1]
+    rows, cols = (math.ceil(side / cell) for side in embedding.input_size)
+    keep = iou >= config.pred_iou_thresh
+    mask_logits, iou = mask_logits[keep, :rows, :cols], iou[keep]  # crop the padding away
+    keep = stability_scores(mask_logits, config.stability_score_offset) >= config.stability_score_thresh
+    mask_logits, iou = mask_logits[keep], iou[keep]
+    boxes = low_res_boxes_to_image(masks_to_boxes(mask_logits > 0), cell, embedding)
+    big_enough = box_sizes(boxes).min(axis=1) >= max(config.min_box_side, np.finfo(np.float64).tiny)
+    return boxes[big_enough], iou.cpu().double().numpy()[big_enough]
+
+
+def propose_regions(tokenizer: PointPromptable, embedding: SamImageEmbedding,
+                    config: AutoProposalConfig | None = None, progress: bool = False) -> Proposals:
+    """Class-agnostic boxes of one encoded image (see the module docstring).
+
+    ``tokenizer``: a SAM-family tokenizer with ``encode_points`` (every built-in one has it);
+    ``embedding``: its ``encode_image`` output; ``progress``: show a tqdm bar over point batches.
+    Raises :class:`ProposalBackboneError` (a ConfigError and TypeError) for a backbone without
+    point prompts and :class:`ConfigError` for bad config values.
+    """
+    config = check_auto_config(config if config is not None else AutoProposalConfig())
+    if not callable(getattr(tokenizer, "encode_points", None)):
+        raise ProposalBackboneError(f"backbone {_backbone_name(tokenizer)} cannot decode point prompts "
+                                    "(no encode_points), so it cannot make 'auto' proposals; use a SAM-family "
+                                    "backbone or pass boxes")
+    points = torch.as_tensor(point_grid(config.points_per_side, embedding.original_size), dtype=torch.float32)
+    boxes, scores = [np.zeros((0, 4))], [np.zeros(0)]
+    with torch.inference_mode():
+        for batch in tqdm(points.split(config.points_per_batch), desc="auto proposals", unit="batch",
+                          disable=not progress):
+            batch_boxes, batch_scores = _kept_masks(tokenizer, embedding, batch, config)
+            boxes.append(batch_boxes)
+            scores.append(batch_scores)
+    all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+    kept = nms(all_boxes, all_scores, config.box_nms_thresh)[: config.max_proposals]
+    return Proposals(boxes=all_boxes[kept], scores=all_scores[kept].clip(0.0, 1.0))
+
+
+def _backbone_name(tokenizer: object) -> str:
+    describe = getattr(tokenizer, "describe", None)
+    if callable(describe):
+        details = describe()
+        return f"{details.get('family', type(tokenizer).__name__)!r} ({details.get('name_or_path', '?')})"
+    return type(tokenizer).__name__
