@@ -1,15 +1,24 @@
-"""``regionspot eval --data ANN.json --detections RESULTS.json --out DIR``: evaluate any COCO
-results file (ours or another model's) with COCO or LVIS rules, and write JSON, Markdown and a
-per-category CSV.
+"""``regionspot eval``: box (and mask) AP with COCO or LVIS rules, in two modes.
 
-Running a RegionSpot checkpoint or the CLIP baselines over a dataset (``--checkpoint``,
-``--method``, ``--boxes``) is not part of this command yet.
+- ``--data ANN.json --detections RESULTS.json``: evaluate any COCO results file (ours or another
+  model's) as given.
+- ``--data ANN.json --checkpoint CKPT | --sam SAM --clip CLIP [--boxes gt|auto|PROPOSALS.json]
+  [--method regionspot|clip-crop|clip-mask-crop]``: run a model or a CLIP baseline over the
+  dataset's images by SPEC's protocol (top (box, category) pairs per image, evaluator cap), also
+  under ``torchrun`` (images split across processes, results merged on rank 0).
+
+Both print the metrics and, with ``--out DIR``, write metrics.json, report.md (the protocol
+first) and per_category.csv; a model run adds pr_curves_*.png and examples/.
+``--set KEY=VALUE`` changes the model config (``sam.``, ``clip.``, ``text.``, ``fusion.`` keys,
+e.g. ``text.templates=single``) or the evaluation config (any other key, e.g.
+``protocol.pairs_per_image=300`` or ``auto.points_per_side=8``); see regionspot.eval.config for
+which model ablations need a checkpoint trained with them.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,25 +28,145 @@ from regionspot.datasets.coco_format import DatasetError
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "eval", help="AP of a COCO results file (COCO or LVIS rules)",
+        "eval", help="AP of a model, a CLIP baseline or a COCO results file (COCO or LVIS rules)",
         description="Box (and with --masks, mask) AP, AP50, AP75, APs/m/l and, with LVIS frequency tags, "
-                    "APr/APc/APf of a COCO-format results file. LVIS federated rules apply automatically "
-                    "when the annotation has neg_category_ids.",
+                    "APr/APc/APf, of a COCO results file (--detections) or of a model run over the dataset "
+                    "(--checkpoint, or --sam/--clip for an untrained head). LVIS federated rules apply "
+                    "automatically when the annotation has neg_category_ids.",
     )
-    parser.add_argument("--data", required=True, help="COCO/LVIS-format annotation JSON")
-    parser.add_argument("--detections", required=True, help="COCO results JSON (a list of detections)")
-    parser.add_argument("--out", help="folder for metrics.json, report.md and per_category.csv")
-    parser.add_argument("--masks", action="store_true", help="also mask AP (detections need 'segmentation')")
-    parser.add_argument("--fixed-ap", type=int, metavar="BUDGET",
+    parser.add_argument("--data", help="COCO/LVIS-format annotation JSON")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--detections", help="COCO results JSON (a list of detections) to evaluate as given")
+    add_model_options(source, parser)
+    parser.add_argument("--out", help="folder for metrics.json, report.md, per_category.csv (and pictures)")
+    parser.add_argument("--masks", action="store_true", default=None,
+                        help="also mask AP (a model run: SAM masks of the box prompts)")
+    parser.add_argument("--fixed-ap", type=positive_int, metavar="BUDGET",
                         help="also LVIS fixed AP with this per-category budget (e.g. 10000)")
     parser.add_argument("--federated", action=argparse.BooleanOptionalAction, default=None,
                         help="force LVIS federated rules on or off (default: from the annotation)")
+    parser.add_argument("--frequencies", metavar="FILE",
+                        help="LVIS r/c/f tags per category id (e.g. lvis_v1_categories.json) for APr/APc/APf")
+    add_run_options(parser)
+    parser.add_argument("--pairs-per-image", type=positive_int, metavar="N",
+                        help="(box, category) pairs kept per image (default 900)")
+    parser.add_argument("--max-dets-per-image", type=non_negative_int, metavar="N",
+                        help="evaluator cap over all categories (default: the rules', LVIS 300; 0: none)")
+    parser.add_argument("--examples", type=non_negative_int, metavar="N", help="example pictures drawn (default 4)")
+    parser.add_argument("--save-detections", action="store_true", default=None,
+                        help="also write the detections as OUT/results.json")
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from regionspot.eval.evaluator import evaluator_for_results, fixed_ap, format_metrics
+def add_model_options(group: argparse._MutuallyExclusiveGroup, parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` / ``--sam`` (in ``group``) and ``--clip``."""
+    group.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
+    group.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (seeded; its AP "
+                                     "measures nothing learned; the CLIP baselines need no head)")
+    parser.add_argument("--clip", help="CLIP backbone with --sam (default openai/clip-vit-base-patch16)")
 
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``eval`` (model mode) and ``predict-batch``."""
+    parser.add_argument("--images", help="image folder (default: 'images' beside the annotation)")
+    parser.add_argument("--boxes", metavar="gt|auto|PROPOSALS.json",
+                        help="regions: the annotation's boxes (gt, default), SAM point-grid proposals (auto), "
+                             "or a detector's proposals file (its box scores multiply the class scores)")
+    parser.add_argument("--method", choices=("regionspot", "clip-crop", "clip-mask-crop"),
+                        help="regionspot (default) or a CLIP crop baseline")
+    parser.add_argument("--prompt", choices=("together", "alone"),
+                        help="an image's boxes through the head together (default) or each alone")
+    parser.add_argument("--vocab", help="category names (eval: one per annotation category, in id order)")
+    parser.add_argument("--max-images", type=positive_int, metavar="N", help="only the first N images (by id / name)")
+    parser.add_argument("--pairs-per-box", type=positive_int, metavar="K",
+                        help="categories kept per box (default: all, then the image's best pairs)")
+    parser.add_argument("--config", help="an EvalConfig YAML/JSON (flags given here override it)")
+    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="model-config (sam./clip./text./fusion.) or eval-config (protocol., auto., ...) overrides")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _bounded_int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _bounded_int(text, 0)
+
+
+def _bounded_int(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+    return value
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The EvalConfig of ``--config`` (or the defaults) with ``--set`` overrides, then the flags
+    given on the command line."""
+    from regionspot.config import apply_overrides, load_config
+    from regionspot.eval.config import EvalConfig, split_overrides
+
+    config = load_config(EvalConfig, args.config) if args.config else EvalConfig()
+    model_overrides, eval_overrides = split_overrides(args.overrides)
+    config = apply_overrides(config, eval_overrides)
+    flags = {"annotations": args.data, "images": args.images, "method": args.method, "boxes": args.boxes,
+             "prompt": args.prompt, "vocabulary": args.vocab, "max_images": args.max_images,
+             "masks": getattr(args, "masks", None), "frequencies": getattr(args, "frequencies", None),
+             "examples": getattr(args, "examples", None), "save_detections": getattr(args, "save_detections", None)}
+    protocol = {"pairs_per_box": args.pairs_per_box, "pairs_per_image": getattr(args, "pairs_per_image", None),
+                "max_dets_per_image": getattr(args, "max_dets_per_image", None),
+                "fixed_ap_budget": getattr(args, "fixed_ap", None), "federated": getattr(args, "federated", None)}
+    model: dict[str, Any] = {**_given({"clip": args.clip}), "overrides": [*config.model.overrides, *model_overrides]}
+    if args.checkpoint:
+        model.update(checkpoint=args.checkpoint, sam=None)
+    elif args.sam:
+        model.update(checkpoint=None, sam=args.sam)
+    return dataclasses.replace(
+        config, **_given(flags),
+        protocol=dataclasses.replace(config.protocol, **_given(protocol)),
+        model=dataclasses.replace(config.model, **model))
+
+
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.detections:
+        return run_results_file(args)
+    return run_model(args)
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """A model (or CLIP baseline) over the dataset, under torchrun split across processes."""
+    from regionspot.eval.runner import run_evaluation
+    from regionspot.train.distributed import init_distributed, shutdown
+
+    config = config_from_args(args)
+    if config.annotations is None:
+        raise DatasetError("give the annotation: --data ANN.json")
+    ctx = init_distributed(args.device)
+    try:
+        run_evaluation(config, out=Path(args.out) if args.out else None, ctx=ctx, progress=not args.no_progress)
+    finally:
+        shutdown(ctx)
+    return 0
+
+
+def run_results_file(args: argparse.Namespace) -> int:
+    """A COCO results file evaluated as given."""
+    from regionspot.eval.evaluator import evaluator_for_results, fixed_ap
+    from regionspot.eval.report import summary_text
+
+    if not args.data:
+        raise DatasetError("give the annotation the detections are for: --data ANN.json")
     annotations = _read_json(args.data, "annotation")
     detections = _read_json(args.detections, "detections")
     if not isinstance(detections, list):
@@ -45,24 +174,32 @@ def run(args: argparse.Namespace) -> int:
     reports: dict[str, Any] = {}
     for iou_type in ("bbox", "segm") if args.masks else ("bbox",):
         try:
-            evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=args.federated)
+            evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=args.federated,
+                                              frequencies=args.frequencies)
             metrics = evaluator.evaluate()
         except (ValueError, KeyError) as exc:  # malformed detections: the user's file, not a crash
             raise DatasetError(f"{args.detections}: {exc}") from None
         reports[iou_type] = {"federated": evaluator.federated, "metrics": metrics,
                              "per_category": evaluator.per_category()}
-        print(f"{'box' if iou_type == 'bbox' else 'mask'} AP ({_rules(evaluator.federated)}):")
-        print(format_metrics(metrics))
     if args.fixed_ap:
-        reports["fixed_ap"] = {"budget": args.fixed_ap,
-                               "metrics": fixed_ap(annotations, detections, args.fixed_ap,
-                                                   federated=args.federated)}
-        print(f"fixed AP (top {args.fixed_ap} detections per category over the dataset):")
-        print(format_metrics(reports["fixed_ap"]["metrics"]))
+        reports["fixed_ap"] = {"budget": args.fixed_ap, "metrics": fixed_ap(
+            annotations, detections, args.fixed_ap, federated=args.federated, frequencies=args.frequencies)}
+    protocol = results_file_protocol(args, reports["bbox"]["federated"])
+    print(summary_text(reports, f"{args.detections}: {protocol['protocol']}"))
     if args.out:
-        write_reports(Path(args.out), reports, args)
+        write_reports(Path(args.out), reports, args, protocol)
         print(f"wrote {args.out}/metrics.json, report.md, per_category.csv")
     return 0
+
+
+def results_file_protocol(args: argparse.Namespace, federated: bool) -> dict[str, Any]:
+    from regionspot.eval.report import rules_text
+
+    protocol = {"annotations": f"`{args.data}`", "detections": f"`{args.detections}`",
+                "protocol": "the detections as given (their boxes, labels and scores); " + rules_text(federated)}
+    if args.fixed_ap:
+        protocol["fixed_ap"] = f"top {args.fixed_ap} detections per category over the dataset, no per-image cap"
+    return protocol
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -75,33 +212,10 @@ def _read_json(path: str, what: str) -> Any:
         raise DatasetError(f"{file} is not valid JSON: {exc}") from None
 
 
-def _rules(federated: bool) -> str:
-    return "LVIS federated rules, at most 300 detections per image" if federated else \
-        "COCO rules, at most 100 detections per image and category"
+def write_reports(folder: Path, reports: dict[str, Any], args: argparse.Namespace, protocol: dict[str, Any]) -> None:
+    """metrics.json (everything), report.md (the protocol, then a table per AP type) and
+    per_category.csv (AP per category)."""
+    from regionspot.eval.report import markdown_report, write_report_files
 
-
-def write_reports(folder: Path, reports: dict[str, Any], args: argparse.Namespace) -> None:
-    """metrics.json (everything), report.md (a table per AP type, with the protocol), and
-    per_category.csv (box AP per category)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {"annotations": str(args.data), "detections": str(args.detections), **reports}
-    (folder / "metrics.json").write_text(json.dumps(document, indent=1) + "\n")
-    lines = ["# Evaluation", "", f"- annotations: `{args.data}`", f"- detections: `{args.detections}`",
-             "- protocol: the detections as given (their boxes, labels and scores); "
-             + _rules(reports["bbox"]["federated"]), ""]
-    for key in ("bbox", "segm", "fixed_ap"):
-        if key in reports:
-            metrics = reports[key]["metrics"]
-            lines += [f"## {dict(bbox='Box AP', segm='Mask AP', fixed_ap='Fixed AP')[key]}", "",
-                      "| " + " | ".join(metrics) + " |", "|" + "---:|" * len(metrics),
-                      "| " + " | ".join(_percent(v) for v in metrics.values()) + " |", ""]
-    (folder / "report.md").write_text("\n".join(lines))
-    rows = reports["bbox"]["per_category"]
-    with (folder / "per_category.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f}" if value == value else "n/a"
+    document = {"annotations": str(args.data), "detections": str(args.detections), "protocol": protocol, **reports}
+    write_report_files(folder, document, markdown_report("Evaluation", protocol, reports))

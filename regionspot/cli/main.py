@@ -31,7 +31,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 def build_parser() -> argparse.ArgumentParser:
     from regionspot import __version__
     from regionspot.cli import (bench_cmd, convert_cmd, convert_official_cmd, eval_cmd, extract_cmd, info_cmd,
-                                predict_cmd, serve_cmd, train_cmd)
+                                predict_batch_cmd, predict_cmd, serve_cmd, train_cmd)
 
     parser = argparse.ArgumentParser(
         prog="regionspot",
@@ -39,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regionspot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd, convert_official_cmd,
-                   extract_cmd, serve_cmd):
+    for module in (predict_cmd, predict_batch_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd,
+                   convert_official_cmd, extract_cmd, serve_cmd):
         module.add_parser(commands)
     return parser
 

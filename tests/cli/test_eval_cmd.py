@@ -60,3 +60,82 @@ def test_bad_results_files_exit_2(coco_sample, tmp_path, capsys, content, messag
     assert main(["eval", "--data", str(coco_sample / "annotations.json"), "--detections", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err
+
+
+# ----------------------------------------------------------------------------- a model over the dataset
+@pytest.fixture(scope="module")
+def checkpoint(mobile_sam_model, tmp_path_factory) -> Path:
+    return mobile_sam_model.save_pretrained(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.mark.slow
+def test_eval_of_a_checkpoint_with_a_proposals_file(coco_sample, checkpoint, tmp_path, capsys) -> None:
+    annotation = json.loads((coco_sample / "annotations.json").read_text())
+    image = min(annotation["images"], key=lambda i: i["id"])
+    boxes = [a["bbox"] for a in annotation["annotations"] if a["image_id"] == image["id"]]
+    proposals = tmp_path / "proposals.json"
+    proposals.write_text(json.dumps([{"image_id": image["id"], "bbox": b, "score": 0.5} for b in boxes]))
+    frequencies = tmp_path / "frequencies.json"
+    frequencies.write_text(json.dumps({"1": "f", "51": "c", "56": "r"}))
+    out = tmp_path / "report"
+    assert main(["eval", "--data", str(coco_sample / "annotations.json"), "--checkpoint", str(checkpoint),
+                 "--boxes", str(proposals), "--prompt", "alone", "--max-images", "1", "--masks", "--fixed-ap", "100",
+                 "--frequencies", str(frequencies), "--out", str(out), "--no-progress", "--examples", "1",
+                 "--set", "protocol.pairs_per_image=100", "text.templates=single"]) == 0
+    printed = capsys.readouterr().out
+    assert "box AP (COCO rules" in printed and "mask AP (COCO rules" in printed and "APr" in printed
+    document = json.loads((out / "metrics.json").read_text())
+    protocol = document["protocol"]
+    assert protocol["prompt"].startswith("alone") and protocol["pairs_per_image"].startswith("100 best")
+    assert protocol["boxes"] == f"proposals file {proposals} (score = the file's box score, 1 where absent)"
+    assert protocol["templates"].startswith("single") and protocol["images"].startswith("1 of 96")
+    assert document["model"]["checkpoint"] == str(checkpoint) and not document["model"]["untrained_head"]
+    assert document["config"]["model"]["overrides"] == ["text.templates=single"]
+    assert len(json.loads((out / "metrics.json").read_text())["bbox"]["per_category"]) == 80
+    for name in ("report.md", "per_category.csv", "pr_curves_bbox.png", "pr_curves_segm.png",
+                 "examples/example_000.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert report.index("## Protocol") < report.index("## Box AP") and "## Fixed AP (mask)" in report
+
+
+def test_an_architecture_override_on_a_checkpoint_says_why_it_fails(coco_sample, checkpoint, capsys) -> None:
+    code = main(["eval", "--data", str(coco_sample / "annotations.json"), "--checkpoint", str(checkpoint),
+                 "--max-images", "1", "--set", "fusion.depth=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot load the fusion head")
+    assert "['fusion.depth=1'] change the head's architecture" in err and "trained with them" in err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--sam", "sam.pt"], "give the annotation: --data"),
+    (["--data", "{annotations}"], "give a model"),
+    (["--data", "{annotations}", "--sam", "sam.pt", "--images", "/nonexistent"], "image folder not found"),
+    (["--data", "{annotations}", "--sam", "sam.pt", "--set", "protocol.pairs_per_image=0"], "pairs_per_image"),
+    (["--data", "{annotations}", "--sam", "sam.pt", "--set", "protocol.nothing=1"], "unknown key 'nothing'"),
+])
+def test_model_mode_mistakes_exit_2_before_loading_anything(coco_sample, capsys, arguments, message) -> None:
+    arguments = [a.format(annotations=coco_sample / "annotations.json") for a in arguments]
+    assert main(["eval", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+
+
+def test_flags_override_the_config_file(tmp_path) -> None:
+    from regionspot.cli.eval_cmd import config_from_args
+    from regionspot.cli.main import build_parser
+    from regionspot.config import apply_overrides, save_config
+    from regionspot.eval.config import EvalConfig
+
+    saved = apply_overrides(EvalConfig(), ["method=clip-crop", "boxes=auto", "protocol.pairs_per_image=300",
+                                           "model.checkpoint=ckpt", "model.overrides=text.templates=single"])
+    save_config(saved, tmp_path / "eval.yaml")
+    args = build_parser().parse_args(["eval", "--config", str(tmp_path / "eval.yaml"), "--data", "a.json",
+                                      "--method", "regionspot", "--pairs-per-box", "5", "--sam", "sam.pt",
+                                      "--set", "fusion.depth=1", "auto.points_per_side=4"])
+    config = config_from_args(args)
+    assert (config.method, config.boxes, config.annotations) == ("regionspot", "auto", "a.json")
+    assert (config.protocol.pairs_per_image, config.protocol.pairs_per_box) == (300, 5)
+    assert (config.model.checkpoint, config.model.sam) == (None, "sam.pt")
+    assert config.model.overrides == ["text.templates=single", "fusion.depth=1"]
+    assert config.auto.points_per_side == 4

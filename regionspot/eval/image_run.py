@@ -1,0 +1,234 @@
+"""One image through a region classifier (RegionSpot or a CLIP baseline): its boxes from
+ground truth, a proposals file or auto proposals, its (box, category) pairs turned into COCO
+detections by the protocol of :mod:`regionspot.eval.protocol`; and the model a run uses.
+:mod:`regionspot.eval.runner` runs this over a dataset or folder, split across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from regionspot.config import ConfigError, to_dict
+from regionspot.eval.config import INPUT_KEYS, EvalConfig, ModelSource, ProtocolConfig, architecture_overrides
+from regionspot.eval.jobs import BoxSource, ImageJob
+from regionspot.eval.protocol import classes_per_box, pairs_to_coco, select_pairs, usable_boxes
+from regionspot.ops.masks import encode_rle
+from regionspot.results import RegionResult
+from regionspot.train.distributed import DistributedContext
+from regionspot.weights import CheckpointError
+
+if TYPE_CHECKING:
+    from regionspot.eval.methods import RegionClassifier
+    from regionspot.model.regionspot import RegionSpot
+
+EXAMPLE_REGIONS = 20
+
+
+@dataclass
+class ImageOutput:
+    """What one image gives (small and picklable, to gather across processes).
+
+    ``detections``: COCO results of its kept pairs. ``boxes`` / ``skipped_boxes``: boxes
+    classified / dropped as under one pixel or non-finite. ``example``: (image HxWx3 uint8, its
+    best regions) for the first few images. ``document``: per-image JSON for predict-batch.
+    """
+
+    image_id: int
+    detections: list[dict[str, Any]] = field(default_factory=list)
+    boxes: int = 0
+    skipped_boxes: int = 0
+    seconds: float = 0.0
+    example: tuple[np.ndarray, RegionResult] | None = None
+    document: dict[str, Any] | None = None
+
+
+@dataclass
+class RunSetup:
+    """Everything :func:`process_image` needs besides the image. ``category_ids[i]`` is the
+    dataset id of ``vocabulary[i]``; ``example_ids``: images whose result is kept for drawing;
+    ``documents``: also build predict-batch's per-image JSON. ``stored_pairs``: keep only an
+    image's first (best) pairs of the protocol's ``pairs_per_image`` (see
+    :func:`regionspot.eval.protocol.stored_pairs`); None: all."""
+
+    classifier: RegionClassifier
+    box_source: BoxSource
+    vocabulary: list[str]
+    category_ids: list[int]
+    protocol: ProtocolConfig
+    masks: bool
+    example_ids: frozenset[int] = frozenset()
+    documents: bool = False
+    stored_pairs: int | None = None
+
+    @property
+    def classes_per_box(self) -> int:
+        return classes_per_box(len(self.vocabulary), self.protocol.pairs_per_image, self.protocol.pairs_per_box)
+
+
+def process_image(job: ImageJob, setup: RunSetup) -> ImageOutput:
+    """Boxes of the image -> classifier -> the image's best pairs as COCO detections."""
+    start = time.perf_counter()
+    image = job.load()
+    output = ImageOutput(job.image_id)
+    result, scores = classify_image(job, image, setup, output)
+    if result is not None:
+        weights = scores if setup.protocol.proposal_scores else None
+        pairs = select_pairs(result.topk_ids, result.topk_scores, weights,
+                             setup.stored_pairs or setup.protocol.pairs_per_image, setup.protocol.pairs_per_box)
+        rles = encode_rle(result.masks) if result.masks is not None else None
+        output.detections = pairs_to_coco(job.image_id, result.boxes, pairs, setup.category_ids, rles)
+        if job.image_id in setup.example_ids:
+            output.example = (image, best_regions(result, weights, EXAMPLE_REGIONS))
+        if setup.documents:
+            output.document = image_document(job, result, scores, setup.masks)
+    output.seconds = time.perf_counter() - start
+    return output
+
+
+def classify_image(job: ImageJob, image: np.ndarray, setup: RunSetup, output: ImageOutput
+                   ) -> tuple[RegionResult | None, np.ndarray | None]:
+    """(the classifier's result on the image's usable boxes, their proposal scores [R] or None
+    for ground truth); (None, None) when no box is usable. Counts boxes into ``output``."""
+    with one_encoding_per_image(setup.box_source.tokenizer, enabled=setup.box_source.kind == "auto"):
+        boxes, proposal_scores = setup.box_source.boxes(job, image)
+        usable = usable_boxes(boxes, (job.height, job.width))
+        output.boxes, output.skipped_boxes = len(usable), len(boxes) - len(usable)
+        if not len(usable):
+            return None, None
+        scores = None if proposal_scores is None else np.asarray(proposal_scores, dtype=np.float64)[usable]
+        boxes = np.asarray(boxes, dtype=np.float64)[usable]
+        return setup.classifier.classify(image, boxes, setup.vocabulary, setup.classes_per_box, setup.masks), scores
+
+
+@contextlib.contextmanager
+def one_encoding_per_image(tokenizer: Any, *, enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``tokenizer.encode_image`` runs SAM's image encoder once per distinct
+    image (by content) and hands the same embedding to later calls: auto proposals and the
+    classifier, which encodes the image itself, then share one encoding. Restored on exit."""
+    if not enabled or tokenizer is None:
+        yield
+        return
+    shadowed = vars(tokenizer).get("encode_image")
+    original = tokenizer.encode_image
+    memo: dict[tuple[Any, str], Any] = {}
+
+    def encode_image(image: np.ndarray) -> Any:
+        key = (image.shape, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
+        if key not in memo:
+            memo.clear()
+            memo[key] = original(image)
+        return memo[key]
+
+    tokenizer.encode_image = encode_image
+    try:
+        yield
+    finally:
+        if shadowed is not None:
+            tokenizer.encode_image = shadowed
+        else:
+            del tokenizer.encode_image
+
+
+def best_regions(result: RegionResult, weights: np.ndarray | None, count: int) -> RegionResult:
+    """The ``count`` regions with the best top-1 final score (class x proposal score)."""
+    final = result.scores * (1.0 if weights is None else weights)
+    return result[np.argsort(-final, kind="stable")[:count]]
+
+
+def image_document(job: ImageJob, result: RegionResult, proposal_scores: np.ndarray | None,
+                   masks: bool) -> dict[str, Any]:
+    """predict-batch's JSON for one image: ``regionspot predict``'s document plus the image id
+    and file, and each region's proposal score (``box_score``) when the boxes have one."""
+    document = result.to_dict(include_masks=masks)
+    document["image"].update(id=job.image_id, file=job.file_name)
+    if proposal_scores is not None:
+        for region, score in zip(document["regions"], proposal_scores.tolist()):
+            region["box_score"] = float(score)
+    return document
+
+
+def load_model(source: ModelSource, device: torch.device, *, announce: bool = True) -> RegionSpot:
+    """The model of ``source`` on ``device``: a checkpoint (weights loaded strictly), or an
+    UNTRAINED head on ``source.sam`` / ``source.clip`` seeded with ``source.seed``. An override
+    that changes the head's architecture and so cannot load the checkpoint says so."""
+    from regionspot.model.regionspot import RegionSpot
+
+    changed = architecture_overrides(source.overrides)
+    inputs = [item for item in source.overrides if item.split("=", 1)[0].strip() in INPUT_KEYS]
+    if inputs and source.checkpoint is not None and announce:
+        print(f"warning: {inputs} change what the head sees, not its weights: unless the checkpoint was trained "
+              "so, this measures a mismatch, not the ablation", file=sys.stderr)
+    hint = (f"; the override(s) {changed} change the head's architecture, so they need a checkpoint trained "
+            "with them (or --sam/--clip for an untrained head)") if changed else ""
+    try:
+        if source.checkpoint is not None:
+            model = RegionSpot.from_pretrained(source.checkpoint, overrides=source.overrides)
+        else:
+            if announce:
+                print("warning: --sam/--clip builds an UNTRAINED head (random weights, seed "
+                      f"{source.seed}): its AP measures nothing learned", file=sys.stderr)
+            with torch.random.fork_rng(devices=[]):  # the same head in every process, global RNG untouched
+                torch.manual_seed(source.seed)
+                model = RegionSpot.from_backbones(sam=str(source.sam), clip=source.clip, overrides=source.overrides)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{hint}") from None
+    except ValueError as exc:
+        if type(exc) is not ValueError or not changed:
+            raise
+        raise ConfigError(f"{exc}{hint}") from None
+    return model.to(device)
+
+
+def describe_model(model: RegionSpot, source: ModelSource | None) -> dict[str, Any]:
+    """The model for a report: where it came from, its config, backbones and head size."""
+    return {
+        "checkpoint": None if source is None else source.checkpoint,
+        "untrained_head": source is not None and source.checkpoint is None,
+        "source": None if source is None else to_dict(source),
+        "config": to_dict(model.config),
+        "backbones": model.describe_backbones(),
+        "trainable_parameters": model.trainable_parameter_count(),
+    }
+
+
+def build_setup(config: EvalConfig, model: RegionSpot, box_source: BoxSource, jobs: list[ImageJob],
+                vocabulary: list[str], category_ids: list[int], *, documents: bool = False) -> RunSetup:
+    """The classifier of ``config.method`` on ``model``, ``box_source`` (given the model's SAM
+    tokenizer for auto proposals), and the first ``config.examples`` images as examples."""
+    from regionspot.eval.methods import build_classifier
+
+    classifier = build_classifier(config.method, model, prompt=config.prompt)
+    box_source.tokenizer = model.region_tokenizer
+    return RunSetup(classifier=classifier, box_source=box_source, vocabulary=vocabulary, category_ids=category_ids,
+                    protocol=config.protocol, masks=config.masks, documents=documents,
+                    example_ids=frozenset(job.image_id for job in jobs[:config.examples]))
+
+
+def single_process(device: str | torch.device = "cpu") -> DistributedContext:
+    """The context of a run without ``torchrun``."""
+    return DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device(device), backend=None)
+
+
+def run_counts(outputs: list[ImageOutput]) -> dict[str, int]:
+    """Totals over the images: boxes classified and skipped, images without boxes, detections."""
+    return {"images": len(outputs), "boxes_classified": sum(o.boxes for o in outputs),
+            "boxes_skipped": sum(o.skipped_boxes for o in outputs),
+            "images_without_boxes": sum(o.boxes == 0 for o in outputs),
+            "detections": sum(len(o.detections) for o in outputs)}
+
+
+def timing(outputs: list[ImageOutput], **phases: float) -> dict[str, float]:
+    """Wall seconds of each phase, their total, and the mean seconds per image (summed over
+    processes, so the per-process cost of one image)."""
+    per_image = sum(o.seconds for o in outputs) / max(len(outputs), 1)
+    return {**{f"{k}_s": round(v, 3) for k, v in phases.items()}, "total_s": round(sum(phases.values()), 3),
+            "per_image_s": round(per_image, 4)}

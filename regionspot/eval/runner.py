@@ -1,0 +1,238 @@
+"""Evaluate RegionSpot or a CLIP baseline on a COCO/LVIS dataset, with boxes from ground truth,
+a proposals file or auto proposals, by SPEC's protocol; every report states the protocol.
+
+    config = EvalConfig(annotations="coco-sample/annotations.json", boxes="gt",
+                        model=ModelSource(checkpoint="runs/x/final"))
+    run = run_evaluation(config, out=Path("eval-out"))   # None on ranks other than 0
+    run.document["bbox"]["metrics"]["AP"]
+
+Under ``torchrun`` images are split across processes (``rank::world_size``) and their
+detections merged on rank 0, which evaluates and writes: the numbers are those of one process.
+Batch prediction without evaluation is :mod:`regionspot.eval.batch_predict`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from regionspot.config import ConfigError, to_dict
+from regionspot.datasets.coco_format import DatasetError, dataset_vocabulary, read_annotations
+from regionspot.eval.config import EvalConfig, check_eval_config
+from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated, resolve_frequencies
+from regionspot.eval.image_run import (ImageOutput, RunSetup, build_setup, describe_model, load_model,
+                                       process_image, run_counts, single_process, timing)
+from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
+from regionspot.eval.protocol import (category_index, detections_cap, evaluator_cap, evaluator_image_cap,
+                                     stored_pairs)
+from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
+from regionspot.eval.sharding import map_sharded, world_description
+from regionspot.train.distributed import DistributedContext
+
+if TYPE_CHECKING:
+    from regionspot.model.regionspot import RegionSpot
+
+METHOD_TEXT = {
+    "regionspot": "regionspot (SAM tokens + CLIP memory + fusion head; scores by fusion.score_function)",
+    "clip-crop": "clip-crop (CLIP embedding of the box crop; softmax over the vocabulary)",
+    "clip-mask-crop": "clip-mask-crop (CLIP embedding of the box crop, outside the SAM mask blanked; softmax)",
+}
+
+
+@dataclass
+class DatasetInputs:
+    """The annotation and what is derived from it. ``vocabulary[i]`` names category
+    ``category_ids[i]`` (increasing ids); ``frequencies``: id -> r/c/f or None."""
+
+    annotations: Path
+    document: dict[str, Any]
+    jobs: list[ImageJob]
+    vocabulary: list[str]
+    category_ids: list[int]
+    frequencies: dict[int, str] | None
+    federated: bool
+
+
+@dataclass
+class EvalRun:
+    """``document``: what ``metrics.json`` holds; ``files``: the paths written."""
+
+    document: dict[str, Any]
+    files: list[Path]
+
+
+def load_dataset(config: EvalConfig) -> DatasetInputs:
+    """Annotation, images (checked to exist), vocabulary, category ids and frequency tags."""
+    if config.annotations is None:
+        raise ConfigError("an evaluation needs an annotation file (--data ANN.json)")
+    path = Path(config.annotations)
+    document = read_annotations(path)
+    jobs = dataset_jobs(document, default_image_folder(path, config.images), config.max_images)
+    if not jobs:
+        raise DatasetError(f"{path} lists no images")
+    categories = sorted(document["categories"], key=lambda category: int(category["id"]))
+    vocabulary = dataset_vocabulary(categories, config.vocabulary, path.name)
+    try:
+        frequencies = resolve_frequencies(categories, config.frequencies)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"frequency tags from {config.frequencies or path}: {exc}") from None
+    federated = is_federated(document) if config.protocol.federated is None else config.protocol.federated
+    return DatasetInputs(path, document, jobs, vocabulary, category_index(categories), frequencies, federated)
+
+
+def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: DistributedContext | None = None,
+                   model: RegionSpot | None = None, progress: bool = True) -> EvalRun | None:
+    """Predict over the dataset's images (split across processes), evaluate on rank 0, print the
+    metrics and, with ``out``, write the reports (see :func:`write_outputs`). ``model``: use this
+    model instead of loading ``config.model``. Returns None on ranks other than 0."""
+    config = check_eval_config(config)
+    ctx = ctx or single_process()
+    started = time.perf_counter()
+    data = load_dataset(config)
+    box_source = BoxSource(config.boxes, data.jobs, auto_config=config.auto)
+    source = config.model if model is None else None
+    if model is None:
+        model = load_model(config.model, ctx.device, announce=ctx.is_main and config.method == "regionspot")
+    setup = build_setup(config, model, box_source, data.jobs, data.vocabulary, data.category_ids)
+    setup.stored_pairs = stored_pairs(config.protocol.pairs_per_image,
+                                      evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
+                                      keep_all=bool(config.protocol.fixed_ap_budget or config.save_detections))
+    loaded = time.perf_counter()
+    outputs = map_sharded(data.jobs, partial(process_image, setup=setup), ctx, progress=progress,
+                          description=f"eval {config.method}")
+    if outputs is None:
+        return None
+    predicted = time.perf_counter()
+    sections, evaluators = evaluate_outputs(data, outputs, config)
+    document = {
+        "annotations": str(data.annotations), "protocol": describe_protocol(config, data, setup, model, ctx),
+        **sections, "counts": run_counts(outputs), "config": to_dict(config), "model": describe_model(model, source),
+        "distributed": world_description(ctx),
+        "timing": timing(outputs, setup=loaded - started, predict=predicted - loaded,
+                         evaluate=time.perf_counter() - predicted),
+    }
+    print(summary_text(sections, protocol_line(document["protocol"])))
+    files = write_outputs(out, document, evaluators, outputs, config) if out is not None else []
+    return EvalRun(document, files)
+
+
+def iou_types(masks: bool) -> tuple[str, ...]:
+    return ("bbox", "segm") if masks else ("bbox",)
+
+
+def evaluate_outputs(data: DatasetInputs, outputs: list[ImageOutput], config: EvalConfig
+                     ) -> tuple[dict[str, Any], dict[str, DetectionEvaluator]]:
+    """Box (and mask) AP over the evaluated images, and fixed AP when asked: report sections
+    ``{"bbox": {"federated", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``."""
+    sections: dict[str, Any] = {}
+    evaluators: dict[str, DetectionEvaluator] = {}
+    max_dets, per_image = evaluator_cap(data.federated, config.protocol.max_dets_per_image)
+    for iou_type in iou_types(config.masks):
+        evaluator = DetectionEvaluator(data.document, iou_type=iou_type, federated=data.federated,
+                                       frequencies=data.frequencies, max_dets=max_dets, max_dets_per_image=per_image)
+        for output in outputs:
+            evaluator.process(output.image_id, output.detections)
+        metrics = evaluator.evaluate()
+        sections[iou_type] = {"federated": evaluator.federated, "metrics": metrics,
+                              "per_category": evaluator.per_category()}
+        evaluators[iou_type] = evaluator
+    budget = config.protocol.fixed_ap_budget
+    if budget:
+        subset = subset_annotations(data.document, {output.image_id for output in outputs})
+        detections = [detection for output in outputs for detection in output.detections]
+        for iou_type in iou_types(config.masks):
+            key = "fixed_ap" if iou_type == "bbox" else "fixed_ap_segm"
+            sections[key] = {"budget": budget, "metrics": fixed_ap(
+                subset, detections, budget, iou_type=iou_type, federated=data.federated, frequencies=data.frequencies)}
+    return sections, evaluators
+
+
+def subset_annotations(document: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
+    """The annotation restricted to ``image_ids`` (images and their annotations; categories
+    kept), so that fixed AP, which counts every image of the annotation, sees only those."""
+    return {**document, "images": [image for image in document["images"] if int(image["id"]) in image_ids],
+            "annotations": [a for a in document["annotations"] if int(a["image_id"]) in image_ids]}
+
+
+def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, model: RegionSpot,
+                      ctx: DistributedContext) -> dict[str, Any]:
+    """The protocol in words, stated at the top of every report."""
+    protocol = config.protocol
+    total = len(data.document["images"])
+    score = "class score x proposal score" if protocol.proposal_scores else "class score (proposal scores unused)"
+    return {
+        "method": METHOD_TEXT[config.method].replace(
+            "fusion.score_function", f"{model.fusion.config.score_function} (fusion.score_function)"),
+        "boxes": setup.box_source.describe(),
+        "prompt": prompt_text(config),
+        "templates": templates_text(model),
+        "vocabulary": f"{len(data.vocabulary)} categories of the annotation, in id order"
+                      + (f" (names from {config.vocabulary})" if config.vocabulary else ""),
+        "pairs_per_box": protocol.pairs_per_box or f"up to {setup.classes_per_box} (all categories)",
+        "pairs_per_image": f"{protocol.pairs_per_image} best (box, category) pairs by {score}"
+                           + (f" (the best {setup.stored_pairs} stored: all the evaluator keeps)"
+                              if (setup.stored_pairs or protocol.pairs_per_image) < protocol.pairs_per_image else ""),
+        "detections_cap": detections_cap(data.federated, protocol.max_dets_per_image),
+        "rules": rules_text(data.federated).split(",")[0],
+        "frequency_groups": "APr/APc/APf from " + (config.frequencies or "the annotation")
+                            if data.frequencies else "none (no LVIS frequency tags)",
+        "images": f"{len(data.jobs)} of {total}"
+                  + (" (the first by id, --max-images)" if len(data.jobs) < total else ""),
+        "masks": "SAM masks of the box prompts (mask AP)" if config.masks else "no (box AP only)",
+        "fixed_ap": f"top {protocol.fixed_ap_budget} detections per category, no per-image cap"
+                    if protocol.fixed_ap_budget else "not computed",
+        "processes": ctx.world_size,
+    }
+
+
+def prompt_text(config: EvalConfig) -> str:
+    if config.method != "regionspot":
+        return f"{config.prompt} (no effect: a crop baseline embeds each box on its own)"
+    return {"together": "together (an image's boxes go through the head together and attend to each other)",
+            "alone": "alone (each box goes through the head on its own)"}[config.prompt]
+
+
+def templates_text(model: RegionSpot) -> str:
+    text = model.text_embedder.describe()
+    if text.get("kind") == "clip_text":
+        return f"{text['templates']} ({text['num_templates']} prompt template(s) averaged)"
+    return f"precomputed text bank {text.get('path', '?')} (its own prompts)"
+
+
+def protocol_line(protocol: dict[str, Any]) -> str:
+    """The protocol's main points on one line, printed above the metrics."""
+    return (f"{protocol['method'].split(' ')[0]} on {protocol['images']} images; boxes: "
+            f"{protocol['boxes'].split(' (')[0]}; prompt {protocol['prompt'].split(' ')[0]}; "
+            f"{protocol['pairs_per_image']}; {protocol['detections_cap']}")
+
+
+def write_outputs(out: Path, document: dict[str, Any], evaluators: dict[str, DetectionEvaluator],
+                  outputs: list[ImageOutput], config: EvalConfig) -> list[Path]:
+    """metrics.json, report.md, per_category.csv, pr_curves_<bbox|segm>.png, examples/*.png and,
+    with ``config.save_detections``, results.json (all detections, COCO results)."""
+    from regionspot.eval.plots import plot_pr_curves, write_example_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for iou_type, evaluator in evaluators.items():
+        assert evaluator.result is not None
+        files.append(plot_pr_curves(evaluator.result, evaluator.frequencies, out / f"pr_curves_{iou_type}.png",
+                                    title=f"{config.method}, {Path(str(config.annotations)).name}"))
+    examples = [output.example for output in outputs if output.example is not None]
+    files += write_example_images(examples, out / "examples", max_regions=20)
+    if config.save_detections:
+        detections = [detection for output in outputs for detection in output.detections]
+        results = out / "results.json"
+        results.write_text(json.dumps(detections), encoding="utf-8")
+        files.append(results)
+    pictures = [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in files if path.suffix == ".png"]
+    report = markdown_report("Evaluation", document["protocol"], document, extra=[
+        "## Counts", "", *[f"- {k.replace('_', ' ')}: {v}" for k, v in document["counts"].items()], "",
+        "## Timing", "", *[f"- {k}: {v}" for k, v in document["timing"].items()], "", "## Pictures", "", *pictures])
+    files = write_report_files(out, document, report) + files
+    print(f"wrote {out}: " + ", ".join(path.relative_to(out).as_posix() for path in files))
+    return files

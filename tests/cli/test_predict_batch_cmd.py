@@ -1,0 +1,71 @@
+"""``regionspot predict-batch`` over a folder (auto proposals) and over a COCO annotation
+(ground-truth boxes), with the real MobileSAM and a tiny CLIP head checkpoint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from regionspot.cli.main import main
+from regionspot.ops.masks import decode_rle
+
+PHOTOS = ("000000000009.jpg", "000000000025.jpg")
+SMALL_AUTO = ["auto.points_per_side=4", "auto.pred_iou_thresh=0.5", "auto.stability_score_thresh=0.5",
+              "auto.max_proposals=10"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(mobile_sam_model, tmp_path_factory) -> Path:
+    return mobile_sam_model.save_pretrained(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def folder(coco_sample: Path, tmp_path_factory) -> Path:
+    images = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        shutil.copy(coco_sample / "images" / name, images / name)
+    (images / "notes.txt").write_text("not an image")
+    return images
+
+
+@pytest.mark.slow
+def test_a_folder_with_auto_proposals_as_json(checkpoint, folder, tmp_path, capsys) -> None:
+    out = tmp_path / "pred.json"
+    assert main(["predict-batch", "--images", str(folder), "--vocab", "coco", "--checkpoint", str(checkpoint),
+                 "--format", "json", "--masks", "--topk", "3", "--out", str(out), "--no-progress",
+                 "--set", *SMALL_AUTO]) == 0
+    assert f"wrote {out}: 2 images" in capsys.readouterr().out
+    documents = json.loads(out.read_text())
+    assert [d["image"]["id"] for d in documents] == [9, 25]  # the digits of the file names
+    assert [d["image"]["file"] for d in documents] == list(PHOTOS)
+    regions = [r for d in documents for r in d["regions"]]
+    assert 0 < len(regions) <= 20 and all(len(r["topk"]) == 3 and 0 <= r["box_score"] <= 1 for r in regions)
+    first = documents[0]
+    assert decode_rle([first["regions"][0]["mask"]]).shape[1:] == (first["image"]["height"], first["image"]["width"])
+    assert len(first["vocabulary"]) == 80
+
+
+def test_a_dataset_with_ground_truth_boxes_as_coco_results(checkpoint, coco_sample, tmp_path) -> None:
+    out = tmp_path / "results.json"
+    assert main(["predict-batch", "--data", str(coco_sample / "annotations.json"), "--checkpoint", str(checkpoint),
+                 "--max-images", "1", "--vocab", "cat, dog", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads(out.read_text())
+    assert len(results) == 8 * 2  # 8 non-crowd boxes x both names
+    assert {r["category_id"] for r in results} == {1, 2} and {r["image_id"] for r in results} == {9}
+    assert all(len(r["bbox"]) == 4 and "segmentation" not in r for r in results)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--images", "{folder}", "--vocab", "cat", "--boxes", "gt"], "no ground-truth boxes"),
+    (["--images", "{folder}"], "give --vocab"),
+    (["--vocab", "cat"], "give the images"),
+    (["--images", "{folder}", "--vocab", "cat", "--boxes", "missing.json"], "proposal file not found"),
+])
+def test_mistakes_exit_2(checkpoint, folder, tmp_path, capsys, arguments, message) -> None:
+    arguments = [a.format(folder=folder) for a in arguments]
+    assert main(["predict-batch", *arguments, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
