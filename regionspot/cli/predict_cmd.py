@@ -6,11 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
+
+if TYPE_CHECKING:
+    from regionspot.results import RegionResult
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,6 +36,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=("json", "coco"), default="json",
                         help="json: regionspot's document; coco: a COCO results list")
     parser.add_argument("--viz", help="write a picture of the result (PNG/JPEG)")
+    parser.add_argument("--attention", metavar="PATH",
+                        help="write a figure of each region's cross-attention map over the image (PNG/JPEG; "
+                             "needs the CLIP vision tower)")
     parser.add_argument("--topk", type=positive_int, default=5, help="(label, score) pairs per box (default 5)")
     parser.add_argument("--no-masks", action="store_true", help="skip mask pasting and RLE")
     parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
@@ -76,6 +82,7 @@ def default_image_id(image_path: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from regionspot.config import ConfigError
     from regionspot.model.regionspot import RegionSpot
     from regionspot.ops.image import load_image
     from regionspot.vocab import parse_vocabulary, validate_vocabulary
@@ -83,15 +90,21 @@ def run(args: argparse.Namespace) -> int:
     names = validate_vocabulary(parse_vocabulary(args.vocab))
     image = load_image(args.image)
     boxes = validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail fast, before loading models
+    for option, path in (("--viz", args.viz), ("--attention", args.attention)):
+        check_picture_suffix(option, path)
     if args.checkpoint:
         model = RegionSpot.from_pretrained(args.checkpoint, overrides=args.overrides)
     else:
         print("warning: --sam/--clip builds an UNTRAINED head: masks are real, labels are not",
               file=sys.stderr)
         model = RegionSpot.from_backbones(sam=args.sam, clip=args.clip, overrides=args.overrides)
+    if args.attention and model.image_encoder is None:
+        raise ConfigError("--attention needs the CLIP vision tower, but this model has none "
+                          "(clip.enabled=false): its regions attend to no image features")
     predictor = model.predictor()
     predictor.set_image(image)
-    result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks)
+    result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
+                               with_attention=bool(args.attention))
     document: Any
     if args.format == "coco":
         image_id = args.image_id if args.image_id is not None else default_image_id(args.image)
@@ -108,13 +121,33 @@ def run(args: argparse.Namespace) -> int:
         print(text)
     for box, label, score in zip(result.boxes, result.labels, result.scores):
         print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
-    if args.viz:
-        from regionspot.viz import draw_regions, save_figure
-
-        picture = draw_regions(image, result.boxes, result.labels, result.scores, result.masks)
-        save_figure(picture, args.viz)
-        print(f"wrote {args.viz}", file=sys.stderr)
+    write_figures(image, result, viz=args.viz, attention=args.attention)
     return 0
+
+
+def check_picture_suffix(option: str, path: str | None) -> None:
+    """Fail fast (before loading models) when ``path`` has no suffix of a format PIL writes."""
+    from PIL import Image
+
+    from regionspot.config import ConfigError
+
+    if path and Path(path).suffix.lower() not in Image.registered_extensions():
+        raise ConfigError(f"{option} {path}: give a picture file name ending in .png or .jpg")
+
+
+def write_figures(image: np.ndarray, result: RegionResult, viz: str | None, attention: str | None) -> None:
+    """``--viz``: regions with masks and tags; ``--attention``: one attention-map panel per region
+    (``result.extras["attention"]``, float [R, g, g]). ``image``: the HxWx3 uint8 photo."""
+    from regionspot.viz import draw_attention_figure, draw_regions, save_figure
+
+    if viz:
+        save_figure(draw_regions(image, result.boxes, result.labels, result.scores, result.masks), viz)
+        print(f"wrote {viz}", file=sys.stderr)
+    if attention:
+        figure = draw_attention_figure(image, result.boxes, result.extras["attention"], result.labels,
+                                       result.scores)
+        save_figure(figure, attention)
+        print(f"wrote {attention}", file=sys.stderr)
 
 
 def _category_ids(vocab_spec: str, names: list[str]) -> list[int] | None:

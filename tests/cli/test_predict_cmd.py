@@ -29,11 +29,12 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
-def test_predict_writes_json_and_picture(checkpoint: Path, photo: Path, tmp_path: Path, capsys) -> None:
-    out, viz = tmp_path / "out.json", tmp_path / "out.png"
+def test_predict_writes_json_and_pictures(checkpoint: Path, photo: Path, tmp_path: Path, capsys) -> None:
+    out, viz, attention = tmp_path / "out.json", tmp_path / "out.png", tmp_path / "attention.png"
     code = run_cli("predict", photo, "--boxes", "10,20,200,240;300,40,420,300", "--vocab", "cat,dog,bowl",
-                   "--checkpoint", checkpoint, "--out", out, "--viz", viz, "--topk", "2")
+                   "--checkpoint", checkpoint, "--out", out, "--viz", viz, "--topk", "2", "--attention", attention)
     assert code == 0
+    assert f"wrote {attention}" in capsys.readouterr().err
     document = json.loads(out.read_text())
     height, width = np.asarray(Image.open(photo)).shape[:2]
     assert document["image"]["height"] == height and document["image"]["width"] == width
@@ -46,6 +47,14 @@ def test_predict_writes_json_and_picture(checkpoint: Path, photo: Path, tmp_path
     assert decode_rle([region["mask"]])[0].shape == (height, width)
     assert "mask_score" in region
     assert Image.open(viz).size == (width, height)
+    assert "attention" not in region  # the JSON document does not change with --attention
+    # the attention figure: one panel per region, the photo under a blended heat map
+    scale = min(1.0, 480 / max(height, width))  # draw_attention_figure's default panel size
+    panel_w, panel_h = round(width * scale), round(height * scale)
+    figure = np.asarray(Image.open(attention).convert("RGB"))
+    assert figure.shape[:2] == (panel_h, 2 * panel_w + 6)  # two panels side by side, 6 px apart
+    photo_small = np.asarray(Image.open(photo).convert("RGB").resize((panel_w, panel_h)), float)
+    assert np.abs(figure[:, :panel_w].astype(float) - photo_small).mean() > 10
 
 
 def test_predict_coco_format_with_builtin_vocabulary_and_box_file(checkpoint, photo, tmp_path) -> None:
@@ -90,3 +99,22 @@ def test_corrupt_image_and_missing_checkpoint(checkpoint, photo, tmp_path, capsy
 def test_topk_must_be_positive(checkpoint, photo) -> None:
     with pytest.raises(SystemExit):
         run_cli("predict", photo, "--boxes", "0,0,5,5", "--vocab", "cat", "--checkpoint", checkpoint, "--topk", "0")
+
+
+def test_attention_without_clip_vision_is_a_clear_error(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir,
+                                                        photo, tmp_path, capsys) -> None:
+    code = run_cli("predict", photo, "--boxes", "10,20,200,240", "--vocab", "cat", "--sam", mobile_sam_checkpoint,
+                   "--clip", tiny_clip_dir, "--attention", tmp_path / "a.png",
+                   "--set", "clip.enabled=false", f"text.cache_dir={text_cache_dir}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error: --attention needs the CLIP vision tower" in err and "Traceback" not in err
+    assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.parametrize("option", ["--attention", "--viz"])
+def test_figure_without_picture_suffix_fails_before_loading(photo, tmp_path, capsys, option: str) -> None:
+    code = run_cli("predict", photo, "--boxes", "10,20,200,240", "--vocab", "cat", "--checkpoint",
+                   tmp_path / "not-loaded", option, tmp_path / "figure.notapicture")
+    assert code == 2
+    assert f"error: {option}" in capsys.readouterr().err

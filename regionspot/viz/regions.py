@@ -21,7 +21,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from regionspot.ops.image import load_image
 
-__all__ = ["PALETTE", "contrast_text_color", "draw_regions", "region_color", "save_figure"]
 
 RGB = tuple[int, int, int]
 
