@@ -14,4 +14,8 @@ fi
 .venv/bin/python -m pip install -q "$TORCH_PIN"
 .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/python scripts/fetch_mobile_sam.py .cache/mobile_sam.pt
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "note: the real-browser test (tests/serve/test_browser.py) needs Debian's chromium and chromium-driver;"
+  echo "      it is skipped without them (install: sudo apt-get install chromium chromium-driver)"
+fi
 echo "set-up done: activate with '. .venv/bin/activate'"

@@ -1,14 +1,88 @@
-"""``regionspot serve`` (being written)."""
+"""``regionspot serve --checkpoint CKPT [--host 127.0.0.1] [--port 8000] [key=value ...]``:
+the HTTP API and web page over one model (see :mod:`regionspot.serve.app`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from regionspot.cli.predict_cmd import positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("serve", help="(not ready yet)")
+    parser = commands.add_parser(
+        "serve", help="HTTP API and web page: name regions of uploaded images",
+        description="Serve POST /v1/recognize, POST /v1/propose, GET /v1/info, GET /healthz, the web page at / "
+                    "and the API description at /docs. The model loads once; image embeddings are cached per "
+                    "uploaded image. Stop with Ctrl-C.",
+    )
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
+    model.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (labels are "
+                                     "meaningless; masks are SAM's)")
+    parser.add_argument("--clip", default="openai/clip-vit-base-patch16", help="CLIP backbone with --sam")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
+    parser.add_argument("--config", help="server settings as YAML/JSON (a ServeConfig: limits, cache_size, "
+                                         "proposals)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="server settings, e.g. limits.max_boxes=50 limits.max_upload_bytes=8000000 "
+                             "cache_size=16 proposals.points_per_side=8")
+    parser.add_argument("--set", dest="model_overrides", nargs="+", action="extend", default=[],
+                        metavar="KEY=VALUE", help="model config overrides, e.g. --set sam.name_or_path=/local/sam")
+    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                        help="uvicorn's log level (default info)")
     parser.set_defaults(handler=run)
 
 
+def port_number(text: str) -> int:
+    """argparse type: a TCP port 1..65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
+def server_url(host: str, port: int) -> str:
+    """``http://host:port`` (IPv6 addresses in brackets; a wildcard address shown as localhost)."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{shown}:{port}"
+
+
+def load_serve_config(config_path: str | None, overrides: list[str]):
+    """ServeConfig from defaults or ``config_path``, with dotted overrides, checked."""
+    from regionspot.config import apply_overrides, load_config
+    from regionspot.serve.config import ServeConfig, check_serve_config
+
+    config = load_config(ServeConfig, config_path) if config_path else ServeConfig()
+    return check_serve_config(apply_overrides(config, overrides))
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("regionspot serve is not written yet")
+    config = load_serve_config(args.config, args.overrides)  # fail fast, before loading models
+    try:
+        import uvicorn
+
+        from regionspot.serve.app import create_app
+    except ImportError as exc:
+        print(f"error: regionspot serve needs the serve extra ({exc.name} is missing): "
+              "pip install 'regionspot[serve]'", file=sys.stderr)
+        return 2
+    from regionspot.model.regionspot import RegionSpot
+
+    if args.checkpoint:
+        model = RegionSpot.from_pretrained(args.checkpoint, overrides=args.model_overrides)
+    else:
+        print("warning: --sam/--clip builds an UNTRAINED head: masks are real, labels are not",
+              file=sys.stderr)
+        model = RegionSpot.from_backbones(sam=args.sam, clip=args.clip, overrides=args.model_overrides)
+    app = create_app(model, config, trained=bool(args.checkpoint))
+    url = server_url(args.host, args.port)
+    print(f"regionspot serve: {url}  (web page {url}/, API description {url}/docs; Ctrl-C stops)", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled after shutting down
+        pass
+    print("regionspot serve: stopped", flush=True)
+    return 0

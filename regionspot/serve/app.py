@@ -1,0 +1,186 @@
+"""The HTTP API of ``regionspot serve`` (FastAPI): recognise regions, propose boxes, describe
+the server, and serve the web page. See ``create_app``; the contract is in the README.
+
+Routes: ``GET /healthz``, ``GET /v1/info``, ``POST /v1/recognize``, ``POST /v1/propose``,
+``GET /`` (the web page), ``/static/*`` (its assets), ``/docs`` and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, FastAPI, File, Form, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from regionspot import __version__
+from regionspot.proposals.auto import Proposals
+from regionspot.results import RegionResult
+from regionspot.serve.config import ServeConfig, ServeLimits, check_serve_config
+from regionspot.serve.errors import ApiError, ErrorBody, install_error_handlers
+from regionspot.serve.forms import check_positive_at_most, parse_boxes_field, parse_vocabulary_field
+from regionspot.serve.session import ImageInput, InferenceSession
+from regionspot.serve.uploads import BodyLimitMiddleware, in_memory_form_route, read_upload, upload_key
+from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_vocabulary
+
+if TYPE_CHECKING:
+    from regionspot.model.regionspot import RegionSpot
+
+__all__ = ["STATIC_DIR", "create_app", "proposals_document", "recognition_document"]
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEFAULT_TOPK = 5
+
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown or expired image_id"},
+    413: {"model": ErrorBody, "description": "upload larger than max_upload_bytes"},
+    422: {"model": ErrorBody, "description": "bad image, boxes, vocabulary, topk or missing fields"},
+}
+
+ImageField = Annotated[UploadFile | None, File(description="the image file (JPEG, PNG, ...); or send image_id")]
+ImageIdField = Annotated[str | None, Form(description="image_id returned by an earlier response, instead of "
+                                                      "uploading the image again")]
+BoxesField = Annotated[str, Form(description="JSON [[x0, y0, x1, y1], ...]: boxes xyxy in pixels of the image")]
+VocabularyField = Annotated[str, Form(description="names as a JSON list, or separated by commas or newlines, "
+                                                  "or a built-in vocabulary: lvis, coco, objects365")]
+TopkField = Annotated[int | None, Form(description="(label, score) pairs per region (default 5, or the server's "
+                                                    "max_topk when that is smaller)")]
+MasksField = Annotated[bool, Form(description="return each region's mask as COCO RLE")]
+AttentionField = Annotated[bool, Form(description="return each region's attention over the CLIP patch grid")]
+MaxBoxesField = Annotated[int | None, Form(description="at most this many boxes (default: the server's setting)")]
+
+
+def create_app(model: RegionSpot, config: ServeConfig | None = None, *, trained: bool = True,
+               static_dir: str | Path | None = None) -> FastAPI:
+    """The API on ``model`` (loaded once, shared by all requests, inference serialised).
+
+    ``config``: limits, embedding-cache size and proposal settings (default ``ServeConfig()``).
+    ``trained``: reported by ``/v1/info`` (False for a fresh, untrained head).
+    ``static_dir``: folder of the web page (default: the package's ``serve/static``).
+    """
+    config = check_serve_config(config if config is not None else ServeConfig())
+    session = InferenceSession(model, cache_size=config.cache_size)
+    session.warm_up(config.warmup_vocabularies)
+    app = FastAPI(title="regionspot", version=__version__,
+                  description="Name any region of an image against any vocabulary (RegionSpot).")
+    app.state.session = session
+    app.state.config = config
+    install_error_handlers(app)
+    limits = config.limits
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_upload_bytes + limits.max_form_bytes)
+    info = info_document(model, limits, trained, config.cache_size)
+    app.include_router(_api_router(session, config, info))
+    _add_page_routes(app, Path(static_dir) if static_dir is not None else STATIC_DIR)
+    return app
+
+
+def info_document(model: RegionSpot, limits: ServeLimits, trained: bool, cache_size: int) -> dict[str, Any]:
+    """The body of ``GET /v1/info``."""
+    return {
+        "version": __version__,
+        "backbones": jsonable_encoder(model.describe_backbones()),
+        "vocabularies": {name: len(builtin_vocabulary(name)) for name in BUILTIN_VOCABULARIES},
+        "limits": dataclasses.asdict(limits),
+        "cache_size": cache_size,
+        "trained": trained,
+    }
+
+
+def recognition_document(result: RegionResult, image_id: str, with_masks: bool) -> dict[str, Any]:
+    """``regionspot predict``'s JSON (``RegionResult.to_dict``) plus ``image_id``, and each
+    region's ``attention`` ([g][g] floats) when the result carries it."""
+    document = result.to_dict(include_masks=with_masks)
+    attention = result.extras.get("attention")
+    if attention is not None:
+        for region, grid in zip(document["regions"], attention):
+            region["attention"] = grid.tolist()
+    return {"image_id": image_id, **document}
+
+
+def proposals_document(proposals: Proposals, image_id: str, size: tuple[int, int]) -> dict[str, Any]:
+    """The body of ``POST /v1/propose``: boxes xyxy pixels (rounded to 0.01) and scores, best first."""
+    return {
+        "image_id": image_id,
+        "image": {"height": int(size[0]), "width": int(size[1])},
+        "boxes": [[round(float(v), 2) for v in box] for box in proposals.boxes],
+        "scores": [float(s) for s in proposals.scores],
+    }
+
+
+def _image_input(upload: UploadFile | None, image_id: str | None, limits: ServeLimits,
+                 session: InferenceSession) -> ImageInput:
+    """The request's image: an upload (decoded now unless cached, so a bad file fails before any
+    model work) or a reference to a cached one."""
+    if upload is not None and not upload.filename and not upload.size:
+        upload = None  # an empty file input of an HTML form
+    image_id = (image_id or "").strip().lower() or None
+    if upload is not None and image_id is not None:
+        raise ApiError(422, "invalid_request", "send either an image file or an image_id, not both")
+    if upload is not None:
+        data = read_upload(upload, limits.max_upload_bytes)
+        image = ImageInput(key=upload_key(data), data=data, max_side=limits.max_image_side)
+        if not session.is_cached(image.key):
+            image.pixels()
+        return image
+    if image_id is not None:
+        return ImageInput(key=image_id)
+    raise ApiError(422, "invalid_request", "send an image file (field 'image') or the image_id of an earlier upload")
+
+
+def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, Any]) -> APIRouter:
+    router = APIRouter(route_class=in_memory_form_route(config.limits.max_form_bytes))
+    limits = config.limits
+
+    @router.get("/healthz", summary="liveness check")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/v1/info", summary="backbones, built-in vocabularies and limits")
+    def server_info() -> dict[str, Any]:
+        return info
+
+    @router.post("/v1/recognize", summary="name the given boxes of an image", responses=_ERROR_RESPONSES)
+    def recognize(boxes: BoxesField, vocabulary: VocabularyField, image: ImageField = None,
+                  image_id: ImageIdField = None, topk: TopkField = None, masks: MasksField = True,
+                  attention: AttentionField = False) -> JSONResponse:
+        """The JSON of ``regionspot predict`` (image size, vocabulary, per region box, label,
+        score, top-k, mask as COCO RLE, mask score) plus ``image_id`` for later requests."""
+        box_array = parse_boxes_field(boxes, limits.max_boxes)
+        names = parse_vocabulary_field(vocabulary, limits.max_vocabulary)
+        topk = min(DEFAULT_TOPK, limits.max_topk) if topk is None else \
+            check_positive_at_most(topk, limits.max_topk, "topk")
+        source = _image_input(image, image_id, limits, session)
+        result = session.recognize(source, box_array, names, topk, with_masks=masks, with_attention=attention)
+        return JSONResponse(recognition_document(result, source.key, with_masks=masks))
+
+    @router.post("/v1/propose", summary="class-agnostic boxes from SAM's point grid", responses=_ERROR_RESPONSES)
+    def propose(image: ImageField = None, image_id: ImageIdField = None,
+                max_boxes: MaxBoxesField = None) -> JSONResponse:
+        """Boxes (xyxy pixels) and scores (SAM's predicted IoU), best first."""
+        if max_boxes is not None and max_boxes < 1:
+            raise ApiError(422, "bad_max_boxes", f"max_boxes must be at least 1, got {max_boxes}")
+        source = _image_input(image, image_id, limits, session)
+        size, proposals = session.propose(source, config.proposals, max_boxes=max_boxes)
+        return JSONResponse(proposals_document(proposals, source.key, size))
+
+    return router
+
+
+_NO_PAGE = ("<!doctype html><html><head><meta charset='utf-8'><title>regionspot</title></head><body>"
+            "<p>The regionspot server is running, but its web page is not installed.</p>"
+            "<p>API description: <a href='/docs'>/docs</a>.</p></body></html>")
+
+
+def _add_page_routes(app: FastAPI, static_dir: Path) -> None:
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        page = static_dir / "index.html"
+        if page.is_file():
+            return FileResponse(page)
+        return HTMLResponse(_NO_PAGE)
+
+    if static_dir.is_dir():
+        app.mount("/static", StaticFiles(directory=static_dir), name="static")

@@ -1,0 +1,80 @@
+"""Parsing and checking the text fields of the API's forms (pure functions).
+
+A vocabulary sent by a client is never resolved as a file path on the server: it is a JSON
+list, a built-in vocabulary name, or names separated by commas or newlines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from regionspot.ops.boxes import BoxError, as_box_array
+from regionspot.serve.errors import ApiError
+from regionspot.vocab import VocabularyError, builtin_vocabulary, validate_vocabulary
+
+__all__ = ["check_positive_at_most", "is_builtin_vocabulary", "parse_boxes_field", "parse_vocabulary_field"]
+
+_BUILTIN_SPELLINGS = frozenset({"lvis", "lvis_v1", "coco", "objects365", "o365"})
+_NAME_SEPARATORS = re.compile(r"[,\r\n]")
+
+
+def parse_boxes_field(text: str, max_boxes: int) -> np.ndarray:
+    """``boxes`` form field: JSON ``[[x0, y0, x1, y1], ...]`` (xyxy absolute pixels) -> float64
+    [R, 4]. Raises :class:`BoxError` for text that is not JSON or not R x 4 numbers and for an
+    empty list, ``ApiError`` 422 ``too_many_boxes`` above ``max_boxes``. NaN, inverted boxes and
+    boxes outside the image are checked later against the image size."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise BoxError("boxes must be JSON like [[x0, y0, x1, y1], ...] (xyxy pixels)") from None
+    boxes = as_box_array(data)
+    if boxes.shape[0] == 0:
+        raise BoxError("no boxes given: send at least one box [x0, y0, x1, y1]")
+    if boxes.shape[0] > max_boxes:
+        raise ApiError(422, "too_many_boxes", f"{boxes.shape[0]} boxes sent; at most max_boxes={max_boxes} "
+                                              "per request")
+    return boxes
+
+
+def is_builtin_vocabulary(text: str) -> bool:
+    return text.strip().casefold() in _BUILTIN_SPELLINGS
+
+
+def parse_vocabulary_field(text: str, max_names: int) -> list[str]:
+    """``vocabulary`` form field -> validated names.
+
+    Accepted: a built-in name (``lvis``, ``coco``, ``objects365``, case-insensitive; always
+    allowed whatever ``max_names``), a JSON list of strings, or plain text with names separated
+    by commas or newlines (blank entries skipped). Raises :class:`VocabularyError` for an empty
+    or malformed vocabulary or duplicate names, ``ApiError`` 422 ``vocabulary_too_large`` for
+    more than ``max_names`` names.
+    """
+    stripped = text.strip()
+    if is_builtin_vocabulary(stripped):
+        return builtin_vocabulary(stripped)
+    if stripped.startswith("["):
+        try:
+            names = json.loads(stripped)
+        except (json.JSONDecodeError, RecursionError):
+            raise VocabularyError("the vocabulary starts with '[' but is not a JSON list of names") from None
+        if not isinstance(names, list):
+            raise VocabularyError("the vocabulary must be a JSON list of names")
+    else:
+        names = [name for name in _NAME_SEPARATORS.split(stripped) if name.strip()]
+    if not names:
+        raise VocabularyError("the vocabulary is empty: send names, a JSON list of names or a built-in name "
+                              "(lvis, coco, objects365)")
+    if len(names) > max_names:
+        raise ApiError(422, "vocabulary_too_large", f"{len(names)} names sent; at most max_vocabulary={max_names} "
+                                                    "(built-in vocabularies are always allowed)")
+    return validate_vocabulary(names)
+
+
+def check_positive_at_most(value: int, limit: int, name: str) -> int:
+    """``value`` when ``1 <= value <= limit``, else ``ApiError`` 422 ``bad_<name>``."""
+    if value < 1 or value > limit:
+        raise ApiError(422, f"bad_{name}", f"{name} must be between 1 and {limit}, got {value}")
+    return value

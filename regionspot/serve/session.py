@@ -1,0 +1,130 @@
+"""One model per process: an LRU cache of encoded images and one lock around inference.
+
+Requests run in FastAPI's thread pool. Everything that touches the model (image encoding,
+text embeddings and their memo, the prompt decoder, the head) runs while holding
+``InferenceSession``'s lock, and each call builds its own :class:`RegionPredictor` pointed at the
+cached :class:`EncodedImage`, so no request ever sees another one's predictor state.
+Decoding an upload happens before the lock, so it overlaps with other requests' inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+
+from regionspot.predictor import EncodedImage, RegionPredictor
+from regionspot.proposals.auto import AutoProposalConfig, Proposals
+from regionspot.results import RegionResult
+from regionspot.serve.errors import ApiError
+from regionspot.serve.uploads import decode_image_bytes
+
+if TYPE_CHECKING:
+    from regionspot.model.regionspot import RegionSpot
+
+__all__ = ["ImageInput", "InferenceSession"]
+
+
+@dataclass
+class ImageInput:
+    """The image of one request: an upload (``data``, ``key`` its sha256) or, with ``data``
+    None, a reference to an image encoded by an earlier request (``key`` its image id)."""
+
+    key: str
+    data: bytes | None = None
+    max_side: int = 4096
+    _pixels: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def pixels(self) -> np.ndarray:
+        """HxWx3 uint8, decoded once. 404 ``unknown_image_id`` for a reference, 422 for a bad file."""
+        if self._pixels is None:
+            if self.data is None:
+                raise ApiError(404, "unknown_image_id",
+                               f"image_id {self.key[:80]!r} is unknown or has expired from the cache; "
+                               "upload the image again")
+            self._pixels = decode_image_bytes(self.data, self.max_side)
+        return self._pixels
+
+
+class InferenceSession:
+    """Serialised inference on one :class:`RegionSpot` with ``cache_size`` encoded images kept."""
+
+    def __init__(self, model: RegionSpot, cache_size: int) -> None:
+        if cache_size < 1:
+            raise ValueError("cache_size must be >= 1")
+        self.model = model
+        self.cache_size = cache_size
+        self._inference_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[str, EncodedImage] = OrderedDict()
+
+    def warm_up(self, vocabularies: Sequence[str]) -> None:
+        """Compute (and cache on disk, where the text embedder does) the text embeddings of each
+        vocabulary spec (a built-in name or a file), before requests arrive."""
+        from regionspot.vocab import parse_vocabulary, validate_vocabulary
+
+        for spec in vocabularies:
+            names = validate_vocabulary(parse_vocabulary(spec))
+            print(f"warming up text embeddings of {spec!r} ({len(names)} names)", flush=True)
+            with self._inference_lock:
+                self.model.text_embeddings(names)
+
+    def is_cached(self, key: str) -> bool:
+        with self._cache_lock:
+            return key in self._cache
+
+    def cached_keys(self) -> list[str]:
+        """Image ids in the cache, least recently used first."""
+        with self._cache_lock:
+            return list(self._cache)
+
+    def recognize(self, image: ImageInput, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
+                  with_masks: bool, with_attention: bool) -> RegionResult:
+        """Name ``boxes`` (float [R, 4] xyxy pixels) of ``image`` against ``vocabulary`` (see
+        :meth:`RegionPredictor.predict`). Raises BoxError/VocabularyError/ApiError."""
+        with self._inference_lock:
+            predictor = self._predictor_for(image)
+            return predictor.predict(boxes=boxes, vocabulary=list(vocabulary), topk=topk,
+                                     with_masks=with_masks, with_attention=with_attention)
+
+    def propose(self, image: ImageInput, config: AutoProposalConfig,
+                max_boxes: int | None = None) -> tuple[tuple[int, int], Proposals]:
+        """Image size (H, W) and class-agnostic boxes of ``image``, at most ``max_boxes``."""
+        if max_boxes is not None:
+            config = dataclasses.replace(config, max_proposals=min(config.max_proposals, max_boxes))
+        with self._inference_lock:
+            predictor = self._predictor_for(image)
+            assert predictor.encoded is not None
+            return predictor.encoded.size, predictor.propose(config)
+
+    def _predictor_for(self, image: ImageInput) -> RegionPredictor:
+        """A fresh predictor on ``image``'s encoding, from the cache or encoded now (and cached).
+        The caller holds the inference lock."""
+        encoded = self._lookup(image.key)
+        if encoded is None:
+            pixels = image.pixels()
+            with torch.inference_mode():
+                encoded = self.model.predictor().encode(pixels)
+            self._store(image.key, encoded)
+        predictor = self.model.predictor()
+        predictor.encoded = encoded
+        return predictor
+
+    def _lookup(self, key: str) -> EncodedImage | None:
+        with self._cache_lock:
+            encoded = self._cache.get(key)
+            if encoded is not None:
+                self._cache.move_to_end(key)
+            return encoded
+
+    def _store(self, key: str, encoded: EncodedImage) -> None:
+        with self._cache_lock:
+            self._cache[key] = encoded
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
