@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -69,3 +72,23 @@ def torch_seed(seed: int = 0) -> None:
     import torch
 
     torch.manual_seed(seed)
+
+
+def finish_process_group(process: subprocess.Popen, timeout: float = 600) -> str:
+    """Wait for a command started in its own session (``start_new_session=True``, e.g. torchrun
+    and its workers); on time-out kill the whole process group and fail with what it printed,
+    so a hung distributed run fails CI instead of hanging it. Returns the output (exit 0 asserted)."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"run did not finish in {timeout} s:\n{output[-4000:]}")
+    assert process.returncode == 0, output[-4000:]
+    return output
+
+
+@pytest.fixture(scope="session")
+def finish_run() -> Callable[..., str]:
+    """:func:`finish_process_group`, for tests that launch subprocess runs."""
+    return finish_process_group

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from regionspot.cli.model_args import add_model_arguments, load_model
 from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
 
 if TYPE_CHECKING:
@@ -27,11 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "(a list of [x1,y1,x2,y2], or {\"boxes\": [...]})")
     parser.add_argument("--vocab", required=True,
                         help="names: inline 'cat,dog', a file with one name per line, or lvis|coco|objects365")
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
-    model.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (labels are "
-                                     "meaningless; masks are SAM's)")
-    parser.add_argument("--clip", default="openai/clip-vit-base-patch16", help="CLIP backbone with --sam")
+    add_model_arguments(parser)
     parser.add_argument("--out", help="write the result here (default: print to stdout)")
     parser.add_argument("--format", choices=("json", "coco"), default="json",
                         help="json: regionspot's document; coco: a COCO results list")
@@ -83,7 +80,6 @@ def default_image_id(image_path: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from regionspot.config import ConfigError
-    from regionspot.model.regionspot import RegionSpot
     from regionspot.ops.image import load_image
     from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
@@ -92,12 +88,7 @@ def run(args: argparse.Namespace) -> int:
     boxes = validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail fast, before loading models
     for option, path in (("--viz", args.viz), ("--attention", args.attention)):
         check_picture_suffix(option, path)
-    if args.checkpoint:
-        model = RegionSpot.from_pretrained(args.checkpoint, overrides=args.overrides)
-    else:
-        print("warning: --sam/--clip builds an UNTRAINED head: masks are real, labels are not",
-              file=sys.stderr)
-        model = RegionSpot.from_backbones(sam=args.sam, clip=args.clip, overrides=args.overrides)
+    model = load_model(args.checkpoint, args.sam, args.clip, args.overrides)
     if args.attention and model.image_encoder is None:
         raise ConfigError("--attention needs the CLIP vision tower, but this model has none "
                           "(clip.enabled=false): its regions attend to no image features")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from regionspot.cli.model_args import add_model_arguments, load_model
 from regionspot.cli.predict_cmd import positive_int
 
 
@@ -16,11 +17,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "and the API description at /docs. The model loads once; image embeddings are cached per "
                     "uploaded image. Stop with Ctrl-C.",
     )
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
-    model.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (labels are "
-                                     "meaningless; masks are SAM's)")
-    parser.add_argument("--clip", default="openai/clip-vit-base-patch16", help="CLIP backbone with --sam")
+    add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
@@ -69,14 +66,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: regionspot serve needs the serve extra ({exc.name} is missing): "
               "pip install 'regionspot[serve]'", file=sys.stderr)
         return 2
-    from regionspot.model.regionspot import RegionSpot
 
-    if args.checkpoint:
-        model = RegionSpot.from_pretrained(args.checkpoint, overrides=args.model_overrides)
-    else:
-        print("warning: --sam/--clip builds an UNTRAINED head: masks are real, labels are not",
-              file=sys.stderr)
-        model = RegionSpot.from_backbones(sam=args.sam, clip=args.clip, overrides=args.model_overrides)
+    model = load_model(args.checkpoint, args.sam, args.clip, args.model_overrides)
     app = create_app(model, config, trained=bool(args.checkpoint))
     url = server_url(args.host, args.port)
     print(f"regionspot serve: {url}  (web page {url}/, API description {url}/docs; Ctrl-C stops)", flush=True)

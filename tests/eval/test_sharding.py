@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -39,26 +38,14 @@ def _launch(args: list[str], nproc: int) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _finish(process: subprocess.Popen, timeout: float = 500) -> str:
-    """Wait for a run; on time-out kill its whole process group (torchrun's workers too)."""
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"run did not finish in {timeout} s:\n{output[-4000:]}")
-    assert process.returncode == 0, output[-4000:]
-    return output
-
-
 @pytest.mark.slow
-def test_two_process_eval_equals_one_process(coco_sample, mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir,
-                                             tmp_path) -> None:
+def test_two_process_eval_equals_one_process(finish_run, coco_sample, mobile_sam_checkpoint, tiny_clip_dir,
+                                             text_cache_dir, tmp_path) -> None:
     common = ["eval", "--data", str(coco_sample / "annotations.json"), "--sam", str(mobile_sam_checkpoint),
               "--clip", str(tiny_clip_dir), "--max-images", "3", "--masks", "--save-detections", "--no-progress",
               "--device", "cpu", "--examples", "3", "--set", f"text.cache_dir={text_cache_dir}"]
-    _finish(_launch([*common, "--out", str(tmp_path / "one")], nproc=1))
-    output = _finish(_launch([*common, "--out", str(tmp_path / "two")], nproc=2))
+    finish_run(_launch([*common, "--out", str(tmp_path / "one")], nproc=1))
+    output = finish_run(_launch([*common, "--out", str(tmp_path / "two")], nproc=2))
     assert output.count("wrote ") == 1, "only rank 0 writes"
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
     assert two["protocol"]["processes"] == 2 and one["protocol"]["processes"] == 1

@@ -87,24 +87,12 @@ def _run_cli(config: TrainConfig, path: Path, *extra: str, nproc: int = 1) -> su
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _finish(process: subprocess.Popen, timeout: float = 600) -> str:
-    """Wait for a training run; on time-out kill its whole process group (torchrun's workers
-    too) and fail with what it printed."""
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"training run did not finish in {timeout} s:\n{output[-4000:]}")
-    assert process.returncode == 0, output[-4000:]
-    return output
-
-
-def test_resume_after_sigkill_gives_the_same_weights(tmp_path, coco_token_cache, mobile_sam_checkpoint, shared_data):
+def test_resume_after_sigkill_gives_the_same_weights(finish_run, tmp_path, coco_token_cache, mobile_sam_checkpoint,
+                                                     shared_data):
     common = ["iterations=120", "checkpoint_every=10", "eval_every=1000", "model.fusion.dropout=0.1"]
     whole = tiny_config(tmp_path / "whole", coco_token_cache, mobile_sam_checkpoint, shared_data, *common)
     broken = tiny_config(tmp_path / "broken", coco_token_cache, mobile_sam_checkpoint, shared_data, *common)
-    _finish(_run_cli(whole, tmp_path / "whole.yaml"))
+    finish_run(_run_cli(whole, tmp_path / "whole.yaml"))
     process = _run_cli(broken, tmp_path / "broken.yaml")
     latest = Path(broken.output_dir) / "checkpoints" / "latest.json"
     deadline = time.time() + 300
@@ -114,7 +102,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, coco_token_cache,
     assert process.poll() is None, "the run ended before it could be killed: " + (process.stdout.read() or "")
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    output = _finish(_run_cli(broken, tmp_path / "broken.yaml", "--resume"))
+    output = finish_run(_run_cli(broken, tmp_path / "broken.yaml", "--resume"))
     assert "resumed from" in output
     a = load_file(str(Path(whole.output_dir) / "final" / "model.safetensors"))
     b = load_file(str(Path(broken.output_dir) / "final" / "model.safetensors"))
@@ -124,12 +112,13 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path, coco_token_cache,
     assert steps == sorted(set(steps)), "rows logged after the last checkpoint must not be duplicated"
 
 
-def test_two_process_gloo_ddp_matches_one_process(tmp_path, coco_token_cache, mobile_sam_checkpoint, shared_data):
+def test_two_process_gloo_ddp_matches_one_process(finish_run, tmp_path, coco_token_cache, mobile_sam_checkpoint,
+                                                  shared_data):
     common = ["iterations=30", "eval_every=30", "checkpoint_every=100", "log_every=1"]
     one = tiny_config(tmp_path / "one", coco_token_cache, mobile_sam_checkpoint, shared_data, *common)
     two = tiny_config(tmp_path / "two", coco_token_cache, mobile_sam_checkpoint, shared_data, *common)
     for config, nproc in ((one, 1), (two, 2)):
-        _finish(_run_cli(config, tmp_path / f"{nproc}.yaml", nproc=nproc))
+        finish_run(_run_cli(config, tmp_path / f"{nproc}.yaml", nproc=nproc))
     curve_one = read_metrics(Path(one.output_dir), "train", "loss")
     curve_two = read_metrics(Path(two.output_dir), "train", "loss")
     assert [s for s, _ in curve_one] == [s for s, _ in curve_two] and len(curve_one) == 30
