@@ -165,8 +165,7 @@ def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, 
     total = len(data.document["images"])
     score = "class score x proposal score" if protocol.proposal_scores else "class score (proposal scores unused)"
     return {
-        "method": METHOD_TEXT[config.method].replace(
-            "fusion.score_function", f"{model.fusion.config.score_function} (fusion.score_function)"),
+        "method": method_text(config.method, model),
         "boxes": setup.box_source.describe(),
         "prompt": prompt_text(config),
         "templates": templates_text(model),
@@ -187,6 +186,15 @@ def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, 
                     if protocol.fixed_ap_budget else "not computed",
         "processes": ctx.world_size,
     }
+
+
+def method_text(method: str, model: RegionSpot) -> str:
+    """The method in words, with the model's actual score function and CLIP vision (or none)."""
+    text = METHOD_TEXT[method].replace("fusion.score_function",
+                                       f"{model.fusion.config.score_function} (fusion.score_function)")
+    if method == "regionspot" and model.image_encoder is None:
+        text = text.replace("CLIP memory", "no CLIP vision (clip.enabled=false)")
+    return text
 
 
 def prompt_text(config: EvalConfig) -> str:
