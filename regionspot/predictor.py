@@ -54,15 +54,20 @@ class RegionPredictor:
         self.encoded: EncodedImage | None = None
 
     @torch.inference_mode()
-    def set_image(self, image: Any) -> None:
+    def set_image(self, image: Any, sam_embedding: SamImageEmbedding | None = None) -> None:
         """``image``: a path, a PIL image or an HxWx3 uint8 array (grayscale and RGBA are
-        converted, see :func:`regionspot.ops.image.load_image`). Encodes it with both towers."""
-        self.encoded = self.encode(load_image(image))
+        converted, see :func:`regionspot.ops.image.load_image`). Encodes it with both towers;
+        ``sam_embedding``: this image's SAM encoding when the caller already has one."""
+        self.encoded = self.encode(load_image(image), sam_embedding)
 
-    def encode(self, image: np.ndarray) -> EncodedImage:
-        """Both towers on one HxWx3 uint8 image (no state change)."""
+    def encode(self, image: np.ndarray, sam_embedding: SamImageEmbedding | None = None) -> EncodedImage:
+        """Both towers on one HxWx3 uint8 image (no state change); SAM's image encoder is skipped
+        when ``sam_embedding`` (of this image, e.g. from proposals) is given."""
         model = self.model
-        sam_embedding = model.region_tokenizer.encode_image(image)
+        if sam_embedding is None:
+            sam_embedding = model.region_tokenizer.encode_image(image)
+        elif tuple(sam_embedding.original_size) != tuple(image.shape[:2]):
+            raise ValueError(f"sam_embedding is of a {sam_embedding.original_size} image, not {image.shape[:2]}")
         memory = None
         if model.image_encoder is not None:
             pixels = model.image_encoder.preprocess(image).unsqueeze(0).to(model.device)

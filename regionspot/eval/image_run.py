@@ -6,11 +6,8 @@ detections by the protocol of :mod:`regionspot.eval.protocol`; and the model a r
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,44 +95,16 @@ def classify_image(job: ImageJob, image: np.ndarray, setup: RunSetup, output: Im
                    ) -> tuple[RegionResult | None, np.ndarray | None]:
     """(the classifier's result on the image's usable boxes, their proposal scores [R] or None
     for ground truth); (None, None) when no box is usable. Counts boxes into ``output``."""
-    with one_encoding_per_image(setup.box_source.tokenizer, enabled=setup.box_source.kind == "auto"):
-        boxes, proposal_scores = setup.box_source.boxes(job, image)
-        usable = usable_boxes(boxes, (job.height, job.width))
-        output.boxes, output.skipped_boxes = len(usable), len(boxes) - len(usable)
-        if not len(usable):
-            return None, None
-        scores = None if proposal_scores is None else np.asarray(proposal_scores, dtype=np.float64)[usable]
-        boxes = np.asarray(boxes, dtype=np.float64)[usable]
-        return setup.classifier.classify(image, boxes, setup.vocabulary, setup.classes_per_box, setup.masks), scores
-
-
-@contextlib.contextmanager
-def one_encoding_per_image(tokenizer: Any, *, enabled: bool = True) -> Iterator[None]:
-    """Within the block, ``tokenizer.encode_image`` runs SAM's image encoder once per distinct
-    image (by content) and hands the same embedding to later calls: auto proposals and the
-    classifier, which encodes the image itself, then share one encoding. Restored on exit."""
-    if not enabled or tokenizer is None:
-        yield
-        return
-    shadowed = vars(tokenizer).get("encode_image")
-    original = tokenizer.encode_image
-    memo: dict[tuple[Any, str], Any] = {}
-
-    def encode_image(image: np.ndarray) -> Any:
-        key = (image.shape, hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest())
-        if key not in memo:
-            memo.clear()
-            memo[key] = original(image)
-        return memo[key]
-
-    tokenizer.encode_image = encode_image
-    try:
-        yield
-    finally:
-        if shadowed is not None:
-            tokenizer.encode_image = shadowed
-        else:
-            del tokenizer.encode_image
+    boxes, proposal_scores, sam_embedding = setup.box_source.boxes(job, image)  # auto: SAM encodes once
+    usable = usable_boxes(boxes, (job.height, job.width))
+    output.boxes, output.skipped_boxes = len(usable), len(boxes) - len(usable)
+    if not len(usable):
+        return None, None
+    scores = None if proposal_scores is None else np.asarray(proposal_scores, dtype=np.float64)[usable]
+    boxes = np.asarray(boxes, dtype=np.float64)[usable]
+    result = setup.classifier.classify(image, boxes, setup.vocabulary, setup.classes_per_box, setup.masks,
+                                       sam_embedding=sam_embedding)
+    return result, scores
 
 
 def best_regions(result: RegionResult, weights: np.ndarray | None, count: int) -> RegionResult:

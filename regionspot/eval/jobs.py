@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from regionspot.backbones.protocols import SamImageEmbedding
 from regionspot.datasets.coco_format import DatasetError, image_file_name
 from regionspot.eval.protocol import ground_truth_boxes
 from regionspot.ops.image import load_image
@@ -146,18 +147,20 @@ class BoxSource:
                 "auto": "auto proposals (SAM point grid, score = SAM's predicted IoU)"}.get(
             self.kind, f"proposals file {self.spec} (score = the file's box score, 1 where absent)")
 
-    def boxes(self, job: ImageJob, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(boxes float64 [N, 4] xyxy, proposal scores [N] or None for ground truth)."""
+    def boxes(self, job: ImageJob, image: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray | None, SamImageEmbedding | None]:
+        """(boxes float64 [N, 4] xyxy, proposal scores [N] or None for ground truth, and the
+        image's SAM encoding when making the boxes needed one: auto proposals; else None)."""
         if self.kind == "gt":
             assert job.gt_boxes is not None
-            return job.gt_boxes, None
+            return job.gt_boxes, None, None
         if self.kind == "auto":
             if self.tokenizer is None:
                 raise RuntimeError("auto proposals need the SAM tokenizer: set BoxSource.tokenizer")
             with torch.inference_mode():
                 embedding = self.tokenizer.encode_image(image)
                 proposals = propose_regions(self.tokenizer, embedding, self.auto_config)
-            return proposals.boxes, proposals.scores
+            return proposals.boxes, proposals.scores, embedding
         assert self.proposals is not None
         found = self.proposals.get(job.image_id)
-        return (found.boxes, found.scores) if found is not None else (np.zeros((0, 4)), np.zeros(0))
+        return (found.boxes, found.scores, None) if found is not None else (np.zeros((0, 4)), np.zeros(0), None)

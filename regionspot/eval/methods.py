@@ -55,9 +55,10 @@ class RegionClassifier(Protocol):
     name: str
 
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
-                 with_masks: bool) -> RegionResult:
+                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None) -> RegionResult:
         """``image`` HxWx3 uint8; ``boxes`` float [R, 4] xyxy absolute pixels -> top-``topk``
-        (name, score) pairs per box, scores in [0, 1], SAM masks bool [R, H, W] when ``with_masks``."""
+        (name, score) pairs per box, scores in [0, 1], SAM masks bool [R, H, W] when ``with_masks``.
+        ``sam_embedding``: the image's SAM encoding when the caller already made one (reused)."""
         ...
 
 
@@ -140,9 +141,9 @@ class RegionSpotClassifier:
 
     @torch.inference_mode()
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
-                 with_masks: bool) -> RegionResult:
+                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None) -> RegionResult:
         """See :class:`RegionClassifier`. Scores by the head's ``fusion.score_function``."""
-        self.predictor.set_image(image)
+        self.predictor.set_image(image, sam_embedding)
         try:
             if self.prompt == "together":
                 return self.predictor.predict(boxes, vocabulary, topk=topk, with_masks=with_masks)
@@ -219,10 +220,12 @@ def pad_to_square(crop: np.ndarray, fill: np.ndarray | None = None) -> np.ndarra
 
 
 def sam_box_masks(tokenizer: RegionTokenizer, image: np.ndarray, boxes: np.ndarray,
-                  chunk: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+                  chunk: int = DEFAULT_BATCH, embedding: SamImageEmbedding | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """SAM masks for box prompts: image HxWx3 uint8, boxes [R, 4] xyxy -> (bool masks [R, H, W],
-    SAM's predicted IoU float [R])."""
-    embedding = tokenizer.encode_image(image)
+    SAM's predicted IoU float [R]). ``embedding``: the image's SAM encoding, if already made."""
+    if embedding is None:
+        embedding = tokenizer.encode_image(image)
     regions = tokenizer.encode_regions(embedding, torch.as_tensor(boxes, dtype=torch.float32), with_masks=True)
     assert regions.mask_logits is not None
     masks = masks_at_image_size(tokenizer, embedding, regions.mask_logits, chunk)
@@ -255,7 +258,7 @@ class ClipCropClassifier:
 
     @torch.inference_mode()
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
-                 with_masks: bool) -> RegionResult:
+                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None) -> RegionResult:
         """See :class:`RegionClassifier`. Scores are CLIP's softmax over the whole vocabulary."""
         image = load_image(image)
         names = validate_vocabulary(parse_vocabulary(vocabulary))
@@ -263,7 +266,8 @@ class ClipCropClassifier:
         clipped = validate_boxes(boxes, image.shape[:2])
         masks = mask_scores = None
         if with_masks or self.mask_crop:
-            masks, mask_scores = sam_box_masks(self.region_tokenizer, image, clipped, self.batch_size)
+            masks, mask_scores = sam_box_masks(self.region_tokenizer, image, clipped, self.batch_size,
+                                               sam_embedding)
         crops = [crop_region(image, box, mask=masks[i] if self.mask_crop and masks is not None else None,
                              fill=self.fill) for i, box in enumerate(clipped)]
         region_embeddings = self.encode_crops(crops)

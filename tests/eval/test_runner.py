@@ -21,7 +21,7 @@ from regionspot.config import TextConfig
 from regionspot.datasets.coco_format import DatasetError
 from regionspot.eval.batch_predict import run_batch_prediction
 from regionspot.eval.config import EvalConfig, ModelSource, ProtocolConfig
-from regionspot.eval.image_run import RunSetup, one_encoding_per_image, process_image
+from regionspot.eval.image_run import RunSetup, process_image
 from regionspot.eval.jobs import BoxSource
 from regionspot.eval.runner import evaluate_outputs, load_dataset, run_evaluation
 from regionspot.model.regionspot import RegionSpot
@@ -178,7 +178,7 @@ class OracleClassifier:
                       for a in annotation["annotations"] for x, y, w, h in [a["bbox"]]}
 
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: list[str], topk: int,
-                 with_masks: bool) -> RegionResult:
+                 with_masks: bool, sam_embedding: Any = None) -> RegionResult:
         ids = [[self.truth[tuple(np.round(box, 2))], *[(self.truth[tuple(np.round(box, 2))] + j) % len(vocabulary)
                                                           for j in range(1, topk)]] for box in boxes]
         scores = [[1.0, *np.linspace(0.5, 0.01, topk - 1)] for _ in boxes]
@@ -251,26 +251,15 @@ def test_user_mistakes_are_clear_errors(coco_sample, tiny_clip_dir, mobile_sam_c
         BoxSource(config.boxes, load_dataset(config).jobs)
 
 
-class CountingTokenizer(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def encode_image(self, image: np.ndarray) -> tuple[int, ...]:
-        self.calls += 1
-        return image.shape
-
-
-def test_one_encoding_per_image_shares_and_restores() -> None:
-    tokenizer, image, other = CountingTokenizer(), np.zeros((4, 5, 3), np.uint8), np.ones((4, 5, 3), np.uint8)
-    with one_encoding_per_image(tokenizer):
-        assert tokenizer.encode_image(image) == tokenizer.encode_image(image.copy()) == (4, 5, 3)
-        assert tokenizer.calls == 1
-        tokenizer.encode_image(other)
-        assert tokenizer.calls == 2
-    tokenizer.encode_image(other)
-    assert tokenizer.calls == 3 and "encode_image" not in vars(tokenizer)  # the method is back
-    tokenizer.encode_image = lambda image: "shadow"
-    with one_encoding_per_image(tokenizer):
-        assert tokenizer.encode_image(image) == "shadow"
-    assert tokenizer.encode_image(image) == "shadow"
+@pytest.mark.parametrize("method", ["regionspot", "clip-mask-crop"])
+def test_auto_boxes_encode_each_image_once(model, coco_sample, tiny_clip_dir, mobile_sam_checkpoint,
+                                           monkeypatch, method) -> None:
+    """Proposals and the classifier share one SAM encoding of the image."""
+    calls = []
+    encode = model.region_tokenizer.encode_image
+    monkeypatch.setattr(model.region_tokenizer, "encode_image", lambda image: calls.append(1) or encode(image))
+    config = eval_config(coco_sample, tiny_clip_dir, mobile_sam_checkpoint, method=method, boxes="auto")
+    config.max_images = 1
+    run = run_evaluation(config, model=model, progress=False)
+    assert run is not None and run.document["counts"]["boxes_classified"] > 0
+    assert len(calls) == 1
