@@ -22,6 +22,8 @@ TOKEN_PLACES: tuple[str, ...] = typing.get_args(TokenPlace)
 TemplateSet = Literal["single", "ensemble"]
 TEMPLATE_SETS: tuple[str, ...] = typing.get_args(TemplateSet)
 ScoreFunction = Literal["sigmoid", "softmax"]
+ZeroShotMethod = Literal["clip-mask-crop", "clip-crop"]
+ZERO_SHOT_METHODS: tuple[str, ...] = typing.get_args(ZeroShotMethod)
 
 
 class ConfigError(ValueError):
@@ -99,6 +101,19 @@ class RegionSpotConfig:
     clip: ClipBackboneConfig = field(default_factory=ClipBackboneConfig)
     text: TextConfig = field(default_factory=TextConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+
+
+@dataclass
+class ZeroShotConfig:
+    """The training-free recognizer (:class:`regionspot.model.zero_shot.ZeroShotCLIP`): SAM for
+    masks, CLIP zero-shot on each region's crop (the paper's Table 1 baselines). ``method``:
+    ``clip-mask-crop`` (pixels outside the SAM mask blanked; the better baseline, 49.2 vs 48.7
+    LVIS AP with ground-truth boxes) or ``clip-crop`` (the box as it is)."""
+
+    sam: SamBackboneConfig = field(default_factory=SamBackboneConfig)
+    clip: ClipBackboneConfig = field(default_factory=ClipBackboneConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    method: ZeroShotMethod = "clip-mask-crop"
 
 
 C = TypeVar("C")

@@ -11,6 +11,25 @@ from regionspot.ops.boxes import xyxy_to_xywh
 from regionspot.ops.masks import encode_rle
 
 
+def _per_region_rows(array: np.ndarray, count: int) -> np.ndarray:
+    """``array`` as [count, k] (an empty [0, k] array stays as it is: reshape cannot infer k from it)."""
+    if array.ndim == 2 and array.shape[0] == count:
+        return array
+    return array.reshape(count, -1)
+
+
+def is_per_region(value: Any) -> bool:
+    """Whether an ``extras`` value is per region: a list, or a numpy array of at least one dimension."""
+    return isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim >= 1)
+
+
+def _take(value: list | np.ndarray, index: Any, positions: np.ndarray) -> list | np.ndarray:
+    """The regions ``index`` (at ``positions``) of one per-region extras value."""
+    if isinstance(value, np.ndarray):
+        return value[index]
+    return [value[int(i)] for i in positions]
+
+
 @dataclass
 class RegionResult:
     """Recognition results for R regions of one image.
@@ -23,6 +42,13 @@ class RegionResult:
     ``masks``: bool [R, H, W] at image resolution, or None. ``mask_scores``: float [R]
     SAM's predicted IoU of each mask, or None.
     ``image_size``: (H, W). ``vocabulary``: the names the regions were scored against.
+
+    ``extras``: optional further outputs, e.g. ``"attention"`` (float [R, g, g], see
+    ``RegionPredictor.predict(with_attention=True)``). The rule is by type: a numpy array
+    (at least 1-d) or a list is **per region** and must have length R along its first
+    dimension (checked); it is sliced with the regions by ``result[index]``. Anything else
+    (scalars, 0-d arrays, strings, tuples, dicts, ...) is **image-level** and kept as is by
+    slicing; wrap an image-level array in a dict or tuple.
     """
 
     boxes: np.ndarray
@@ -37,8 +63,8 @@ class RegionResult:
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
         count = self.boxes.shape[0]
-        self.topk_ids = np.asarray(self.topk_ids, dtype=np.int64).reshape(count, -1)
-        self.topk_scores = np.asarray(self.topk_scores, dtype=np.float64).reshape(count, -1)
+        self.topk_ids = _per_region_rows(np.asarray(self.topk_ids, dtype=np.int64), count)
+        self.topk_scores = _per_region_rows(np.asarray(self.topk_scores, dtype=np.float64), count)
         self.vocabulary = list(self.vocabulary)
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         if self.topk_ids.shape != self.topk_scores.shape:
@@ -53,6 +79,11 @@ class RegionResult:
                 raise ValueError(f"masks must be {(count, *self.image_size)}, got {self.masks.shape}")
         if self.mask_scores is not None:
             self.mask_scores = np.asarray(self.mask_scores, dtype=np.float64).reshape(count)
+        self.extras = dict(self.extras)
+        for key, value in self.extras.items():
+            if is_per_region(value) and len(value) != count:
+                raise ValueError(f"extras[{key!r}] is per region (a list or array) but has length {len(value)} "
+                                 f"for {count} regions; wrap image-level values in a dict or tuple")
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -62,10 +93,13 @@ class RegionResult:
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         pick = lambda a: None if a is None else a[index]  # noqa: E731
+        positions = np.arange(len(self))[index]
+        extras = {key: _take(value, index, positions) if is_per_region(value) else value
+                  for key, value in self.extras.items()}
         return RegionResult(
             boxes=self.boxes[index], topk_ids=self.topk_ids[index], topk_scores=self.topk_scores[index],
             vocabulary=self.vocabulary, image_size=self.image_size, masks=pick(self.masks),
-            mask_scores=pick(self.mask_scores), extras=dict(self.extras),
+            mask_scores=pick(self.mask_scores), extras=extras,
         )
 
     @property

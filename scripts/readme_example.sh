@@ -25,7 +25,7 @@ SPLIT=(datasets.0.annotations=$OUT/train.json datasets.0.token_cache=$OUT/tokens
        eval_dataset.annotations=$OUT/heldout.json eval_dataset.token_cache=$OUT/tokens/heldout
        output_dir=$OUT/train)
 $RS extract-tokens --data configs/tiny_coco_sample.yaml --no-flip --set "${SPLIT[@]}"
-$RS train configs/tiny_coco_sample.yaml "${SPLIT[@]}" --no-progress
+$RS train configs/tiny_coco_sample.yaml --set "${SPLIT[@]}" --no-progress
 $RS eval --data $OUT/heldout.json --images $SAMPLE/images --checkpoint $OUT/train/final \
     --boxes gt --masks --out $OUT/eval-heldout --no-progress
 FIRST=$(.venv/bin/python -c "import json;d=json.load(open('$OUT/heldout.json'));i=d['images'][1];b=[a['bbox'] for a in d['annotations'] if a['image_id']==i['id'] and not a['iscrowd']];print(i['file_name']);print(';'.join(','.join(str(round(v)) for v in (x,y,x+w,y+h)) for x,y,w,h in b))")

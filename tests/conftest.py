@@ -48,6 +48,32 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), seed=0)
 
 
+def tiny_sam_config():
+    """A tiny random HF SAM config: 128 px input, 32-wide tokens, 2 layers each side."""
+    from transformers import SamConfig
+
+    return SamConfig(vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                        image_size=128, patch_size=16, output_channels=32, mlp_dim=64,
+                                        global_attn_indexes=[1], window_size=4, num_pos_feats=16),
+                     prompt_encoder_config=dict(hidden_size=32, image_size=128, patch_size=16,
+                                                image_embedding_size=8, mask_input_channels=4),
+                     mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                              mlp_dim=64, iou_head_hidden_dim=32))
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny ``SamModel`` saved like a Hub model (save_pretrained)."""
+    import torch
+    from transformers import SamModel
+
+    folder = tmp_path_factory.mktemp("tiny_sam")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        SamModel(tiny_sam_config()).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def text_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Text-embedding cache for tests, so nothing is written under the user's home."""
@@ -66,6 +92,24 @@ def mobile_sam_model(mobile_sam_checkpoint: Path, tiny_clip_dir: Path, text_cach
         sam=str(mobile_sam_checkpoint), clip=str(tiny_clip_dir),
         text=TextConfig(cache_dir=str(text_cache_dir)), overrides=["fusion.region_self_attention=false"],
     )
+
+
+def add_to_hub_cache(cache: Path, repo_id: str, write: object) -> Path:
+    """Lay out ``repo_id`` in a Hugging Face hub cache folder; ``write(folder)`` fills its snapshot."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    write(snapshot)  # type: ignore[operator]
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture(name="add_to_hub_cache")
+def add_to_hub_cache_fixture() -> Callable[..., Path]:
+    """:func:`add_to_hub_cache`, for tests that lay out a Hugging Face cache."""
+    return add_to_hub_cache
 
 
 def torch_seed(seed: int = 0) -> None:

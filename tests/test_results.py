@@ -63,3 +63,60 @@ def test_validation(change, message):
     fields.update(change)
     with pytest.raises(ValueError, match=message):
         RegionResult(**fields)
+
+
+def make_rich_result(count: int = 5) -> RegionResult:
+    """``count`` regions with masks, mask scores and per-region and image-level extras, all distinct per region."""
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 10, (count, 2))
+    scores = np.sort(rng.uniform(0, 1, (count, 3)), axis=1)[:, ::-1]
+    return RegionResult(
+        boxes=np.concatenate([corners, corners + 1], axis=1), topk_ids=rng.integers(0, 4, (count, 3)),
+        topk_scores=scores, vocabulary=["cat", "dog", "car", "tree"], image_size=(12, 14),
+        masks=rng.uniform(size=(count, 12, 14)) > 0.5, mask_scores=rng.uniform(size=count),
+        extras={"attention": rng.uniform(size=(count, 3, 3)), "names": [f"region {i}" for i in range(count)],
+                "grid": (3, 3), "note": "image-level", "scale": np.float64(2.0), "meta": {"model": "x"}},
+    )
+
+
+@pytest.mark.parametrize("index, expected", [
+    (3, [3]),
+    (-1, [4]),
+    (np.int64(1), [1]),
+    (slice(1, 4), [1, 2, 3]),
+    (slice(None, None, -2), [4, 2, 0]),
+    ([4, 0, 0], [4, 0, 0]),
+    (np.array([2, 1]), [2, 1]),
+    (np.array([True, False, False, True, True]), [0, 3, 4]),
+    ([], []),
+])
+def test_slicing_keeps_every_per_region_field_consistent(index, expected):
+    original = make_rich_result()
+    sub = original[index]
+    assert len(sub) == len(expected)
+    for i, j in enumerate(expected):  # region i of the slice is region j of the original
+        np.testing.assert_array_equal(sub.boxes[i], original.boxes[j])
+        np.testing.assert_array_equal(sub.topk_ids[i], original.topk_ids[j])
+        np.testing.assert_array_equal(sub.topk_scores[i], original.topk_scores[j])
+        np.testing.assert_array_equal(sub.masks[i], original.masks[j])
+        assert sub.mask_scores[i] == original.mask_scores[j]
+        np.testing.assert_array_equal(sub.extras["attention"][i], original.extras["attention"][j])
+        assert sub.extras["names"][i] == original.extras["names"][j]
+        assert sub.topk[i] == original.topk[j]
+    assert sub.extras["attention"].shape == (len(expected), 3, 3) and len(sub.extras["names"]) == len(expected)
+    for key in ("grid", "note", "scale", "meta"):  # image-level extras are kept as they are
+        assert sub.extras[key] == original.extras[key]
+
+
+def test_slicing_does_not_share_the_extras_dict():
+    original = make_rich_result()
+    sub = original[[0]]
+    sub.extras["added"] = 1
+    assert "added" not in original.extras and len(original.extras["names"]) == 5
+
+
+@pytest.mark.parametrize("extras", [{"attention": np.zeros((3, 2, 2))}, {"names": ["a"]}])
+def test_per_region_extras_must_have_one_entry_per_region(extras):
+    with pytest.raises(ValueError, match="per region"):
+        RegionResult(boxes=np.zeros((2, 4)), topk_ids=np.array([[0], [1]]), topk_scores=np.array([[0.5], [0.5]]),
+                     vocabulary=["a", "b"], image_size=(4, 4), extras=extras)

@@ -174,15 +174,19 @@ def preprocess_image(
 def read_preprocessor_mean_std(name_or_path: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """``image_mean``/``image_std`` of ``preprocessor_config.json`` in a folder or a cached Hub
     repository; OpenAI CLIP's values when the file or the fields are missing."""
+    from regionspot.hub import is_local, offline_cause
+
     path = Path(name_or_path) / "preprocessor_config.json"
     file: str | None = str(path) if path.is_file() else None
-    if file is None and not Path(name_or_path).exists():
+    if file is None and not is_local(name_or_path):
         try:
             from transformers.utils import cached_file
 
+            # offline or unreachable Hub: the cached copy or nothing, never a wait on the network
             file = cached_file(name_or_path, "preprocessor_config.json",
                                _raise_exceptions_for_missing_entries=False,
-                               _raise_exceptions_for_connection_errors=False)
+                               _raise_exceptions_for_connection_errors=False,
+                               local_files_only=offline_cause() is not None)
         except Exception:  # noqa: BLE001 - any failure means: use the defaults
             file = None
     if file is None:

@@ -6,6 +6,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
 
+from regionspot.hub import (CLIP_ROLE, SAM_ROLE, TEXT_ROLE, HubUnavailableError, fix_hint, offline_cause,
+                            prepare_hub_load)
+
 M = TypeVar("M")
 
 
@@ -28,21 +31,41 @@ def quiet_weight_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_hf_pretrained(cls: type[M], name_or_path: str, **kwargs: Any) -> M:
+def backbone_role(cls: type) -> str:
+    """The human role of a ``from_pretrained`` class, for error messages."""
+    name = cls.__name__
+    if name.startswith("Sam"):
+        return SAM_ROLE
+    if "Tokenizer" in name or name.startswith("CLIPText"):
+        return TEXT_ROLE
+    return CLIP_ROLE
+
+
+def load_hf_pretrained(cls: type[M], name_or_path: str, *, what: str | None = None, **kwargs: Any) -> M:
     """``cls.from_pretrained(name_or_path)`` for a Hub id or a local folder.
 
-    Raises :class:`BackboneLoadError` naming what was tried instead of the library's own
-    traceback (for example when a Hub id cannot be reached offline).
+    A Hub id never waits on an unusable Hub (see :mod:`regionspot.hub`): with ``HF_HUB_OFFLINE``
+    or an unreachable Hub it loads from the local cache, or fails at once. Raises
+    :class:`BackboneLoadError` (one line) naming what was tried instead of the library's own
+    traceback; ``what`` is the role named in it (default: guessed from ``cls``).
     """
-    where = "local folder" if Path(name_or_path).exists() else "Hugging Face Hub id"
+    role = what or backbone_role(cls)
+    probe_file = "tokenizer_config.json" if "Tokenizer" in cls.__name__ else "config.json"
+    try:
+        hub_kwargs = prepare_hub_load(name_or_path, role, files=(probe_file,))
+    except HubUnavailableError as exc:
+        raise BackboneLoadError(str(exc)) from None
+    from_hub = not Path(name_or_path).exists()
+    where = f"{'Hugging Face Hub id' if from_hub else 'local folder'} {name_or_path!r}"
     try:
         with quiet_weight_loading():
-            return cls.from_pretrained(name_or_path, **kwargs)  # type: ignore[attr-defined]
-    except (OSError, ValueError, EnvironmentError) as exc:
+            return cls.from_pretrained(name_or_path, **{**hub_kwargs, **kwargs})  # type: ignore[attr-defined]
+    except (OSError, ValueError) as exc:
         hint = ""
-        if where.startswith("Hugging Face"):
-            hint = (" If you are offline, download the model once and pass its local folder, "
-                    "or set HF_HUB_OFFLINE=1 with the model in your Hugging Face cache.")
-        raise BackboneLoadError(
-            f"could not load {cls.__name__} from {where} {name_or_path!r}: {str(exc).rstrip('. ')}.{hint}"
-        ) from exc
+        if hub_kwargs.get("local_files_only"):
+            where += f" in the local Hugging Face cache ({offline_cause()})"
+            hint = f" Fix: {fix_hint(name_or_path, role)}."
+        elif from_hub:
+            hint = f" If this machine cannot reach the Hub: {fix_hint(name_or_path, role)}."
+        detail = " ".join(str(exc).split()).rstrip(". ")
+        raise BackboneLoadError(f"could not load {cls.__name__} from {where}: {detail}.{hint}") from exc

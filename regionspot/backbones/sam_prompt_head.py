@@ -42,6 +42,7 @@ from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEm
 from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding, freeze
 from regionspot.backbones.sam_two_way import two_way_transformer
 from regionspot.config import TOKEN_PLACES
+from regionspot.devices import full_precision
 
 
 def check_token_place(token_place: str) -> str:
@@ -110,13 +111,20 @@ class SamPromptHead(nn.Module):
         ys = (torch.arange(height, device=weight.device, dtype=weight.dtype) + 0.5) / height
         xs = (torch.arange(width, device=weight.device, dtype=weight.dtype) + 0.5) / width
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # [h, w, (x, y)]
-        return self.shared_image_embedding(grid).permute(2, 0, 1).unsqueeze(0)
+        return self.fourier_features(grid).permute(2, 0, 1).unsqueeze(0)
+
+    def fourier_features(self, coords: torch.Tensor) -> torch.Tensor:
+        """SAM's random Fourier encoding of ``[..., 2]`` coordinates in [0, 1] -> ``[..., C]``,
+        always in float32: under half-precision autocast, sin/cos of bf16 arguments of up to ~10
+        lose about 0.05, which moved tiny-model tokens by 20% in a test."""
+        with full_precision(coords.device):
+            return self.shared_image_embedding(coords.float())
 
     def embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
         """``[R, 4]`` xyxy boxes in the encoder-input frame (pixels of the resized image, before
         padding) -> ``[R, 2, C]`` corner embeddings (top-left, bottom-right)."""
         corners = (boxes + 0.5).reshape(-1, 2, 2) / self.input_image_size  # pixel centres, in [0, 1]
-        embedding = self.shared_image_embedding(corners)
+        embedding = self.fourier_features(corners)
         point_embed = self.prompt_encoder.point_embed
         return embedding + torch.cat([point_embed[2].weight, point_embed[3].weight], dim=0)
 
@@ -139,7 +147,7 @@ class SamPromptHead(nn.Module):
         foreground prompt (label 1), followed by SAM's padding point (label -1), which SAM's prompt
         encoder appends when no box comes with the points."""
         coords = (points + 0.5) / self.input_image_size  # pixel centres, in [0, 1]
-        foreground = self.shared_image_embedding(coords) + self.prompt_encoder.point_embed[1].weight
+        foreground = self.fourier_features(coords) + self.prompt_encoder.point_embed[1].weight
         padding = self.prompt_encoder.not_a_point_embed.weight.expand_as(foreground)
         return torch.stack([foreground, padding], dim=1)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from regionspot.cli.arguments import add_progress_argument, positive_int
+
 DEFAULT_SAM = Path(".cache/mobile_sam.pt")
 
 
@@ -24,10 +26,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help="MobileSAM (or other SAM) checkpoint; get MobileSAM with scripts/fetch_mobile_sam.py")
     predict.add_argument("--image", help="photo to time on (default: a synthetic 640x480 image)")
     predict.add_argument("--boxes", default="1,10,50,100", help="box counts, comma-separated")
-    predict.add_argument("--vocab-size", type=int, default=1203, help="names scored per region (LVIS: 1203)")
-    predict.add_argument("--repeats", type=int, default=3, help="timed repeats per measurement (median)")
-    predict.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    predict.add_argument("--vocab-size", type=positive_int, default=1203,
+                         help="names scored per region; LVIS has 1203")
+    predict.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per measurement (median)")
+    predict.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     predict.add_argument("--out", default="bench-results/predict.json", help="JSON output")
+    add_progress_argument(predict)
     predict.set_defaults(handler=run_predict)
     train = which.add_parser(
         "train", help="training throughput: online vs cached SAM tokens vs cached tokens + CLIP memory",
@@ -37,10 +41,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--annotations", default="../shared/data/coco-sample/annotations.json",
                        help="COCO-format annotations of the images to train on")
     train.add_argument("--images", default="../shared/data/coco-sample/images", help="their image folder")
-    train.add_argument("--limit", type=int, default=16, help="images used (caches are built for these)")
-    train.add_argument("--batch", type=int, default=4, help="images per step")
-    train.add_argument("--online-steps", type=int, default=2, help="timed steps when both towers run")
-    train.add_argument("--cached-steps", type=int, default=20, help="timed steps with caches")
+    train.add_argument("--limit", type=positive_int, default=16, help="images used (caches are built for these)")
+    train.add_argument("--batch", type=positive_int, default=4, help="images per step")
+    train.add_argument("--online-steps", type=positive_int, default=2, help="timed steps when both towers run")
+    train.add_argument("--cached-steps", type=positive_int, default=20, help="timed steps with caches")
     train.add_argument("--out", default="bench-results/train.json", help="JSON output")
     train.set_defaults(handler=run_train)
 
@@ -72,11 +76,15 @@ def run_predict(args: argparse.Namespace) -> int:
         raise SystemExit("error: --boxes needs positive counts")
     image = load_image(args.image) if args.image else synthetic_image()
     result = run_predict_bench(args.sam, image, counts, args.vocab_size, args.repeats,
-                               progress=lambda m: print(m, file=sys.stderr))
+                               progress=_no_progress if args.no_progress else lambda m: print(m, file=sys.stderr))
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _no_progress(message: str) -> None:
+    """Progress callback of ``--no-progress``: says nothing."""
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -85,9 +93,6 @@ def run_train(args: argparse.Namespace) -> int:
     if not Path(args.sam).is_file():
         raise FileNotFoundError(f"SAM checkpoint {args.sam} not found; fetch MobileSAM with "
                                 f"'python scripts/fetch_mobile_sam.py {DEFAULT_SAM}' or pass --sam")
-    for name in ("limit", "batch", "online_steps", "cached_steps"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
     result = run_train_bench(args.sam, args.annotations, args.images, limit=args.limit, batch=args.batch,
                              online_steps=args.online_steps, cached_steps=args.cached_steps)
     print(format_table(result))

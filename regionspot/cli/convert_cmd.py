@@ -3,6 +3,8 @@
 * ``convert openimages --boxes CSV --classes CSV --images DIR --out OUT.json``
 * ``convert check ANN.json [--images DIR] [--sizes] [--json]`` (exit 1 when it finds problems)
 
+Both print progress lines on stderr unless ``--no-progress`` (alias ``--quiet``) is given.
+
 Bad inputs raise :class:`~regionspot.datasets.coco_format.DatasetError`: ``error: ...``, exit 2.
 """
 
@@ -12,6 +14,8 @@ import argparse
 import json
 import sys
 import time
+
+from regionspot.cli.arguments import add_progress_argument
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -30,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     openimages.add_argument("--classes", required=True, help="class-descriptions-boxable.csv (MID,name)")
     openimages.add_argument("--images", required=True, help="folder of <ImageID>.jpg files")
     openimages.add_argument("--out", required=True, help="output COCO JSON")
-    openimages.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_progress_argument(openimages, "--quiet", help="no progress lines")
     openimages.set_defaults(handler=run_openimages)
 
     check = kinds.add_parser("check", help="report on a COCO-format annotation file",
@@ -41,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--images", help="image folder; check that every image file exists")
     check.add_argument("--sizes", action="store_true", help="with --images: also compare each file's size")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_progress_argument(check, "--quiet", help="no progress lines")
     check.set_defaults(handler=run_check)
 
 
@@ -62,7 +66,7 @@ class _Progress:
 def run_openimages(args: argparse.Namespace) -> int:
     from regionspot.datasets.openimages import convert_openimages
 
-    ticker = _Progress(args.quiet)
+    ticker = _Progress(args.no_progress)
     report = convert_openimages(
         args.boxes, args.classes, args.images, args.out, progress_every=100_000,
         progress=lambda r: ticker(f"{r.rows:,} rows, {r.images:,} images, {r.annotations:,} boxes"),
@@ -79,7 +83,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.sizes and not args.images:
         raise DatasetError("convert check: --sizes needs --images")
-    ticker = _Progress(args.quiet)
+    ticker = _Progress(args.no_progress)
     report = check_coco(args.annotations, args.images, check_sizes=args.sizes,
                         progress=lambda stage, done, total: ticker(f"{stage}: {done:,} / {total:,}"))
     if args.json:

@@ -2,10 +2,11 @@
 
 - ``--data ANN.json --detections RESULTS.json``: evaluate any COCO results file (ours or another
   model's) as given.
-- ``--data ANN.json --checkpoint CKPT | --sam SAM --clip CLIP [--boxes gt|auto|PROPOSALS.json]
-  [--method regionspot|clip-crop|clip-mask-crop]``: run a model or a CLIP baseline over the
-  dataset's images by SPEC's protocol (top (box, category) pairs per image, evaluator cap), also
-  under ``torchrun`` (images split across processes, results merged on rank 0).
+- ``--data ANN.json [--checkpoint CKPT] [--boxes gt|auto|PROPOSALS.json]
+  [--method regionspot|clip-crop|clip-mask-crop]``: run a model (without a checkpoint the
+  zero-shot recognizer) or a CLIP baseline over the dataset's images by the paper's protocol (top
+  (box, category) pairs per image, evaluator cap), also under ``torchrun`` (images split across
+  processes, results merged on rank 0).
 
 Both print the metrics and, with ``--out DIR``, write metrics.json, report.md (the protocol
 first) and per_category.csv; a model run adds pr_curves_*.png and examples/.
@@ -18,11 +19,13 @@ which model ablations need a checkpoint trained with them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+from regionspot.cli.arguments import non_negative_int, positive_int
+from regionspot.cli.dataset_args import add_run_options, config_from_args, model_flags_given
+from regionspot.config import ConfigError
 from regionspot.datasets.coco_format import DatasetError
 
 
@@ -31,13 +34,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "eval", help="AP of a model, a CLIP baseline or a COCO results file (COCO or LVIS rules)",
         description="Box (and with --masks, mask) AP, AP50, AP75, APs/m/l and, with LVIS frequency tags, "
                     "APr/APc/APf, of a COCO results file (--detections) or of a model run over the dataset "
-                    "(--checkpoint, or --sam/--clip for an untrained head). LVIS federated rules apply "
+                    "(--checkpoint; without one the zero-shot recognizer). LVIS federated rules apply "
                     "automatically when the annotation has neg_category_ids.",
     )
     parser.add_argument("--data", help="COCO/LVIS-format annotation JSON")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--detections", help="COCO results JSON (a list of detections) to evaluate as given")
-    add_model_options(source, parser)
+    parser.add_argument("--detections", help="COCO results JSON (a list of detections) to evaluate as given "
+                                             "(no model runs)")
     parser.add_argument("--out", help="folder for metrics.json, report.md, per_category.csv (and pictures)")
     parser.add_argument("--masks", action="store_true", default=None,
                         help="also mask AP (a model run: SAM masks of the box prompts)")
@@ -58,88 +60,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def add_model_options(group: argparse._MutuallyExclusiveGroup, parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` / ``--sam`` (in ``group``) and ``--clip``."""
-    group.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
-    group.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (seeded; its AP "
-                                     "measures nothing learned; the CLIP baselines need no head)")
-    parser.add_argument("--clip", help="CLIP backbone with --sam (default openai/clip-vit-base-patch16)")
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``eval`` (model mode) and ``predict-batch``."""
-    parser.add_argument("--images", help="image folder (default: 'images' beside the annotation)")
-    parser.add_argument("--boxes", metavar="gt|auto|PROPOSALS.json",
-                        help="regions: the annotation's boxes (gt, default), SAM point-grid proposals (auto), "
-                             "or a detector's proposals file (its box scores multiply the class scores)")
-    parser.add_argument("--method", choices=("regionspot", "clip-crop", "clip-mask-crop"),
-                        help="regionspot (default) or a CLIP crop baseline")
-    parser.add_argument("--prompt", choices=("together", "alone"),
-                        help="an image's boxes through the head together (default) or each alone")
-    parser.add_argument("--vocab", help="category names (eval: one per annotation category, in id order)")
-    parser.add_argument("--max-images", type=positive_int, metavar="N", help="only the first N images (by id / name)")
-    parser.add_argument("--pairs-per-box", type=positive_int, metavar="K",
-                        help="categories kept per box (default: all, then the image's best pairs)")
-    parser.add_argument("--config", help="an EvalConfig YAML/JSON (flags given here override it)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="model-config (sam./clip./text./fusion.) or eval-config (protocol., auto., ...) overrides")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _bounded_int(text, 1)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _bounded_int(text, 0)
-
-
-def _bounded_int(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-    return value
-
-
-def config_from_args(args: argparse.Namespace) -> Any:
-    """The EvalConfig of ``--config`` (or the defaults) with ``--set`` overrides, then the flags
-    given on the command line."""
-    from regionspot.config import apply_overrides, load_config
-    from regionspot.eval.config import EvalConfig, split_overrides
-
-    config = load_config(EvalConfig, args.config) if args.config else EvalConfig()
-    model_overrides, eval_overrides = split_overrides(args.overrides)
-    config = apply_overrides(config, eval_overrides)
-    flags = {"annotations": args.data, "images": args.images, "method": args.method, "boxes": args.boxes,
-             "prompt": args.prompt, "vocabulary": args.vocab, "max_images": args.max_images,
-             "masks": getattr(args, "masks", None), "frequencies": getattr(args, "frequencies", None),
-             "examples": getattr(args, "examples", None), "save_detections": getattr(args, "save_detections", None)}
-    protocol = {"pairs_per_box": args.pairs_per_box, "pairs_per_image": getattr(args, "pairs_per_image", None),
-                "max_dets_per_image": getattr(args, "max_dets_per_image", None),
-                "fixed_ap_budget": getattr(args, "fixed_ap", None), "federated": getattr(args, "federated", None)}
-    model: dict[str, Any] = {**_given({"clip": args.clip}), "overrides": [*config.model.overrides, *model_overrides]}
-    if args.checkpoint:
-        model.update(checkpoint=args.checkpoint, sam=None)
-    elif args.sam:
-        model.update(checkpoint=None, sam=args.sam)
-    return dataclasses.replace(
-        config, **_given(flags),
-        protocol=dataclasses.replace(config.protocol, **_given(protocol)),
-        model=dataclasses.replace(config.model, **model))
-
-
-def _given(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}
-
-
 def run(args: argparse.Namespace) -> int:
     if args.detections:
+        given = model_flags_given(args) + (["--method"] if args.method else [])
+        if given:
+            raise ConfigError(f"--detections evaluates a results file as given; {', '.join(given)} would run a "
+                              "model: give one or the other")
         return run_results_file(args)
     return run_model(args)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from regionspot.cli.predict_cmd import positive_int
+from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, positive_int
 from regionspot.config import TOKEN_PLACES, ClipBackboneConfig, ConfigError, SamBackboneConfig
 
 if TYPE_CHECKING:
@@ -48,15 +48,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="SAM multi-mask mode (default: config's, else off)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="also cache tokens of the flipped image (default: on; with a config, its augment.flip)")
-    parser.add_argument("--shard-size", type=positive_int, default=32, help="images per shard (default 32)")
+    parser.add_argument("--shard-size", type=positive_int, default=32, help="images per shard")
     parser.add_argument("--memories", action="store_true",
                         help="also cache CLIP memories of the un-augmented images (augmentation-free runs only)")
     parser.add_argument("--clip", help="CLIP weights for --memories (default with a config: its model.clip)")
     parser.add_argument("--memory-out", help="memory cache folder with a COCO JSON (default: OUT-memories)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: config's device, else auto")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="training-config overrides, e.g. --set datasets.0.images=/data/o365/train")
+    add_progress_argument(parser)
+    add_overrides_argument(parser, help="training-config overrides (with a config as --data), "
+                                        "e.g. --set datasets.0.images=/data/o365/train")
     parser.set_defaults(handler=run)
 
 

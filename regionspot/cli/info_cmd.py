@@ -26,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Without arguments: the trainable parameter count of the paper's BB and BL heads. "
                     "With --checkpoint: that checkpoint's configuration and head size.",
     )
-    parser.add_argument("--checkpoint", help="a RegionSpot checkpoint folder or Hub id")
+    parser.add_argument("--checkpoint", help="a RegionSpot checkpoint folder, a Hub id or the authors' .pth")
     parser.add_argument("--load", action="store_true",
                         help="also build the backbones the checkpoint names and describe them")
     parser.set_defaults(handler=run)
@@ -49,20 +49,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_info(name_or_path: str, load: bool) -> int:
-    from regionspot.config import to_dict
-    from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint
+def _checkpoint_info(checkpoint: str, load_backbones: bool) -> int:
+    """A checkpoint's configuration and head size (a folder, a Hub id or the authors' .pth, read
+    by the one loader); with ``load_backbones`` the whole model is built and described."""
+    from regionspot.config import RegionSpotConfig, to_dict
+    from regionspot.model.loader import ModelSource, load, source_config
 
-    folder = resolve_checkpoint(name_or_path)
-    config, state = read_checkpoint(folder)
-    print(f"checkpoint: {folder}")
+    source = ModelSource(checkpoint=checkpoint)
+    config = source_config(source)
+    print(f"checkpoint: {checkpoint}")
     print(json.dumps(to_dict(config), indent=2))
-    stored = sum(t.numel() for t in state.values())
-    print(f"trainable parameters: {head_parameter_count(config.fusion, config.clip.enabled) / 1e6:.2f}M "
-          f"(stored in model.safetensors: {stored / 1e6:.2f}M)")
-    if load:
-        from regionspot.model.regionspot import RegionSpot
-
-        model = RegionSpot.from_pretrained(folder)
-        print(json.dumps(model.describe_backbones(), indent=2, default=str))
+    if isinstance(config, RegionSpotConfig):
+        print(f"trainable parameters: {head_parameter_count(config.fusion, config.clip.enabled) / 1e6:.2f}M")
+    if load_backbones:
+        model = load(source, device="cpu")
+        print(json.dumps(model.describe(), indent=2, default=str))
     return 0

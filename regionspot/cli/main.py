@@ -7,8 +7,10 @@ User mistakes (bad boxes, vocabulary, image, checkpoint or config) end with a on
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 EXIT_USER_ERROR = 2
 
@@ -19,50 +21,74 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from regionspot.cache.shards import CacheError
     from regionspot.config import ConfigError
     from regionspot.datasets.coco_format import DatasetError
+    from regionspot.devices import DeviceError
     from regionspot.weights import CheckpointError
     from regionspot.ops.boxes import BoxError
     from regionspot.ops.image import ImageLoadError
     from regionspot.vocab import VocabularyError
 
-    return (BackboneLoadError, BoxError, CacheError, CheckpointError, ConfigError, DatasetError, ImageLoadError,
-            VocabularyError, FileNotFoundError)
+    return (BackboneLoadError, BoxError, CacheError, CheckpointError, ConfigError, DatasetError, DeviceError,
+            ImageLoadError, VocabularyError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``regionspot`` parser; every (nested) subcommand parser states option defaults in its help."""
     from regionspot import __version__
+    from regionspot.cli.arguments import RegionspotArgumentParser
     from regionspot.cli import (bench_cmd, convert_cmd, convert_official_cmd, eval_cmd, extract_cmd, info_cmd,
-                                predict_batch_cmd, predict_cmd, serve_cmd, train_cmd)
+                                predict_batch_cmd, predict_cmd, serve_cmd, train_cmd, download_cmd)
 
-    parser = argparse.ArgumentParser(
+    parser = RegionspotArgumentParser(
         prog="regionspot",
         description="Open-world region recognition: name any box of an image against any vocabulary.",
     )
     parser.add_argument("--version", action="version", version=f"regionspot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (predict_cmd, predict_batch_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd,
-                   convert_official_cmd, extract_cmd, serve_cmd):
+                   convert_official_cmd, extract_cmd, serve_cmd, download_cmd):
         module.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from regionspot.cli.arguments import merge_legacy_overrides
+
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # key=value overrides may also come after options (argparse stops positionals at the first one)
-    if extra and isinstance(getattr(args, "overrides", None), list) and \
-            all("=" in item and not item.startswith("-") for item in extra):
-        args.overrides.extend(extra)
+    # deprecated positional key=value overrides may also come after options (argparse stops positionals at the
+    # first option); commands that still accept them have ``legacy_overrides`` (regionspot.cli.arguments)
+    legacy = getattr(args, "legacy_overrides", None)
+    if extra and isinstance(legacy, list) and all("=" in item and not item.startswith("-") for item in extra):
+        legacy.extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    merge_legacy_overrides(args)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    with progress_bars(not getattr(args, "no_progress", False)):
+        try:
+            return handler(args)
+        except user_error_types() as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """``--no-progress``: switch off every tqdm bar, ours and the libraries' (tqdm >= 4.66 reads
+    ``TQDM_DISABLE``), for the duration of the command."""
+    previous = os.environ.get("TQDM_DISABLE")
+    if not enabled:
+        os.environ["TQDM_DISABLE"] = "1"
     try:
-        return handler(args)
-    except user_error_types() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
 
 
 if __name__ == "__main__":

@@ -1,32 +1,85 @@
-"""The model options shared by ``predict``, ``serve`` and friends: ``--checkpoint CKPT`` (a
-trained head) or ``--sam SAM [--clip CLIP]`` (a fresh, untrained head, with a loud warning)."""
+"""The model options of every command that runs a model (``predict``, ``predict-batch``, ``eval``,
+``serve``, ``download``), all loaded by the one loader, :func:`regionspot.model.loader.load`.
+
+No model option: the zero-shot recognizer (CLIP on SAM-mask crops) on the default backbones.
+``--checkpoint``: a RegionSpot folder, a Hub repo id or the authors' released ``.pth``.
+``--untrained``: a fresh, random head (training and debugging only).
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any
+
+from regionspot.config import ClipBackboneConfig, SamBackboneConfig
 
 if TYPE_CHECKING:
-    from regionspot.model.regionspot import RegionSpot
+    from regionspot.model.loader import Model, ModelSource
 
-DEFAULT_CLIP = "openai/clip-vit-base-patch16"
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` | ``--sam`` (one of them required) and ``--clip``."""
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="trained RegionSpot folder or Hugging Face Hub id")
-    model.add_argument("--sam", help="with --clip: a fresh, UNTRAINED head on these backbones (labels are "
-                                     "meaningless; masks are SAM's)")
-    parser.add_argument("--clip", default=DEFAULT_CLIP, help="CLIP backbone with --sam")
+METHOD_CHOICES = ("regionspot", "clip-crop", "clip-mask-crop")
+VARIANT_CHOICES = ("bb", "bl", "bl336")
+PRECISION_CHOICES = ("fp32", "bf16", "fp16")
 
 
-def load_model(checkpoint: str | None, sam: str | None, clip: str, overrides: Sequence[str]) -> RegionSpot:
-    """A trained checkpoint, or an untrained head on ``sam``/``clip`` (warned about on stderr)."""
-    from regionspot.model.regionspot import RegionSpot
+def add_model_arguments(parser: argparse.ArgumentParser, *, method: bool = True, device: bool = True,
+                        runtime: bool = True) -> None:
+    """``--checkpoint``, ``--untrained``, ``--sam``, ``--clip``, ``--variant`` and, for commands that
+    run the model (``runtime``), ``--precision`` and, unless the command defines its own,
+    ``--method`` and ``--device``."""
+    group = parser.add_argument_group("model (default: zero-shot CLIP on SAM-mask crops, no trained head)")
+    group.add_argument("--checkpoint", metavar="CKPT",
+                       help="a trained RegionSpot folder, a Hugging Face Hub id, or the authors' released .pth "
+                            "(default: none, the zero-shot recognizer)")
+    group.add_argument("--untrained", action="store_true",
+                       help="a fresh head with RANDOM weights on --sam/--clip (training and debugging only: its "
+                            "labels mean nothing)")
+    group.add_argument("--sam", help="SAM backbone: Hub id, local folder or original .pt/.pth (default: "
+                                     f"{SamBackboneConfig.name_or_path}, or the checkpoint's)")
+    group.add_argument("--clip", help="CLIP backbone: Hub id or local folder (default: "
+                                      f"{ClipBackboneConfig.name_or_path}, or the checkpoint's)")
+    group.add_argument("--variant", choices=VARIANT_CHOICES,
+                       help="for an authors' .pth whose shapes cannot tell BL from BL@336 (default: read from "
+                            "the file)")
+    if not runtime:
+        return
+    group.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                       help="fp32, or bf16/fp16 under autocast (fp16 needs a GPU); scores stay float32")
+    if method:
+        group.add_argument("--method", choices=METHOD_CHOICES,
+                           help="regionspot (a head), clip-mask-crop or clip-crop (zero-shot CLIP on each region's "
+                                "crop); default: the model's own")
+    if device:
+        add_device_argument(group)
 
-    if checkpoint:
-        return RegionSpot.from_pretrained(checkpoint, overrides=overrides)
-    print("warning: --sam/--clip builds an UNTRAINED head: masks are real, labels are not", file=sys.stderr)
-    return RegionSpot.from_backbones(sam=str(sam), clip=clip, overrides=overrides)
+
+def add_device_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
+
+
+def model_source_from_args(args: argparse.Namespace, overrides: list[str] | None = None,
+                           base: ModelSource | None = None, *, with_method: bool = True) -> ModelSource:
+    """The :class:`~regionspot.model.loader.ModelSource` the options describe; ``base``: values
+    (e.g. from a config file) that the options given on the command line replace;
+    ``with_method``: ``--method`` chooses the recognizer (False where the command uses it itself)."""
+    import dataclasses
+
+    from regionspot.model.loader import ModelSource
+
+    base = base or ModelSource()
+    given: dict[str, Any] = {key: getattr(args, key, None) for key in ("checkpoint", "sam", "clip", "variant")}
+    given = {key: value for key, value in given.items() if value is not None}
+    if getattr(args, "untrained", False):
+        given["untrained"] = True
+    if with_method and getattr(args, "method", None) is not None:
+        given["method"] = args.method
+    if getattr(args, "precision", None) not in (None, "fp32"):
+        given["precision"] = args.precision
+    return dataclasses.replace(base, **given, overrides=[*base.overrides, *(overrides or [])])
+
+
+def load_model_from_args(args: argparse.Namespace, overrides: list[str] | None = None) -> Model:
+    """The model the options describe, on ``--device``, saying on stderr what it loaded."""
+    from regionspot.model.loader import load
+
+    return load(model_source_from_args(args, overrides), device=getattr(args, "device", "auto"))

@@ -1,5 +1,5 @@
 """``regionspot predict-batch --images DIR | --data ANN.json --boxes gt|auto|PROPOSALS.json
---vocab V --checkpoint CKPT --out results.json``: name the regions of many images, also under
+--vocab V [--checkpoint CKPT] --out results.json``: name the regions of many images, also under
 ``torchrun`` (images split across processes, one output written by rank 0).
 
 A folder has no ground-truth boxes, so its boxes come from ``auto`` proposals or a proposals
@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from regionspot.cli.eval_cmd import add_model_options, add_run_options, config_from_args, positive_int
+from regionspot.cli.arguments import positive_int
+from regionspot.cli.dataset_args import add_run_options, config_from_args
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -24,8 +25,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "across processes.",
     )
     parser.add_argument("--data", help="COCO/LVIS annotation JSON (its images, boxes and categories)")
-    model = parser.add_mutually_exclusive_group()
-    add_model_options(model, parser)
     parser.add_argument("--out", required=True, help="output JSON file")
     parser.add_argument("--format", choices=("coco", "json"), default="coco",
                         help="coco: a COCO results list (default); json: one regionspot document per image")

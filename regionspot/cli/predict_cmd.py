@@ -1,4 +1,6 @@
-"""``regionspot predict IMAGE --boxes BOXES --vocab NAMES --checkpoint CKPT``."""
+"""``regionspot predict IMAGE --boxes BOXES|auto --vocab NAMES [--checkpoint CKPT]``: without a
+checkpoint the zero-shot recognizer answers (CLIP on SAM-mask crops); every output names the
+method that made it."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from regionspot.cli.model_args import add_model_arguments, load_model
+from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, positive_int
+from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
 
 if TYPE_CHECKING:
@@ -24,8 +27,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("image", help="image file (JPEG, PNG, ...)")
     parser.add_argument("--boxes", required=True,
-                        help="boxes xyxy in pixels: inline 'x1,y1,x2,y2;x1,y1,x2,y2' or a JSON file "
-                             "(a list of [x1,y1,x2,y2], or {\"boxes\": [...]})")
+                        help="boxes xyxy in pixels: inline 'x1,y1,x2,y2;x1,y1,x2,y2', a JSON file "
+                             "(a list of [x1,y1,x2,y2], or {\"boxes\": [...]}), or auto (class-agnostic "
+                             "boxes from SAM's point grid)")
     parser.add_argument("--vocab", required=True,
                         help="names: inline 'cat,dog', a file with one name per line, or lvis|coco|objects365")
     add_model_arguments(parser)
@@ -39,20 +43,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--topk", type=positive_int, default=5, help="(label, score) pairs per box (default 5)")
     parser.add_argument("--no-masks", action="store_true", help="skip mask pasting and RLE")
     parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="config overrides with dotted keys, e.g. --set sam.name_or_path=/local/sam-vit-base")
+    parser.add_argument("--max-boxes", type=positive_int, default=20,
+                        help="with --boxes auto: name the best N proposals")
+    add_overrides_argument(parser, "model config overrides with dotted keys, e.g. --set sam.name_or_path=/local/sam "
+                                   "text.templates=single")
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def read_boxes(spec: str) -> np.ndarray:
@@ -85,23 +81,62 @@ def run(args: argparse.Namespace) -> int:
 
     names = validate_vocabulary(parse_vocabulary(args.vocab))
     image = load_image(args.image)
-    boxes = validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail fast, before loading models
+    auto = args.boxes.strip().lower() == "auto"
+    boxes = None if auto else validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail before loading models
     for option, path in (("--viz", args.viz), ("--attention", args.attention)):
         check_picture_suffix(option, path)
-    model = load_model(args.checkpoint, args.sam, args.clip, args.overrides)
-    if args.attention and model.image_encoder is None:
-        raise ConfigError("--attention needs the CLIP vision tower, but this model has none "
-                          "(clip.enabled=false): its regions attend to no image features")
+    model = load_model_from_args(args, args.overrides)
+    if args.attention and not model.has_attention:
+        raise ConfigError(f"--attention needs a RegionSpot head with the CLIP vision tower; {model.method} has "
+                          "no attention maps" + (" (clip.enabled=false)" if model.method == "regionspot" else ""))
     predictor = model.predictor()
     predictor.set_image(image)
+    if boxes is None:
+        boxes = auto_boxes(predictor, args.max_boxes)
     result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
                                with_attention=bool(args.attention))
+    write_document(args, result, names, model.describe())
+    for box, label, score in zip(result.boxes, result.labels, result.scores):
+        print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
+    write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(model.describe()))
+    return 0
+
+
+def auto_boxes(predictor: Any, max_boxes: int) -> np.ndarray:
+    """The best ``max_boxes`` class-agnostic boxes of the predictor's image (SAM's point grid)."""
+    from regionspot.proposals.auto import AutoProposalConfig
+
+    proposals = predictor.propose(AutoProposalConfig(max_proposals=max_boxes))
+    if not len(proposals.boxes):
+        raise BoxError("--boxes auto found no object in this image; give boxes")
+    print(f"--boxes auto: {len(proposals.boxes)} proposals from SAM's point grid", file=sys.stderr)
+    return np.asarray(proposals.boxes, dtype=np.float64)
+
+
+def model_summary(description: dict[str, Any]) -> dict[str, Any]:
+    """What the output documents say about the model: method, trained or not, origin, scores."""
+    return {key: description[key] for key in ("method", "trained", "origin", "score_kind")}
+
+
+def method_caption(description: dict[str, Any]) -> str:
+    """One line naming what made a picture (the zero-shot method or the head)."""
+    method, origin = description["method"], description["origin"]
+    if method != "regionspot":
+        return f"zero-shot CLIP ({method}), no trained head; softmax scores"
+    if not description["trained"]:
+        return "regionspot with an UNTRAINED head: labels are random"
+    return f"regionspot head: {origin.get('checkpoint')}; {description['score_kind']} scores"
+
+
+def write_document(args: argparse.Namespace, result: RegionResult, names: list[str],
+                   description: dict[str, Any]) -> None:
+    """``--out`` (or stdout): regionspot's JSON document with the model that made it, or COCO results."""
     document: Any
     if args.format == "coco":
         image_id = args.image_id if args.image_id is not None else default_image_id(args.image)
         document = result.to_coco(image_id=image_id, category_ids=_category_ids(args.vocab, names))
     else:
-        document = result.to_dict()
+        document = {"model": model_summary(description), **result.to_dict()}
         document["image"]["file"] = str(args.image)
     text = json.dumps(document, indent=1 if args.format == "json" else None)
     if args.out:
@@ -110,10 +145,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(text)
-    for box, label, score in zip(result.boxes, result.labels, result.scores):
-        print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
-    write_figures(image, result, viz=args.viz, attention=args.attention)
-    return 0
 
 
 def check_picture_suffix(option: str, path: str | None) -> None:
@@ -126,13 +157,16 @@ def check_picture_suffix(option: str, path: str | None) -> None:
         raise ConfigError(f"{option} {path}: give a picture file name ending in .png or .jpg")
 
 
-def write_figures(image: np.ndarray, result: RegionResult, viz: str | None, attention: str | None) -> None:
-    """``--viz``: regions with masks and tags; ``--attention``: one attention-map panel per region
-    (``result.extras["attention"]``, float [R, g, g]). ``image``: the HxWx3 uint8 photo."""
+def write_figures(image: np.ndarray, result: RegionResult, viz: str | None, attention: str | None,
+                  caption: str | None = None) -> None:
+    """``--viz``: regions with masks and tags, ``caption`` under the photo; ``--attention``: one
+    attention-map panel per region (``result.extras["attention"]``, float [R, g, g]). ``image``:
+    the HxWx3 uint8 photo."""
     from regionspot.viz import draw_attention_figure, draw_regions, save_figure
 
     if viz:
-        save_figure(draw_regions(image, result.boxes, result.labels, result.scores, result.masks), viz)
+        save_figure(draw_regions(image, result.boxes, result.labels, result.scores, result.masks, caption=caption),
+                    viz)
         print(f"wrote {viz}", file=sys.stderr)
     if attention:
         figure = draw_attention_figure(image, result.boxes, result.extras["attention"], result.labels,

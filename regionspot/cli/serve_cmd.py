@@ -1,13 +1,14 @@
-"""``regionspot serve --checkpoint CKPT [--host 127.0.0.1] [--port 8000] [key=value ...]``:
-the HTTP API and web page over one model (see :mod:`regionspot.serve.app`)."""
+"""``regionspot serve [--checkpoint CKPT] [--host 127.0.0.1] [--port 8000] [--set KEY=VALUE ...]``:
+the HTTP API and web page over one model (see :mod:`regionspot.serve.app`). Without a checkpoint
+the zero-shot recognizer answers, and ``/v1/info`` and the page say so."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from regionspot.cli.model_args import add_model_arguments, load_model
-from regionspot.cli.predict_cmd import positive_int
+from regionspot.cli.arguments import add_legacy_overrides_argument, add_overrides_argument, port_number
+from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -23,22 +24,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     parser.add_argument("--config", help="server settings as YAML/JSON (a ServeConfig: limits, cache_size, "
                                          "proposals)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="server settings, e.g. limits.max_boxes=50 limits.max_upload_bytes=8000000 "
-                             "cache_size=16 proposals.points_per_side=8")
-    parser.add_argument("--set", dest="model_overrides", nargs="+", action="extend", default=[],
-                        metavar="KEY=VALUE", help="model config overrides, e.g. --set sam.name_or_path=/local/sam")
+    add_overrides_argument(parser, "server settings (limits.max_boxes=50, cache_size=16, proposals.points_per_side=8, "
+                                   "warmup_vocabularies=lvis) and model config overrides (sam.*, clip.*, text.*, "
+                                   "fusion.*)")
+    add_legacy_overrides_argument(parser)
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                         help="uvicorn's log level (default info)")
     parser.set_defaults(handler=run)
-
-
-def port_number(text: str) -> int:
-    """argparse type: a TCP port 1..65535."""
-    value = positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
 
 
 def server_url(host: str, port: int) -> str:
@@ -57,7 +49,10 @@ def load_serve_config(config_path: str | None, overrides: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_serve_config(args.config, args.overrides)  # fail fast, before loading models
+    from regionspot.model.loader import split_model_overrides
+
+    model_overrides, server_overrides = split_model_overrides(args.overrides)
+    config = load_serve_config(args.config, server_overrides)  # fail fast, before loading models
     try:
         import uvicorn
 
@@ -67,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
               "pip install 'regionspot[serve]'", file=sys.stderr)
         return 2
 
-    model = load_model(args.checkpoint, args.sam, args.clip, args.model_overrides)
-    app = create_app(model, config, trained=bool(args.checkpoint))
+    model = load_model_from_args(args, model_overrides)
+    app = create_app(model, config)
     url = server_url(args.host, args.port)
     print(f"regionspot serve: {url}  (web page {url}/, API description {url}/docs; Ctrl-C stops)", flush=True)
     try:

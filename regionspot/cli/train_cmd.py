@@ -1,10 +1,16 @@
-"""``regionspot train CONFIG.yaml [key=value ...] [--resume]`` (also under ``torchrun -m regionspot``)."""
+"""``regionspot train CONFIG.yaml [--set KEY=VALUE ...] [--resume]`` (also under ``torchrun -m regionspot``).
+
+The older positional form ``regionspot train CONFIG.yaml key=value ...`` still works, with a deprecation note.
+"""
 
 from __future__ import annotations
 
 import argparse
 import gc
 import sys
+
+from regionspot.cli.arguments import (add_legacy_overrides_argument, add_overrides_argument, add_progress_argument,
+                                     merge_legacy_overrides)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -14,11 +20,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "'torchrun --nproc_per_node=N -m regionspot train CONFIG'.",
     )
     parser.add_argument("config", help="training YAML (a TrainConfig)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dotted overrides, e.g. optim.lr=1e-4 datasets.0.ratio=2")
+    add_legacy_overrides_argument(parser)
+    add_overrides_argument(parser, help="training-config overrides with dotted keys, "
+                                        "e.g. --set optim.lr=1e-4 datasets.0.ratio=2")
     parser.add_argument("--resume", action="store_true",
                         help="continue exactly from the latest training state in output_dir/checkpoints")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
 
@@ -28,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from regionspot.train.distributed import barrier, init_distributed, shutdown
     from regionspot.train.trainer import Trainer
 
+    merge_legacy_overrides(args)  # already done by regionspot.cli.main.main; kept for direct callers
     config = apply_overrides(load_config(TrainConfig, args.config), args.overrides)
     ctx = init_distributed(config.device)
     trainer = None

@@ -10,6 +10,7 @@ and file and each box's proposal score.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from functools import partial
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from regionspot.config import ConfigError
 from regionspot.datasets.coco_format import dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, check_eval_config
-from regionspot.eval.image_run import ImageOutput, build_setup, load_model, process_image, run_counts, single_process
+from regionspot.eval.image_run import (ImageOutput, build_setup, load_for_run, process_image, run_counts,
+                                       single_process)
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder, folder_jobs
 from regionspot.eval.protocol import category_index
 from regionspot.eval.sharding import map_sharded
@@ -27,7 +29,7 @@ from regionspot.train.distributed import DistributedContext
 from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_category_ids, parse_vocabulary, validate_vocabulary
 
 if TYPE_CHECKING:
-    from regionspot.model.regionspot import RegionSpot
+    from regionspot.model.loader import Model
 
 OUTPUT_FORMATS = ("coco", "json")
 
@@ -56,7 +58,7 @@ def prediction_inputs(config: EvalConfig) -> tuple[list[ImageJob], list[str], li
 
 
 def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = "coco",
-                         ctx: DistributedContext | None = None, model: RegionSpot | None = None,
+                         ctx: DistributedContext | None = None, model: Model | None = None,
                          progress: bool = True) -> list[dict[str, Any]] | None:
     """Predict over the images (split across processes) and write ``out`` (JSON) on rank 0.
     Returns the written list on rank 0, None elsewhere."""
@@ -67,8 +69,8 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     started = time.perf_counter()
     jobs, names, category_ids = prediction_inputs(config)
     box_source = BoxSource(config.boxes, jobs, auto_config=config.auto)
-    if model is None:
-        model = load_model(config.model, ctx.device, announce=ctx.is_main and config.method == "regionspot")
+    model = model if model is not None else load_for_run(config, ctx)
+    config = dataclasses.replace(config, method=config.method or model.method)
     setup = build_setup(config, model, box_source, jobs, names, category_ids, documents=output_format == "json")
     setup.example_ids = frozenset()
     outputs = map_sharded(jobs, partial(process_image, setup=setup), ctx, progress=progress,
@@ -78,7 +80,8 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     if output_format == "coco":
         written: list[dict[str, Any]] = [detection for output in outputs for detection in output.detections]
     else:
-        written = [output.document or empty_document(job, names) for job, output in zip(jobs, outputs)]
+        written = [output.document or empty_document(job, names, str(config.method))
+                   for job, output in zip(jobs, outputs)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(written, indent=None if output_format == "coco" else 1) + "\n", encoding="utf-8")
@@ -86,9 +89,10 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     return written
 
 
-def empty_document(job: ImageJob, names: list[str]) -> dict[str, Any]:
+def empty_document(job: ImageJob, names: list[str], method: str) -> dict[str, Any]:
     """The JSON of an image that had no usable box."""
-    return {"image": {"height": job.height, "width": job.width, "id": job.image_id, "file": job.file_name},
+    return {"model": {"method": method},
+            "image": {"height": job.height, "width": job.width, "id": job.image_id, "file": job.file_name},
             "vocabulary": names, "regions": []}
 
 

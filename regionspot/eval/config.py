@@ -17,10 +17,12 @@ Ablation switches, and whether a checkpoint must have been trained with them:
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal
 
 from regionspot.config import ConfigError
+from regionspot.model.loader import (ARCHITECTURE_KEYS, INPUT_KEYS, ModelSource,  # noqa: F401 - part of this API
+                                     architecture_overrides, split_model_overrides)
 from regionspot.proposals.auto import AutoProposalConfig, check_auto_config
 
 Method = Literal["regionspot", "clip-crop", "clip-mask-crop"]
@@ -28,27 +30,6 @@ PromptMode = Literal["together", "alone"]
 METHOD_CHOICES: tuple[str, ...] = typing.get_args(Method)
 PROMPT_CHOICES: tuple[str, ...] = typing.get_args(PromptMode)
 BOX_SOURCES = ("gt", "auto")  # anything else is a proposals file
-
-#: Model-config keys whose change alters the head's weights (a checkpoint must be trained so).
-ARCHITECTURE_KEYS = ("clip.enabled", "sam.token_place", "fusion.depth", "fusion.heads", "fusion.ffn_dim",
-                     "fusion.region_self_attention")
-#: Model-config keys that change what the head sees without changing its weights.
-INPUT_KEYS = ("clip.use_class_token", "clip.image_size", "sam.multimask")
-
-
-@dataclass
-class ModelSource:
-    """Where the model comes from: a trained ``checkpoint`` (folder or Hub id), or, when it is
-    None, a fresh UNTRAINED head on the ``sam`` and ``clip`` backbones, initialised from ``seed``
-    (the same head in every process). ``overrides``: dotted ``key=value`` changes of the model
-    config (``RegionSpotConfig``), e.g. ``text.templates=single``."""
-
-    checkpoint: str | None = None
-    sam: str | None = None
-    clip: str = "openai/clip-vit-base-patch16"
-    seed: int = 0
-    overrides: list[str] = field(default_factory=list)
-
 
 @dataclass
 class ProtocolConfig:
@@ -82,11 +63,13 @@ class EvalConfig:
     ``vocabulary``: names for the annotation's categories in id order (None: their cleaned
     names). ``frequencies``: a file giving LVIS ``r``/``c``/``f`` tags per category id.
     ``max_images``: evaluate only the first N images by id. ``examples``: pictures drawn.
+    ``method``: the recognizer that names the regions (None: the model's own: ``regionspot`` for
+    a head, ``clip-mask-crop`` for the zero-shot default); ``model``: where the model comes from.
     """
 
     annotations: str | None = None
     images: str | None = None
-    method: Method = "regionspot"
+    method: Method | None = None
     boxes: str = "gt"
     prompt: PromptMode = "together"
     masks: bool = False
@@ -113,14 +96,12 @@ def check_eval_config(config: EvalConfig) -> EvalConfig:
         _positive(config.max_images, "max_images")
     if config.examples < 0:
         raise ConfigError(f"examples must be >= 0, got {config.examples}")
-    if config.method not in METHOD_CHOICES:
+    if config.method is not None and config.method not in METHOD_CHOICES:
         raise ConfigError(f"method {config.method!r} is not one of {list(METHOD_CHOICES)}")
     if config.prompt not in PROMPT_CHOICES:
         raise ConfigError(f"prompt {config.prompt!r} is not one of {list(PROMPT_CHOICES)}")
     if not config.boxes:
         raise ConfigError("boxes must be 'gt', 'auto' or a proposals file")
-    if config.model.checkpoint is None and config.model.sam is None:
-        raise ConfigError("give a model: model.checkpoint (a trained head) or model.sam and model.clip")
     check_auto_config(config.auto)
     return config
 
@@ -131,19 +112,6 @@ def _positive(value: int, name: str) -> None:
 
 
 def split_overrides(items: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Dotted ``key=value`` items -> (model-config overrides, eval-config overrides): an item
-    whose first key is a section of the model config (``sam``, ``clip``, ``text``, ``fusion``)
-    is a model override, anything else names an :class:`EvalConfig` field."""
-    from regionspot.config import RegionSpotConfig
-
-    model_sections = {f.name for f in fields(RegionSpotConfig)}
-    model, evaluation = [], []
-    for item in items:
-        key = item.split("=", 1)[0].strip()
-        (model if key.split(".", 1)[0] in model_sections else evaluation).append(item)
-    return model, evaluation
-
-
-def architecture_overrides(overrides: list[str] | tuple[str, ...]) -> list[str]:
-    """The overrides among ``overrides`` that change the head's architecture."""
-    return [item for item in overrides if item.split("=", 1)[0].strip() in ARCHITECTURE_KEYS]
+    """Dotted ``key=value`` items -> (model-config overrides, eval-config overrides); see
+    :func:`regionspot.model.loader.split_model_overrides`."""
+    return split_model_overrides(items)

@@ -1,12 +1,11 @@
 """One image through a region classifier (RegionSpot or a CLIP baseline): its boxes from
 ground truth, a proposals file or auto proposals, its (box, category) pairs turned into COCO
-detections by the protocol of :mod:`regionspot.eval.protocol`; and the model a run uses.
+detections by the protocol of :mod:`regionspot.eval.protocol`.
 :mod:`regionspot.eval.runner` runs this over a dataset or folder, split across processes.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,18 +13,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from regionspot.config import ConfigError, to_dict
-from regionspot.eval.config import INPUT_KEYS, EvalConfig, ModelSource, ProtocolConfig, architecture_overrides
+from regionspot.eval.config import EvalConfig, ProtocolConfig
 from regionspot.eval.jobs import BoxSource, ImageJob
 from regionspot.eval.protocol import classes_per_box, pairs_to_coco, select_pairs, usable_boxes
 from regionspot.ops.masks import encode_rle
 from regionspot.results import RegionResult
 from regionspot.train.distributed import DistributedContext
-from regionspot.weights import CheckpointError
 
 if TYPE_CHECKING:
     from regionspot.eval.methods import RegionClassifier
-    from regionspot.model.regionspot import RegionSpot
+    from regionspot.model.loader import Model
 
 EXAMPLE_REGIONS = 20
 
@@ -86,7 +83,7 @@ def process_image(job: ImageJob, setup: RunSetup) -> ImageOutput:
         if job.image_id in setup.example_ids:
             output.example = (image, best_regions(result, weights, EXAMPLE_REGIONS))
         if setup.documents:
-            output.document = image_document(job, result, scores, setup.masks)
+            output.document = image_document(job, result, scores, setup.masks, setup.classifier.name)
     output.seconds = time.perf_counter() - start
     return output
 
@@ -114,10 +111,11 @@ def best_regions(result: RegionResult, weights: np.ndarray | None, count: int) -
 
 
 def image_document(job: ImageJob, result: RegionResult, proposal_scores: np.ndarray | None,
-                   masks: bool) -> dict[str, Any]:
-    """predict-batch's JSON for one image: ``regionspot predict``'s document plus the image id
-    and file, and each region's proposal score (``box_score``) when the boxes have one."""
-    document = result.to_dict(include_masks=masks)
+                   masks: bool, method: str) -> dict[str, Any]:
+    """predict-batch's JSON for one image: ``regionspot predict``'s document (with the ``method``
+    that named the regions) plus the image id and file, and each region's proposal score
+    (``box_score``) when the boxes have one."""
+    document = {"model": {"method": method}, **result.to_dict(include_masks=masks)}
     document["image"].update(id=job.image_id, file=job.file_name)
     if proposal_scores is not None:
         for region, score in zip(document["regions"], proposal_scores.tolist()):
@@ -125,61 +123,25 @@ def image_document(job: ImageJob, result: RegionResult, proposal_scores: np.ndar
     return document
 
 
-def load_model(source: ModelSource, device: torch.device, *, announce: bool = True) -> RegionSpot:
-    """The model of ``source`` on ``device``: a checkpoint (weights loaded strictly), or an
-    UNTRAINED head on ``source.sam`` / ``source.clip`` seeded with ``source.seed``. An override
-    that changes the head's architecture and so cannot load the checkpoint says so."""
-    from regionspot.model.regionspot import RegionSpot
-
-    changed = architecture_overrides(source.overrides)
-    inputs = [item for item in source.overrides if item.split("=", 1)[0].strip() in INPUT_KEYS]
-    if inputs and source.checkpoint is not None and announce:
-        print(f"warning: {inputs} change what the head sees, not its weights: unless the checkpoint was trained "
-              "so, this measures a mismatch, not the ablation", file=sys.stderr)
-    hint = (f"; the override(s) {changed} change the head's architecture, so they need a checkpoint trained "
-            "with them (or --sam/--clip for an untrained head)") if changed else ""
-    try:
-        if source.checkpoint is not None:
-            model = RegionSpot.from_pretrained(source.checkpoint, overrides=source.overrides)
-        else:
-            if announce:
-                print("warning: --sam/--clip builds an UNTRAINED head (random weights, seed "
-                      f"{source.seed}): its AP measures nothing learned", file=sys.stderr)
-            with torch.random.fork_rng(devices=[]):  # the same head in every process, global RNG untouched
-                torch.manual_seed(source.seed)
-                model = RegionSpot.from_backbones(sam=str(source.sam), clip=source.clip, overrides=source.overrides)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc}{hint}") from None
-    except ValueError as exc:
-        if type(exc) is not ValueError or not changed:
-            raise
-        raise ConfigError(f"{exc}{hint}") from None
-    return model.to(device)
-
-
-def describe_model(model: RegionSpot, source: ModelSource | None) -> dict[str, Any]:
-    """The model for a report: where it came from, its config, backbones and head size."""
-    return {
-        "checkpoint": None if source is None else source.checkpoint,
-        "untrained_head": source is not None and source.checkpoint is None,
-        "source": None if source is None else to_dict(source),
-        "config": to_dict(model.config),
-        "backbones": model.describe_backbones(),
-        "trainable_parameters": model.trainable_parameter_count(),
-    }
-
-
-def build_setup(config: EvalConfig, model: RegionSpot, box_source: BoxSource, jobs: list[ImageJob],
+def build_setup(config: EvalConfig, model: Model, box_source: BoxSource, jobs: list[ImageJob],
                 vocabulary: list[str], category_ids: list[int], *, documents: bool = False) -> RunSetup:
-    """The classifier of ``config.method`` on ``model``, ``box_source`` (given the model's SAM
-    tokenizer for auto proposals), and the first ``config.examples`` images as examples."""
+    """The classifier of ``config.method`` (None: the model's own) on ``model``, ``box_source``
+    (given the model's SAM tokenizer for auto proposals), and the first ``config.examples``
+    images as examples."""
     from regionspot.eval.methods import build_classifier
 
-    classifier = build_classifier(config.method, model, prompt=config.prompt)
+    classifier = build_classifier(config.method or model.method, model, prompt=config.prompt)
     box_source.tokenizer = model.region_tokenizer
     return RunSetup(classifier=classifier, box_source=box_source, vocabulary=vocabulary, category_ids=category_ids,
                     protocol=config.protocol, masks=config.masks, documents=documents,
                     example_ids=frozenset(job.image_id for job in jobs[:config.examples]))
+
+
+def load_for_run(config: EvalConfig, ctx: DistributedContext) -> Model:
+    """``config.model`` on this process's device (only rank 0 says what it loaded)."""
+    from regionspot.model.loader import load, stderr_log
+
+    return load(config.model, device=ctx.device, log=stderr_log if ctx.is_main else None)
 
 
 def single_process(device: str | torch.device = "cpu") -> DistributedContext:

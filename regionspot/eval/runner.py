@@ -13,6 +13,7 @@ Batch prediction without evaluation is :mod:`regionspot.eval.batch_predict`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -24,17 +25,18 @@ from regionspot.config import ConfigError, to_dict
 from regionspot.datasets.coco_format import DatasetError, dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, check_eval_config
 from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated, resolve_frequencies
-from regionspot.eval.image_run import (ImageOutput, RunSetup, build_setup, describe_model, load_model,
-                                       process_image, run_counts, single_process, timing)
+from regionspot.eval.image_run import (ImageOutput, RunSetup, build_setup, load_for_run, process_image, run_counts,
+                                       single_process, timing)
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
 from regionspot.eval.protocol import (category_index, detections_cap, evaluator_cap, evaluator_image_cap,
                                      stored_pairs)
 from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
 from regionspot.eval.sharding import map_sharded, world_description
+from regionspot.model.loader import describe_model, describe_origin
 from regionspot.train.distributed import DistributedContext
 
 if TYPE_CHECKING:
-    from regionspot.model.regionspot import RegionSpot
+    from regionspot.model.loader import Model
 
 METHOD_TEXT = {
     "regionspot": "regionspot (SAM tokens + CLIP memory + fusion head; scores by fusion.score_function)",
@@ -85,7 +87,7 @@ def load_dataset(config: EvalConfig) -> DatasetInputs:
 
 
 def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: DistributedContext | None = None,
-                   model: RegionSpot | None = None, progress: bool = True) -> EvalRun | None:
+                   model: Model | None = None, progress: bool = True) -> EvalRun | None:
     """Predict over the dataset's images (split across processes), evaluate on rank 0, print the
     metrics and, with ``out``, write the reports (see :func:`write_outputs`). ``model``: use this
     model instead of loading ``config.model``. Returns None on ranks other than 0."""
@@ -95,8 +97,8 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
     data = load_dataset(config)
     box_source = BoxSource(config.boxes, data.jobs, auto_config=config.auto)
     source = config.model if model is None else None
-    if model is None:
-        model = load_model(config.model, ctx.device, announce=ctx.is_main and config.method == "regionspot")
+    model = model if model is not None else load_for_run(config, ctx)
+    config = dataclasses.replace(config, method=config.method or model.method)
     setup = build_setup(config, model, box_source, data.jobs, data.vocabulary, data.category_ids)
     setup.stored_pairs = stored_pairs(config.protocol.pairs_per_image,
                                       evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
@@ -158,14 +160,15 @@ def subset_annotations(document: dict[str, Any], image_ids: set[int]) -> dict[st
             "annotations": [a for a in document["annotations"] if int(a["image_id"]) in image_ids]}
 
 
-def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, model: RegionSpot,
+def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, model: Model,
                       ctx: DistributedContext) -> dict[str, Any]:
     """The protocol in words, stated at the top of every report."""
     protocol = config.protocol
     total = len(data.document["images"])
     score = "class score x proposal score" if protocol.proposal_scores else "class score (proposal scores unused)"
     return {
-        "method": method_text(config.method, model),
+        "method": method_text(str(config.method), model),
+        "model": describe_origin(model),
         "boxes": setup.box_source.describe(),
         "prompt": prompt_text(config),
         "templates": templates_text(model),
@@ -188,12 +191,13 @@ def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, 
     }
 
 
-def method_text(method: str, model: RegionSpot) -> str:
-    """The method in words, with the model's actual score function and CLIP vision (or none)."""
-    text = METHOD_TEXT[method].replace("fusion.score_function",
-                                       f"{model.fusion.config.score_function} (fusion.score_function)")
-    if method == "regionspot" and model.image_encoder is None:
-        text = text.replace("CLIP memory", "no CLIP vision (clip.enabled=false)")
+def method_text(method: str, model: Model) -> str:
+    """The method in words, with the head's actual score function and CLIP vision (or none)."""
+    text = METHOD_TEXT[method]
+    if method == "regionspot":
+        text = text.replace("fusion.score_function", f"{model.score_kind} (fusion.score_function)")
+        if model.image_encoder is None:
+            text = text.replace("CLIP memory", "no CLIP vision (clip.enabled=false)")
     return text
 
 
@@ -204,7 +208,7 @@ def prompt_text(config: EvalConfig) -> str:
             "alone": "alone (each box goes through the head on its own)"}[config.prompt]
 
 
-def templates_text(model: RegionSpot) -> str:
+def templates_text(model: Model) -> str:
     text = model.text_embedder.describe()
     if text.get("kind") == "clip_text":
         return f"{text['templates']} ({text['num_templates']} prompt template(s) averaged)"

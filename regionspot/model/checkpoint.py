@@ -42,7 +42,10 @@ def write_checkpoint(folder: str | Path, config: RegionSpotConfig, state: dict[s
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
     """A local checkpoint folder, or a Hugging Face Hub repo id downloaded to the local cache.
-    Returns the folder holding ``config.json`` and ``model.safetensors``."""
+    Returns the folder holding ``config.json`` and ``model.safetensors``.
+
+    A Hub id never waits on an unusable Hub: with ``HF_HUB_OFFLINE`` or an unreachable Hub the
+    cached copy is used, and without one a one-line :class:`CheckpointError` says what to do."""
     path = Path(name_or_path)
     if path.exists():
         if not path.is_dir():
@@ -52,14 +55,20 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
             if not (path / name).is_file():
                 raise CheckpointError(f"{path} is not a RegionSpot checkpoint: {name} is missing")
         return path
+    from regionspot.hub import CHECKPOINT_ROLE, HubUnavailableError, prepare_hub_load
+
+    try:
+        hub_kwargs = prepare_hub_load(name_or_path, CHECKPOINT_ROLE, files=(CONFIG_NAME, WEIGHTS_NAME))
+    except HubUnavailableError as exc:
+        raise CheckpointError(str(exc)) from None
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME]))
+        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs))
     except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "not found"
         raise CheckpointError(
             f"{name_or_path!r} is neither a local checkpoint folder nor a reachable Hugging Face Hub "
-            f"repo ({type(exc).__name__}: {exc})"
+            f"repo ({type(exc).__name__}: {' '.join(str(exc).split())})"
         ) from exc
 
 

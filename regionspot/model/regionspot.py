@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,7 +14,10 @@ from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer, 
 from regionspot.config import (ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig,
                                TextConfig, apply_overrides)
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
+from regionspot.devices import full_precision
 from regionspot.model.fusion import RegionFusion, count_parameters
+from regionspot.model.recognizer import RegionBatch, RegionScores
+from regionspot.model.text_memo import TextEmbeddingMemo
 from regionspot.weights import load_strict
 
 if TYPE_CHECKING:
@@ -26,9 +29,13 @@ FUSION_PREFIX = "fusion."
 class RegionSpot(nn.Module):
     """The whole model. Parts are built outside and injected; only ``fusion`` is trainable.
 
-    ``image_encoder`` may be None (SPEC's "no CLIP vision" ablation): regions then see no
-    CLIP memory and the head learns from SAM tokens alone.
+    ``image_encoder`` may be None (the paper's "no CLIP vision" ablation, Table 4a): regions then
+    see no CLIP memory and the head learns from SAM tokens alone. A
+    :class:`~regionspot.model.recognizer.Recognizer` (method ``"regionspot"``): ``origin`` says
+    where the head's weights came from (``{"head": "untrained"}`` until loaded).
     """
+
+    method = "regionspot"
 
     def __init__(
         self,
@@ -47,7 +54,9 @@ class RegionSpot(nn.Module):
                                                                       cross_attention=image_encoder is not None)
         self._check_widths()
         self.eval()  # inference by default; a training loop calls .train() (backbones stay frozen)
-        self._text_cache: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
+        self.precision = "fp32"
+        self.origin: dict[str, Any] = {"head": "untrained"}
+        self._text_memo = TextEmbeddingMemo()
 
     def _check_widths(self) -> None:
         fusion = self.fusion.config
@@ -116,6 +125,7 @@ class RegionSpot(nn.Module):
         config = apply_overrides(config, list(overrides))
         model = cls.from_config(config)
         model.load_head_state(state, what=f"checkpoint {folder}")
+        model.origin = {"head": "checkpoint", "checkpoint": str(name_or_path)}
         return model
 
     def save_pretrained(self, folder: str | Path) -> Path:
@@ -143,19 +153,70 @@ class RegionSpot(nn.Module):
             "text": self.text_embedder.describe(),
         }
 
-    # ----------------------------------------------------------------- inference helpers
+    def describe(self) -> dict[str, Any]:
+        """What answers (for outputs and reports): method, head origin, backbones."""
+        return {"method": self.method, "trained": self.origin.get("head") != "untrained", "origin": dict(self.origin),
+                "score_kind": self.score_kind, "precision": self.precision, "backbones": self.describe_backbones()}
+
+    # ----------------------------------------------------------------- the Recognizer interface
+    @property
+    def score_kind(self) -> str:
+        """``sigmoid`` (per region and name) or ``softmax`` (over the vocabulary), by the config."""
+        return self.config.fusion.score_function
+
+    @property
+    def needs_region_masks(self) -> bool:
+        return False
+
+    @property
+    def has_attention(self) -> bool:
+        return self.image_encoder is not None
+
     def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
-        """Unit text embeddings [N, text_dim] for a vocabulary, memoised per vocabulary."""
-        key = tuple(names)
-        if key in self._text_cache:
-            self._text_cache.move_to_end(key)
-            return self._text_cache[key]
-        embeddings = self.text_embedder.encode_text(list(names)).float()
-        embeddings = torch.nn.functional.normalize(embeddings, dim=-1).to(self.device)
-        self._text_cache[key] = embeddings
-        while len(self._text_cache) > 8:
-            self._text_cache.popitem(last=False)
-        return embeddings
+        """Unit text embeddings [N, text_dim] float32 on the model's device, memoised per vocabulary."""
+        return self._text_memo.embeddings(self.text_embedder, names, self.device)
+
+    def encode_context(self, image: np.ndarray) -> torch.Tensor | None:
+        """The CLIP memory [1, T, width] of an HxWx3 uint8 image, or None without CLIP vision."""
+        if self.image_encoder is None:
+            return None
+        pixels = self.image_encoder.preprocess(image).unsqueeze(0).to(self.device)
+        return self.image_encoder.encode_image(pixels)
+
+    def score_regions(self, batch: RegionBatch) -> RegionScores:
+        """The head on the batch's tokens and memory: all regions together (they attend to each
+        other when region self-attention is on) or each alone; scores by ``fusion.score_function``."""
+        tokens = batch.tokens.to(self.device)
+        if batch.together:
+            embeddings, attention = self.fusion(tokens.unsqueeze(0), batch.context,
+                                                need_attention=batch.with_attention)
+            embeddings, attention = embeddings[0], (None if attention is None else attention[0])
+        else:
+            embeddings, attention = self._fuse_alone(tokens, batch.context, batch.with_attention)
+        if attention is not None and self.config.clip.use_class_token:
+            attention = attention[:, 1:]  # the patch grid only
+        with full_precision(self.device):  # half precision stops before the scores
+            scores = self.fusion.scores(embeddings.float(), batch.text.float())
+        return RegionScores(scores, attention)
+
+    def _fuse_alone(self, tokens: torch.Tensor, memory: torch.Tensor | None, with_attention: bool,
+                    chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every region through the head on its own (a batch of one-region images): tokens
+        [R, token_dim] -> embeddings [R, text_dim] and attention [R, T] or None."""
+        outputs, maps = [], []
+        for part in tokens.split(chunk):
+            part_memory = None if memory is None else memory.expand(part.shape[0], -1, -1)
+            embeddings, attention = self.fusion(part.unsqueeze(1), part_memory, need_attention=with_attention)
+            outputs.append(embeddings[:, 0])
+            if attention is not None:
+                maps.append(attention[:, 0])
+        return torch.cat(outputs, dim=0), (torch.cat(maps, dim=0) if maps else None)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> RegionSpot:
+        """``.to()``, ``.cuda()``, ``.cpu()`` move the memoised text embeddings with the head."""
+        super()._apply(fn, recurse)
+        self._text_memo.to(self.device)
+        return self
 
     @property
     def device(self) -> torch.device:

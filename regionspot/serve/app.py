@@ -27,7 +27,7 @@ from regionspot.serve.uploads import BodyLimitMiddleware, in_memory_form_route, 
 from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_vocabulary
 
 if TYPE_CHECKING:
-    from regionspot.model.regionspot import RegionSpot
+    from regionspot.model.loader import Model
 
 __all__ = ["STATIC_DIR", "create_app", "proposals_document", "recognition_document"]
 
@@ -53,12 +53,12 @@ AttentionField = Annotated[bool, Form(description="return each region's attentio
 MaxBoxesField = Annotated[int | None, Form(description="at most this many boxes (default: the server's setting)")]
 
 
-def create_app(model: RegionSpot, config: ServeConfig | None = None, *, trained: bool = True,
+def create_app(model: Model, config: ServeConfig | None = None, *,
                static_dir: str | Path | None = None) -> FastAPI:
-    """The API on ``model`` (loaded once, shared by all requests, inference serialised).
+    """The API on ``model`` (a RegionSpot head or the zero-shot recognizer; loaded once, shared by
+    all requests, inference serialised). ``/v1/info`` and the page say which method answers.
 
     ``config``: limits, embedding-cache size and proposal settings (default ``ServeConfig()``).
-    ``trained``: reported by ``/v1/info`` (False for a fresh, untrained head).
     ``static_dir``: folder of the web page (default: the package's ``serve/static``).
     """
     config = check_serve_config(config if config is not None else ServeConfig())
@@ -71,21 +71,29 @@ def create_app(model: RegionSpot, config: ServeConfig | None = None, *, trained:
     install_error_handlers(app)
     limits = config.limits
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_upload_bytes + limits.max_form_bytes)
-    info = info_document(model, limits, trained, config.cache_size)
+    info = info_document(model, limits, config.cache_size)
     app.include_router(_api_router(session, config, info))
     _add_page_routes(app, Path(static_dir) if static_dir is not None else STATIC_DIR)
     return app
 
 
-def info_document(model: RegionSpot, limits: ServeLimits, trained: bool, cache_size: int) -> dict[str, Any]:
-    """The body of ``GET /v1/info``."""
+def info_document(model: Model, limits: ServeLimits, cache_size: int) -> dict[str, Any]:
+    """The body of ``GET /v1/info``: what answers (``method``, ``trained``, ``model`` in words,
+    ``score_kind``), backbones, built-in vocabularies, limits."""
+    from regionspot.model.loader import describe_origin
+
+    description = model.describe()
     return {
         "version": __version__,
-        "backbones": jsonable_encoder(model.describe_backbones()),
+        "method": description["method"],
+        "trained": description["trained"],
+        "model": describe_origin(model),
+        "score_kind": description["score_kind"],
+        "attention": model.has_attention,
+        "backbones": jsonable_encoder(description["backbones"]),
         "vocabularies": {name: len(builtin_vocabulary(name)) for name in BUILTIN_VOCABULARIES},
         "limits": dataclasses.asdict(limits),
         "cache_size": cache_size,
-        "trained": trained,
     }
 
 
@@ -147,14 +155,19 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
                   image_id: ImageIdField = None, topk: TopkField = None, masks: MasksField = True,
                   attention: AttentionField = False) -> JSONResponse:
         """The JSON of ``regionspot predict`` (image size, vocabulary, per region box, label,
-        score, top-k, mask as COCO RLE, mask score) plus ``image_id`` for later requests."""
+        score, top-k, mask as COCO RLE, mask score) plus ``image_id`` for later requests and the
+        ``method`` that named the regions."""
         box_array = parse_boxes_field(boxes, limits.max_boxes)
         names = parse_vocabulary_field(vocabulary, limits.max_vocabulary)
         topk = min(DEFAULT_TOPK, limits.max_topk) if topk is None else \
             check_positive_at_most(topk, limits.max_topk, "topk")
+        if attention and not info["attention"]:
+            raise ApiError(422, "attention_unavailable",
+                           f"this server's model ({info['method']}) has no cross-attention maps; send attention=false")
         source = _image_input(image, image_id, limits, session)
         result = session.recognize(source, box_array, names, topk, with_masks=masks, with_attention=attention)
-        return JSONResponse(recognition_document(result, source.key, with_masks=masks))
+        document = recognition_document(result, source.key, with_masks=masks)
+        return JSONResponse({"method": info["method"], **document})
 
     @router.post("/v1/propose", summary="class-agnostic boxes from SAM's point grid", responses=_ERROR_RESPONSES)
     def propose(image: ImageField = None, image_id: ImageIdField = None,

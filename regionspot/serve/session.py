@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from regionspot.predictor import EncodedImage, RegionPredictor
 from regionspot.proposals.auto import AutoProposalConfig, Proposals
@@ -25,7 +24,7 @@ from regionspot.serve.errors import ApiError
 from regionspot.serve.uploads import decode_image_bytes
 
 if TYPE_CHECKING:
-    from regionspot.model.regionspot import RegionSpot
+    from regionspot.model.loader import Model
 
 __all__ = ["ImageInput", "InferenceSession"]
 
@@ -52,9 +51,9 @@ class ImageInput:
 
 
 class InferenceSession:
-    """Serialised inference on one :class:`RegionSpot` with ``cache_size`` encoded images kept."""
+    """Serialised inference on one recognizer with ``cache_size`` encoded images kept."""
 
-    def __init__(self, model: RegionSpot, cache_size: int) -> None:
+    def __init__(self, model: Model, cache_size: int) -> None:
         if cache_size < 1:
             raise ValueError("cache_size must be >= 1")
         self.model = model
@@ -108,8 +107,7 @@ class InferenceSession:
         encoded = self._lookup(image.key)
         if encoded is None:
             pixels = image.pixels()
-            with torch.inference_mode():
-                encoded = self.model.predictor().encode(pixels)
+            encoded = self.model.predictor().encode(pixels)
             self._store(image.key, encoded)
         predictor = self.model.predictor()
         predictor.encoded = encoded

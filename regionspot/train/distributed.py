@@ -17,8 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from regionspot.devices import DEVICE_CHOICES, choose_device  # noqa: F401 - re-exported for callers here
+
 ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 
 
 @dataclass(frozen=True)
@@ -41,29 +42,6 @@ class DistributedContext:
     def initialized(self) -> bool:
         """Whether a process group is in use (collectives talk to other processes)."""
         return self.backend is not None and dist.is_available() and dist.is_initialized()
-
-
-def choose_device(preference: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cpu``; ``cuda`` / ``cuda:N`` (an error, saying
-    so, when no such GPU is available)."""
-    choice = preference.strip().lower()
-    if choice == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    if choice == "cpu":
-        return torch.device("cpu")
-    if choice == "cuda" or choice.startswith("cuda:"):
-        try:
-            device = torch.device(choice)
-        except RuntimeError:
-            raise ValueError(f"device {preference!r} is not a valid device; use one of {DEVICE_CHOICES}") from None
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {preference!r} was asked for but CUDA is not available (torch "
-                               f"{torch.__version__}, built for CUDA {torch.version.cuda}); use device=cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {preference!r} was asked for but only {torch.cuda.device_count()} "
-                               f"CUDA device(s) are visible")
-        return device
-    raise ValueError(f"unknown device {preference!r}; use one of {DEVICE_CHOICES}")
 
 
 def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:

@@ -246,8 +246,10 @@ def draw_regions(
     masks: np.ndarray | None = None,
     *,
     mask_alpha: float = 0.45,
+    caption: str | None = None,
 ) -> Image.Image:
-    """Draw regions with their names and scores; returns a new RGB PIL image of the same size.
+    """Draw regions with their names and scores; returns a new RGB PIL image of the same size
+    (taller by a caption strip below the photo when ``caption`` is given).
 
     Args:
         image: ``HxWx3`` ``uint8`` RGB array (anything :func:`regionspot.ops.image.load_image`
@@ -259,6 +261,7 @@ def draw_regions(
         masks: optional ``[R, H, W]`` boolean masks, drawn as translucent fills with a solid
             contour.
         mask_alpha: opacity of the mask fill, in [0, 1].
+        caption: one line under the photo, e.g. which model named the regions.
 
     Regions are drawn in increasing score order. Tags are placed best-score first, each at
     the first free spot among: above the box, inside its top edge, below it, inside its
@@ -291,6 +294,25 @@ def draw_regions(
         for i, rect in rects.items() if rect is not None
     ]
     _draw_tags(draw, tags, style, (width, height))
+    return out if caption is None else add_caption(out, caption, style)
+
+
+def add_caption(picture: Image.Image, text: str, style: _Style | None = None) -> Image.Image:
+    """``picture`` with a dark strip below it holding ``text`` (cut with an ellipsis to fit)."""
+    style = style or _style(picture.height, picture.width)
+    probe = ImageDraw.Draw(picture)
+    _, text_h, _ = _tag_size(probe, "Ag", style)
+    strip = text_h + 4 * style.pad
+    out = Image.new("RGB", (picture.width, picture.height + strip), (32, 32, 32))
+    out.paste(picture.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(out)
+    room = picture.width - 4 * style.pad
+    shown = text
+    while shown and _tag_size(draw, shown, style)[0] > room:
+        shown = shown[:-2] + "…" if len(shown) > 2 else ""
+    _, _, offset = _tag_size(draw, shown or " ", style)
+    draw.text((2 * style.pad - offset[0], picture.height + 2 * style.pad - offset[1]), shown,
+              fill=(240, 240, 240), font=style.font)
     return out
 
 

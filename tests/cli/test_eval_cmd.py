@@ -89,7 +89,7 @@ def test_eval_of_a_checkpoint_with_a_proposals_file(coco_sample, checkpoint, tmp
     assert protocol["prompt"].startswith("alone") and protocol["pairs_per_image"].startswith("100 best")
     assert protocol["boxes"] == f"proposals file {proposals} (score = the file's box score, 1 where absent)"
     assert protocol["templates"].startswith("single") and protocol["images"].startswith("1 of 96")
-    assert document["model"]["checkpoint"] == str(checkpoint) and not document["model"]["untrained_head"]
+    assert document["model"]["origin"]["checkpoint"] == str(checkpoint) and document["model"]["trained"]
     assert document["config"]["model"]["overrides"] == ["text.templates=single"]
     assert len(json.loads((out / "metrics.json").read_text())["bbox"]["per_category"]) == 80
     for name in ("report.md", "per_category.csv", "pr_curves_bbox.png", "pr_curves_segm.png",
@@ -109,7 +109,7 @@ def test_an_architecture_override_on_a_checkpoint_says_why_it_fails(coco_sample,
 
 @pytest.mark.parametrize("arguments, message", [
     (["--sam", "sam.pt"], "give the annotation: --data"),
-    (["--data", "{annotations}"], "give a model"),
+    (["--data", "{annotations}", "--detections", "r.json", "--checkpoint", "c"], "--detections evaluates"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--images", "/nonexistent"], "image folder not found"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--set", "protocol.pairs_per_image=0"], "pairs_per_image"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--set", "protocol.nothing=1"], "unknown key 'nothing'"),
@@ -122,7 +122,7 @@ def test_model_mode_mistakes_exit_2_before_loading_anything(coco_sample, capsys,
 
 
 def test_flags_override_the_config_file(tmp_path) -> None:
-    from regionspot.cli.eval_cmd import config_from_args
+    from regionspot.cli.dataset_args import config_from_args
     from regionspot.cli.main import build_parser
     from regionspot.config import apply_overrides, save_config
     from regionspot.eval.config import EvalConfig
@@ -136,6 +136,6 @@ def test_flags_override_the_config_file(tmp_path) -> None:
     config = config_from_args(args)
     assert (config.method, config.boxes, config.annotations) == ("regionspot", "auto", "a.json")
     assert (config.protocol.pairs_per_image, config.protocol.pairs_per_box) == (300, 5)
-    assert (config.model.checkpoint, config.model.sam) == (None, "sam.pt")
+    assert (config.model.checkpoint, config.model.sam) == ("ckpt", "sam.pt")  # --sam replaces the head's SAM
     assert config.model.overrides == ["text.templates=single", "fusion.depth=1"]
     assert config.auto.points_per_side == 4

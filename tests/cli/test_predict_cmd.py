@@ -46,7 +46,10 @@ def test_predict_writes_json_and_pictures(checkpoint: Path, photo: Path, tmp_pat
     assert [t["label"] for t in region["topk"]][0] == region["label"] and len(region["topk"]) == 2
     assert decode_rle([region["mask"]])[0].shape == (height, width)
     assert "mask_score" in region
-    assert Image.open(viz).size == (width, height)
+    assert document["model"]["method"] == "regionspot" and document["model"]["origin"]["checkpoint"] == str(checkpoint)
+    picture = np.asarray(Image.open(viz).convert("RGB"))
+    assert picture.shape[1] == width and height < picture.shape[0] < height + 60  # the photo, then its caption
+    assert picture[height:].mean() < 100  # the dark caption strip naming the method
     assert "attention" not in region  # the JSON document does not change with --attention
     # the attention figure: one panel per region, the photo under a blended heat map
     scale = min(1.0, 480 / max(height, width))  # draw_attention_figure's default panel size
@@ -104,11 +107,11 @@ def test_topk_must_be_positive(checkpoint, photo) -> None:
 def test_attention_without_clip_vision_is_a_clear_error(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir,
                                                         photo, tmp_path, capsys) -> None:
     code = run_cli("predict", photo, "--boxes", "10,20,200,240", "--vocab", "cat", "--sam", mobile_sam_checkpoint,
-                   "--clip", tiny_clip_dir, "--attention", tmp_path / "a.png",
+                   "--clip", tiny_clip_dir, "--untrained", "--attention", tmp_path / "a.png",
                    "--set", "clip.enabled=false", f"text.cache_dir={text_cache_dir}")
     assert code == 2
     err = capsys.readouterr().err
-    assert "error: --attention needs the CLIP vision tower" in err and "Traceback" not in err
+    assert "error: --attention needs a RegionSpot head with the CLIP vision tower" in err and "Traceback" not in err
     assert not (tmp_path / "a.png").exists()
 
 

@@ -39,19 +39,34 @@ def test_serve_builds_the_app_and_runs_uvicorn(mobile_sam_checkpoint: Path, tiny
     calls: list[dict] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
     code = main(["serve", "--sam", str(mobile_sam_checkpoint), "--clip", str(tiny_clip_dir), "--port", "8123",
-                 "limits.max_boxes=7", "cache_size=3", "--set", f"text.cache_dir={text_cache_dir}"])
+                 "--set", "limits.max_boxes=7", "cache_size=3", f"text.cache_dir={text_cache_dir}"])
     assert code == 0
     (call,) = calls
     assert call["host"] == "127.0.0.1" and call["port"] == 8123
     out, err = capsys.readouterr()
-    assert "http://127.0.0.1:8123" in out and "UNTRAINED" in err
+    assert "http://127.0.0.1:8123" in out and "zero-shot clip-mask-crop" in err
     info = TestClient(call["app"]).get("/v1/info").json()
     assert info["limits"]["max_boxes"] == 7 and info["cache_size"] == 3 and info["trained"] is False
+    assert info["method"] == "clip-mask-crop" and "no trained head" in info["model"]
+
+
+def test_deprecated_positional_settings_still_work(mobile_sam_checkpoint: Path, tiny_clip_dir: Path,
+                                                   text_cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import uvicorn
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append({"app": app, **kwargs}))
+    assert main(["serve", "--sam", str(mobile_sam_checkpoint), "--clip", str(tiny_clip_dir), "--untrained",
+                 "limits.max_boxes=5", "--set", f"text.cache_dir={text_cache_dir}"]) == 0
+    assert "positional KEY=VALUE overrides are deprecated" in capsys.readouterr().err
+    info = TestClient(calls[0]["app"]).get("/v1/info").json()
+    assert info["limits"]["max_boxes"] == 5 and info["method"] == "regionspot" and "UNTRAINED" in info["model"]
 
 
 @pytest.mark.parametrize("args, message", [
-    (["limits.max_boxes=0"], "max_boxes"),
-    (["limits.nope=3"], "nope"),
+    (["--set", "limits.max_boxes=0"], "max_boxes"),
+    (["--set", "limits.nope=3"], "nope"),
     (["--config", "/no/such/serve.yaml"], "not found"),
 ])
 def test_bad_settings_fail_before_loading_the_model(args: list[str], message: str,

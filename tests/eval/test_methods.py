@@ -1,5 +1,6 @@
 """The evaluation methods: RegionSpot together/alone against the predictor, the CLIP crop
-baselines (softmax scores, crop geometry, mask fill, SAM masks), and the configuration errors."""
+baselines (softmax scores, the same SAM masks), and the configuration errors. Crop geometry is
+tested in tests/ops/test_crops.py, crop scoring in tests/model/test_zero_shot.py."""
 
 from __future__ import annotations
 
@@ -10,20 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from regionspot.backbones.clip_vision import OPENAI_CLIP_MEAN, preprocess_image
-from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding
 from regionspot.config import ConfigError
-from regionspot.eval.methods import (
-    METHODS, PROMPT_MODES, ClipCropClassifier, box_pixel_bounds, build_classifier, crop_region, neutral_fill,
-    pad_to_square,
-)
+from regionspot.eval.methods import METHODS, PROMPT_MODES, build_classifier
 from regionspot.model.regionspot import RegionSpot
+from regionspot.model.zero_shot import ZeroShotCLIP
 from regionspot.results import RegionResult
 
 VOCAB = ["cat", "dog", "car", "tree", "person", "cup"]
 BOXES = np.array([[4.0, 6.0, 60.0, 50.0], [50.0, 30.0, 120.0, 90.0], [10.5, 40.2, 70.7, 95.9],
                   [90.0, 2.0, 126.0, 40.0]])
-RED, BLUE = np.array([255, 0, 0], np.uint8), np.array([0, 0, 255], np.uint8)
 
 
 def dense_scores(result: RegionResult) -> np.ndarray:
@@ -105,7 +101,7 @@ def test_clip_crop_scores_are_a_softmax_over_the_vocabulary(mobile_sam_model: Re
     result = classifier.classify(image, BOXES, VOCAB, len(VOCAB), False)
     scores = dense_scores(result)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
-    assert result.masks is None and result.mask_scores is None
+    assert result.masks is None
     assert np.all(np.diff(result.topk_scores, axis=1) <= 0)
     top2 = classifier.classify(image, BOXES, VOCAB, 2, False)
     np.testing.assert_array_equal(top2.topk_ids, result.topk_ids[:, :2])
@@ -121,106 +117,6 @@ def test_clip_mask_crop_uses_the_same_sam_masks_as_regionspot(
     assert np.abs(dense_scores(masked) - dense_scores(plain)).max() > 1e-6  # the fill changed the crops
 
 
-# ----------------------------------------------------------------------------- crop geometry
-def halves(height: int = 40, width: int = 80) -> np.ndarray:
-    """Left half red, right half blue."""
-    picture = np.empty((height, width, 3), np.uint8)
-    picture[:, : width // 2] = RED
-    picture[:, width // 2:] = BLUE
-    return picture
-
-
-def test_box_pixel_bounds_cover_the_box_and_stay_inside() -> None:
-    assert box_pixel_bounds(np.array([2.3, 4.0, 10.7, 9.2]), (20, 30)) == (2, 4, 11, 10)
-    assert box_pixel_bounds(np.array([-5.0, -1.0, 40.0, 25.0]), (20, 30)) == (0, 0, 30, 20)
-    assert box_pixel_bounds(np.array([29.6, 19.5, 30.0, 20.0]), (20, 30)) == (29, 19, 30, 20)
-
-
-def test_crop_region_takes_the_box_pixels() -> None:
-    picture = halves()
-    left = crop_region(picture, np.array([0.0, 0.0, 40.0, 40.0]))
-    assert left.shape == (40, 40, 3) and (left == RED).all()
-    middle = crop_region(picture, np.array([30.0, 10.0, 60.0, 20.0]))
-    assert middle.shape == (10, 30, 3)
-    assert (middle[:, :10] == RED).all() and (middle[:, 10:] == BLUE).all()
-    assert picture[:, :40].tolist() == halves()[:, :40].tolist()  # the input is not modified
-
-
-def test_crop_region_fills_outside_the_mask() -> None:
-    picture = halves()
-    mask = np.zeros(picture.shape[:2], bool)
-    mask[12:18, 45:55] = True
-    crop = crop_region(picture, np.array([30.0, 10.0, 60.0, 20.0]), mask=mask)
-    fill = neutral_fill()
-    assert fill.tolist() == [123, 117, 104]
-    inside = np.zeros(crop.shape[:2], bool)
-    inside[2:8, 15:25] = True
-    assert (crop[inside] == BLUE).all() and (crop[~inside] == fill).all()
-
-
-def test_pad_to_square_centres_the_crop() -> None:
-    crop = np.zeros((10, 30, 3), np.uint8)
-    square = pad_to_square(crop, np.array([9, 9, 9], np.uint8))
-    assert square.shape == (30, 30, 3)
-    assert (square[10:20] == 0).all() and (square[:10] == 9).all() and (square[20:] == 9).all()
-    assert pad_to_square(square) is square
-
-
-class ColourEncoder:
-    """Fake CLIP vision tower: the pooled embedding is the mean colour of the preprocessed crop
-    around CLIP's pixel mean (which the neutral fill maps to zero), so it names colours."""
-
-    projection_dim = 3
-    mean = OPENAI_CLIP_MEAN
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        return preprocess_image(image, 8, self.mean, (1.0, 1.0, 1.0))
-
-    def encode_pooled(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(pixels.mean(dim=(2, 3)), dim=-1)
-
-
-class FixedMaskSam:
-    """Fake SAM whose box masks are given up front (bool [R, H, W])."""
-
-    def __init__(self, masks: np.ndarray) -> None:
-        self.masks = masks
-
-    def encode_image(self, image: np.ndarray) -> SamImageEmbedding:
-        return SamImageEmbedding(torch.zeros(1, 1, 1, 1), image.shape[:2], image.shape[:2])
-
-    def encode_regions(self, embedding: SamImageEmbedding, boxes: torch.Tensor,
-                       with_masks: bool = True) -> RegionTokens:
-        count = boxes.shape[0]
-        return RegionTokens(torch.zeros(count, 4), torch.zeros(count, 1, 1), torch.full((count,), 0.75))
-
-    def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
-        return torch.where(torch.from_numpy(self.masks[: mask_logits.shape[0]]), 1.0, -1.0)
-
-
-def colour_text(names: list[str]) -> torch.Tensor:
-    table = {"red": [1.0, 0.0, 0.0], "green": [0.0, 1.0, 0.0], "blue": [0.0, 0.0, 1.0]}
-    return torch.tensor([table[n] for n in names])
-
-
-def test_crop_classifiers_see_the_right_pixels() -> None:
-    picture = halves()
-    boxes = np.array([[0.0, 0.0, 40.0, 40.0], [40.0, 0.0, 80.0, 40.0], [10.0, 0.0, 50.0, 40.0]])
-    masks = np.zeros((3, 40, 80), bool)
-    masks[0, :, :40] = masks[1, :, 40:] = True
-    masks[2, :, 40:50] = True  # only the blue quarter of the straddling box
-    vocab = ["red", "green", "blue"]
-    plain = ClipCropClassifier(ColourEncoder(), colour_text, FixedMaskSam(masks), text_dim=3, mask_crop=False)
-    masked = ClipCropClassifier(ColourEncoder(), colour_text, FixedMaskSam(masks), text_dim=3, mask_crop=True)
-    assert masked.name == "clip-mask-crop"
-    assert plain.classify(picture, boxes, vocab, 1, False).labels == ["red", "blue", "red"]
-    result = masked.classify(picture, boxes, vocab, 3, True)
-    assert result.labels == ["red", "blue", "blue"]
-    np.testing.assert_array_equal(result.masks, masks)
-    np.testing.assert_allclose(result.mask_scores, 0.75)
-    np.testing.assert_allclose(result.topk_scores.sum(axis=1), 1.0, atol=1e-6)
-
-
 # ----------------------------------------------------------------------------- errors
 def test_crop_baselines_need_clip_vision(mobile_sam_model: RegionSpot) -> None:
     config = dataclasses.replace(mobile_sam_model.config,
@@ -230,16 +126,6 @@ def test_crop_baselines_need_clip_vision(mobile_sam_model: RegionSpot) -> None:
         with pytest.raises(ConfigError, match="without CLIP vision"):
             build_classifier(method, no_vision)
     assert build_classifier("regionspot", no_vision).name == "regionspot"
-
-
-def test_crop_baselines_need_a_projection_matching_the_text() -> None:
-    bare = ColourEncoder()
-    bare.projection_dim = None  # type: ignore[assignment]
-    with pytest.raises(ConfigError, match="no visual projection"):
-        ClipCropClassifier(bare, colour_text, FixedMaskSam(np.zeros((1, 2, 2), bool)), text_dim=3, mask_crop=False)
-    with pytest.raises(ConfigError, match="3-d and the text embedding 16-d"):
-        ClipCropClassifier(ColourEncoder(), colour_text, FixedMaskSam(np.zeros((1, 2, 2), bool)), text_dim=16,
-                           mask_crop=True)
 
 
 def test_tiny_clip_projection_fits_its_text(mobile_sam_model: RegionSpot) -> None:
@@ -256,8 +142,9 @@ def test_unknown_method_or_prompt(mobile_sam_model: RegionSpot) -> None:
     assert set(METHODS) == {"regionspot", "clip-crop", "clip-mask-crop"} and PROMPT_MODES == ("together", "alone")
 
 
-def test_bad_topk_is_a_value_error() -> None:
-    classifier = ClipCropClassifier(ColourEncoder(), colour_text, FixedMaskSam(np.zeros((1, 40, 80), bool)),
-                                    text_dim=3, mask_crop=False)
-    with pytest.raises(ValueError, match="topk"):
-        classifier.classify(halves(), np.array([[0.0, 0.0, 10.0, 10.0]]), ["red", "blue"], 0, False)
+def test_zero_shot_model_cannot_be_asked_for_a_head(mobile_sam_model: RegionSpot) -> None:
+    zero_shot = ZeroShotCLIP.from_model(mobile_sam_model)
+    assert build_classifier("clip-mask-crop", zero_shot).recognizer is zero_shot
+    assert build_classifier("clip-crop", zero_shot).name == "clip-crop"
+    with pytest.raises(ConfigError, match="needs a RegionSpot head"):
+        build_classifier("regionspot", zero_shot)

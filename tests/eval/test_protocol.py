@@ -123,7 +123,9 @@ def test_storing_only_the_capped_pairs_changes_no_number() -> None:
 
 
 def test_eval_config_round_trip_and_overrides(tmp_path) -> None:
-    assert METHOD_CHOICES == typing.get_args(typing.get_type_hints(EvalConfig)["method"])
+    method_hint = typing.get_type_hints(EvalConfig)["method"]  # Method | None: None is the model's own
+    assert METHOD_CHOICES == typing.get_args(typing.get_args(method_hint)[0])
+    assert EvalConfig().method is None and apply_overrides(EvalConfig(), ["method=null"]).method is None
     from regionspot.eval.methods import METHODS, PROMPT_MODES
 
     assert METHOD_CHOICES == METHODS and PROMPT_CHOICES == PROMPT_MODES
@@ -141,8 +143,7 @@ def test_eval_config_round_trip_and_overrides(tmp_path) -> None:
 def test_check_eval_config() -> None:
     good = EvalConfig(model=ModelSource(checkpoint="ckpt"))
     assert check_eval_config(good) is good
-    with pytest.raises(ConfigError, match="give a model"):
-        check_eval_config(EvalConfig())
+    assert check_eval_config(EvalConfig()).model == ModelSource()  # no model named: the zero-shot recognizer
     for override, message in (("protocol.pairs_per_image=0", "pairs_per_image"), ("max_images=0", "max_images"),
                               ("auto.box_nms_thresh=2", "box_nms_thresh"),
                               ("protocol.max_dets_per_image=-1", "0: no cap")):

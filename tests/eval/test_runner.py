@@ -84,7 +84,8 @@ def proposal_files(annotation: dict[str, Any], tmp_path_factory) -> dict[str, Pa
 
 def eval_config(coco_sample: Path, tiny_clip_dir: Path, mobile_sam_checkpoint: Path, **fields: Any) -> EvalConfig:
     defaults = {"annotations": str(coco_sample / "annotations.json"), "max_images": 1, "examples": 1,
-                "auto": SMALL_AUTO, "model": ModelSource(sam=str(mobile_sam_checkpoint), clip=str(tiny_clip_dir))}
+                "auto": SMALL_AUTO,
+                "model": ModelSource(untrained=True, sam=str(mobile_sam_checkpoint), clip=str(tiny_clip_dir))}
     return EvalConfig(**{**defaults, **fields})
 
 

@@ -9,29 +9,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import SamConfig, SamModel
 
 from regionspot.config import ConfigError, TextConfig
 from regionspot.weights import CheckpointError
 from regionspot.model.regionspot import RegionSpot
-
-
-def tiny_sam_config() -> SamConfig:
-    return SamConfig(vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                        image_size=128, patch_size=16, output_channels=32, mlp_dim=64,
-                                        global_attn_indexes=[1], window_size=4, num_pos_feats=16),
-                     prompt_encoder_config=dict(hidden_size=32, image_size=128, patch_size=16,
-                                                image_embedding_size=8, mask_input_channels=4),
-                     mask_decoder_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                              mlp_dim=64, iou_head_hidden_dim=32))
-
-
-@pytest.fixture(scope="module")
-def tiny_sam_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_sam")
-    SamModel(tiny_sam_config()).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def live_app(serve_model):
     """The app behind ``live_server`` (its ``state.session`` holds the embedding cache)."""
     from regionspot.serve.app import create_app
 
-    return create_app(serve_model, LIVE_SERVER_CONFIG, trained=False)
+    return create_app(serve_model, LIVE_SERVER_CONFIG)
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def photo_bytes(photo: Path) -> bytes:
 @pytest.fixture(scope="module")
 def client(serve_model) -> TestClient:
     config = ServeConfig(proposals=AutoProposalConfig(points_per_side=4))
-    return TestClient(create_app(serve_model, config, trained=False))
+    return TestClient(create_app(serve_model, config))
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_info_reports_backbones_vocabularies_limits(client: TestClient, limited_
     assert {k: limits[k] for k in ("max_upload_bytes", "max_image_side", "max_boxes", "max_vocabulary",
                                    "max_topk")} == {"max_upload_bytes": 30_000, "max_image_side": 700,
                                                     "max_boxes": 2, "max_vocabulary": 3, "max_topk": 4}
-    assert limited_client.get("/v1/info").json()["trained"] is True
+    assert info["method"] == "regionspot" and "UNTRAINED" in info["model"] and info["score_kind"] == "sigmoid"
 
 
 def test_openapi_describes_the_form_fields(client: TestClient) -> None:
@@ -119,6 +119,7 @@ def test_recognize_equals_the_predictor(first_response: dict, serve_model, photo
         region["attention"] = grid.tolist()
     document = dict(first_response)
     assert document.pop("image_id") == hashlib.sha256(photo_bytes).hexdigest()
+    assert document.pop("method") == "regionspot"
     assert document == expected
     region = document["regions"][0]
     assert decode_rle([region["mask"]])[0].shape == (480, 640) and len(region["topk"]) == 3
@@ -381,3 +382,23 @@ def test_the_package_page_is_served(client: TestClient) -> None:
     assert page.status_code == 200
     if (STATIC_DIR / "index.html").is_file():
         assert page.text == (STATIC_DIR / "index.html").read_text()
+
+
+def test_a_zero_shot_server_says_so_and_answers(serve_model, photo_bytes: bytes) -> None:
+    from regionspot.model.zero_shot import ZeroShotCLIP
+
+    client = TestClient(create_app(ZeroShotCLIP.from_model(serve_model)))
+    info = client.get("/v1/info").json()
+    assert (info["method"], info["trained"], info["score_kind"], info["attention"]) == \
+        ("clip-mask-crop", False, "softmax", False)
+    assert "zero-shot" in info["model"] and "no trained head" in info["model"]
+    upload = {"image": ("photo.jpg", photo_bytes, "image/jpeg")}
+    answer = client.post("/v1/recognize", files=upload, data={"boxes": "[[10, 20, 200, 240]]",
+                                                              "vocabulary": "cat, dog, bowl", "topk": "3"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["method"] == "clip-mask-crop"
+    assert abs(sum(pair["score"] for pair in body["regions"][0]["topk"]) - 1.0) < 1e-4  # softmax over 3 names
+    refused = client.post("/v1/recognize", data={"image_id": body["image_id"], "boxes": "[[10, 20, 200, 240]]",
+                                                 "vocabulary": "cat", "attention": "true"})
+    assert refused.status_code == 422 and refused.json()["error"]["type"] == "attention_unavailable"

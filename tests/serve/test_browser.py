@@ -161,6 +161,8 @@ def test_upload_draw_recognize_and_inspect_a_region(driver: Any, live_server: st
         info = json.load(response)
     assert _element(driver, "untrained-note").is_displayed() == (info["trained"] is False)
     assert "SAM" in _element(driver, "info").text
+    assert _element(driver, "method-note").text.startswith("Answering: ") and info["model"] in \
+        _element(driver, "method-note").text
     _upload(driver, photo)
     shown_width = driver.execute_script("return document.getElementById('canvas').getBoundingClientRect().width")
     assert shown_width > 200

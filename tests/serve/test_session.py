@@ -9,6 +9,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -40,9 +41,17 @@ class RecordingTokenizer:
 
 
 class StandInModel:
+    """A recognizer whose SAM records its calls and which needs no other per-image work."""
+
+    device = torch.device("cpu")
+    precision = "fp32"
+
     def __init__(self, delay_s: float = 0.0) -> None:
         self.region_tokenizer = RecordingTokenizer(delay_s)
         self.image_encoder = None
+
+    def encode_context(self, image: np.ndarray) -> None:
+        return None
 
     def predictor(self) -> RegionPredictor:
         return RegionPredictor(self)  # type: ignore[arg-type]

@@ -131,7 +131,7 @@ def test_choose_device() -> None:
     with pytest.raises(ValueError, match="unknown device"):
         choose_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             choose_device("cuda")
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             choose_device("cuda:1")

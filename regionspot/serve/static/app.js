@@ -21,6 +21,7 @@
     regions: [],     // regions of the last answer, each with .maskBits (rle.js) or null
     overlay: null,   // canvas at image resolution with the masks painted
     selected: -1,    // index of the region shown in #details
+    attention: true, // whether the model has cross-attention maps to show (GET /v1/info)
     drag: null,      // {start, now: [x, y] image pixels, screen: [x, y]} while the mouse is down
     limits: {},
   };
@@ -55,6 +56,14 @@
     return [part.family, short].filter(Boolean).join(" ") || part.kind || "?";
   }
 
+  function methodText(info) {
+    if (info.method && info.method !== "regionspot") {
+      return "Answering: zero-shot CLIP (" + info.method + ") on each region's crop, no trained head. " +
+        "Scores are a softmax over the vocabulary.";
+    }
+    return "Answering: " + (info.model || "a RegionSpot head") + ". Scores: " + (info.score_kind || "?") + ".";
+  }
+
   async function loadInfo() {
     try {
       const info = await Api.callApi("v1/info");
@@ -63,7 +72,10 @@
       $("info").textContent = "regionspot " + info.version + " · SAM: " + describePart(parts.sam) +
         " · CLIP vision: " + describePart(parts.clip_vision) + " · text: " + describePart(parts.text);
       $("info").title = JSON.stringify(parts, null, 1);
-      $("untrained-note").hidden = info.trained !== false;
+      state.attention = info.attention !== false;
+      $("method-note").textContent = methodText(info);
+      $("method-note").hidden = false;
+      $("untrained-note").hidden = !(info.method === "regionspot" && info.trained === false);
       const select = $("builtin-vocabulary");
       Object.keys(info.vocabularies || {}).forEach(function (key) {
         const option = document.createElement("option");
@@ -282,7 +294,7 @@
     return withBusy("Recognizing " + count + (count === 1 ? " region…" : " regions…"), "Recognition", async function () {
       const body = await state.session.post("v1/recognize", {
         boxes: JSON.stringify(state.boxes), vocabulary: vocabulary, topk: $("topk").value || "5",
-        masks: $("masks").checked ? "true" : "false", attention: "true",
+        masks: $("masks").checked ? "true" : "false", attention: state.attention ? "true" : "false",
       });
       setRegions(body.regions);
       render();

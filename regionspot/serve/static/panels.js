@@ -70,7 +70,8 @@
     const note = $("attention-note");
     if (!region.attention || !region.attention.length) {
       panel.hidden = true;
-      note.textContent = "No attention map: this model has no CLIP vision tower.";
+      note.textContent = "No attention map: this model has no cross-attention (zero-shot CLIP, or a head " +
+        "without the CLIP vision tower).";
       return;
     }
     const scale = Math.min(ATTENTION_SIDE / Math.max(image.naturalWidth, image.naturalHeight), 1);
