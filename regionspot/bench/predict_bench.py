@@ -15,12 +15,15 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 
 from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig
+
+if TYPE_CHECKING:
+    from regionspot.model.regionspot import RegionSpot
 
 
 class RandomTextEmbedder:
@@ -67,12 +70,15 @@ class PredictBenchResult:
 
 
 def median_ms(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall milliseconds of ``run`` (GPU work waited for)."""
     for _ in range(warmup):
         run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
 
@@ -86,7 +92,7 @@ def random_boxes(count: int, image_size: tuple[int, int], seed: int = 0) -> np.n
     return np.concatenate([corners, corners + sizes], axis=1)
 
 
-def build_bench_model(sam_checkpoint: str | Path):  # -> RegionSpot
+def build_bench_model(sam_checkpoint: str | Path) -> RegionSpot:
     """MobileSAM + random-weight CLIP ViT-B/16 + random text + a fresh BB-shaped head."""
     from transformers import CLIPModel
 
@@ -121,10 +127,17 @@ def run_predict_bench(
     vocabulary_size: int = 1203,
     repeats: int = 3,
     progress: Callable[[str], None] = print,
+    device: str = "cpu",
+    model: RegionSpot | None = None,
 ) -> PredictBenchResult:
     """Time both towers' image encoding, the per-call cost at each box count (no masks: the
-    recognition cost; masks pasting is reported separately), and the CLIP-crop baseline."""
-    model = build_bench_model(sam_checkpoint)
+    recognition cost; masks pasting is reported separately), the CLIP-crop baseline and the
+    zero-shot recognizer. ``model``: a RegionSpot from the loader (``--checkpoint``), else the
+    random-weight real architecture of :func:`build_bench_model` on ``sam_checkpoint``."""
+    from regionspot.devices import choose_device
+
+    target = choose_device(device)
+    model = (model if model is not None else build_bench_model(sam_checkpoint)).to(target)
     predictor = model.predictor()
     size = (int(image.shape[0]), int(image.shape[1]))
     vocabulary = [f"category {i}" for i in range(vocabulary_size)]
@@ -133,7 +146,7 @@ def run_predict_bench(
     clip_ms = median_ms(lambda: model.image_encoder.encode_image(model.image_encoder.preprocess(image)[None]), repeats)
     predictor.set_image(image)
     predictor.predict(random_boxes(1, size), vocabulary)  # caches the vocabulary's text embeddings
-    result = PredictBenchResult(machine=machine_info(), image_size=size, vocabulary_size=vocabulary_size,
+    result = PredictBenchResult(machine=machine_info(target), image_size=size, vocabulary_size=vocabulary_size,
                                 sam_image_encode_ms=sam_ms, clip_image_encode_ms=clip_ms)
     for count in box_counts:
         progress(f"timing {count} region(s) ...")
@@ -174,10 +187,11 @@ def time_zero_shot(model, image: np.ndarray, box_counts: Sequence[int], vocabula
     return rows
 
 
-def machine_info() -> dict[str, object]:
+def machine_info(device: torch.device | None = None) -> dict[str, object]:
+    device = device or torch.device("cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "device": "cpu"}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": name}
 
 
 def format_table(result: PredictBenchResult) -> str:

@@ -24,6 +24,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--sam", default=str(DEFAULT_SAM),
                          help="MobileSAM (or other SAM) checkpoint; get MobileSAM with scripts/fetch_mobile_sam.py")
+    predict.add_argument("--checkpoint", help="time this RegionSpot head (a folder, Hub id or the authors' .pth, "
+                                              "loaded by the one model loader) instead of the random-weight "
+                                              "ViT-B/16 architecture on --sam")
     predict.add_argument("--image", help="photo to time on (default: a synthetic 640x480 image)")
     predict.add_argument("--boxes", default="1,10,50,100", help="box counts, comma-separated")
     predict.add_argument("--vocab-size", type=positive_int, default=1203,
@@ -31,6 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--repeats", type=positive_int, default=3, help="timed repeats per measurement (median)")
     predict.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     predict.add_argument("--out", default="bench-results/predict.json", help="JSON output")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the towers and head move there)")
     add_progress_argument(predict)
     predict.set_defaults(handler=run_predict)
     train = which.add_parser(
@@ -46,6 +50,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--online-steps", type=positive_int, default=2, help="timed steps when both towers run")
     train.add_argument("--cached-steps", type=positive_int, default=20, help="timed steps with caches")
     train.add_argument("--out", default="bench-results/train.json", help="JSON output")
+    add_progress_argument(train)
     train.set_defaults(handler=run_train)
 
 
@@ -63,7 +68,15 @@ def run_predict(args: argparse.Namespace) -> int:
     from regionspot.bench.predict_bench import format_table, run_predict_bench, write_json
     from regionspot.ops.image import load_image
 
-    if not Path(args.sam).is_file():
+    model = None
+    if args.checkpoint:
+        from regionspot.model.loader import load
+        from regionspot.model.regionspot import RegionSpot
+
+        loaded = load(args.checkpoint, device=args.device)
+        assert isinstance(loaded, RegionSpot)  # a checkpoint is always a head
+        model = loaded
+    elif not Path(args.sam).is_file():
         raise FileNotFoundError(f"SAM checkpoint {args.sam} not found; fetch MobileSAM with "
                                 f"'python scripts/fetch_mobile_sam.py {DEFAULT_SAM}' or pass --sam")
     if args.threads:
@@ -76,7 +89,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise SystemExit("error: --boxes needs positive counts")
     image = load_image(args.image) if args.image else synthetic_image()
     result = run_predict_bench(args.sam, image, counts, args.vocab_size, args.repeats,
-                               progress=_no_progress if args.no_progress else lambda m: print(m, file=sys.stderr))
+                               progress=_no_progress if args.no_progress else lambda m: print(m, file=sys.stderr),
+                               device=args.device, model=model)
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

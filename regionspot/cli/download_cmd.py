@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from regionspot.cli.arguments import add_overrides_argument
+from regionspot.cli.arguments import add_overrides_argument, add_progress_argument
 from regionspot.cli.model_args import add_model_arguments
 from regionspot.hub import (CHECKPOINT_ROLE, hub_cache_dir, hub_models_for_config, is_cached, is_local,
                             offline_cause, unavailable_message)
@@ -38,6 +38,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_model_arguments(parser, runtime=False)
     add_overrides_argument(parser, "model config overrides with dotted keys, e.g. --set clip.name_or_path=ID")
     parser.add_argument("--dry-run", action="store_true", help="only print what would be fetched")
+    add_progress_argument(parser)
     parser.set_defaults(handler=run)
 
 

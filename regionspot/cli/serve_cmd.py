@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from regionspot.cli.arguments import add_legacy_overrides_argument, add_overrides_argument, port_number
+from regionspot.cli.arguments import (add_legacy_overrides_argument, add_overrides_argument, add_progress_argument,
+                                      port_number)
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 
 
@@ -28,6 +29,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                    "warmup_vocabularies=lvis) and model config overrides (sam.*, clip.*, text.*, "
                                    "fusion.*)")
     add_legacy_overrides_argument(parser)
+    add_progress_argument(parser, help="no progress bars (text-embedding warm-up)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                         help="uvicorn's log level (default info)")
     parser.set_defaults(handler=run)

@@ -217,7 +217,8 @@ def split_model_overrides(items: Sequence[str]) -> tuple[list[str], list[str]]:
     is a section of the model config (``sam``, ``clip``, ``text``, ``fusion``) is a model override;
     the rest belong to the command's own configuration (evaluation, server)."""
     model_sections = {f.name for f in dataclasses.fields(RegionSpotConfig)}
-    model, others = [], []
+    model: list[str] = []
+    others: list[str] = []
     for item in items:
         key = item.split("=", 1)[0].strip()
         (model if key.split(".", 1)[0] in model_sections else others).append(item)

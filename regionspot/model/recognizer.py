@@ -63,10 +63,12 @@ class Recognizer(Protocol):
     it can return cross-attention maps.
     """
 
-    method: str
     precision: str
     region_tokenizer: RegionTokenizer
     text_embedder: TextEmbedder
+
+    @property
+    def method(self) -> str: ...
 
     @property
     def device(self) -> torch.device: ...

@@ -121,3 +121,25 @@ def test_figure_without_picture_suffix_fails_before_loading(photo, tmp_path, cap
                    tmp_path / "not-loaded", option, tmp_path / "figure.notapicture")
     assert code == 2
     assert f"error: {option}" in capsys.readouterr().err
+
+
+def test_no_model_flag_is_the_zero_shot_recognizer(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir, photo,
+                                                   tmp_path, capsys) -> None:
+    out = tmp_path / "out.json"
+    assert run_cli("predict", photo, "--boxes", "10,20,200,240;300,40,420,300", "--vocab", "cat,dog,bowl",
+                   "--sam", mobile_sam_checkpoint, "--clip", tiny_clip_dir, "--out", out, "--no-progress",
+                   "--set", f"text.cache_dir={text_cache_dir}") == 0
+    document = json.loads(out.read_text())
+    assert document["model"] == {"method": "clip-mask-crop", "trained": False, "origin": {"head": "none (zero-shot)"},
+                                 "score_kind": "softmax"}
+    assert all(abs(sum(t["score"] for t in region["topk"]) - 1.0) < 1e-5 for region in document["regions"])
+    assert "model: zero-shot clip-mask-crop" in capsys.readouterr().err
+
+
+def test_boxes_auto_names_sam_proposals(checkpoint, photo, tmp_path, capsys) -> None:
+    out = tmp_path / "out.json"
+    assert run_cli("predict", photo, "--boxes", "auto", "--max-boxes", "3", "--vocab", "cat,dog", "--checkpoint",
+                   checkpoint, "--out", out, "--no-masks") == 0
+    document = json.loads(out.read_text())
+    assert 1 <= len(document["regions"]) <= 3
+    assert "proposals from SAM's point grid" in capsys.readouterr().err

@@ -3,12 +3,14 @@ method switch, devices and precisions, and moving the memoised text embeddings w
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import CLIPConfig, CLIPModel
 
 from regionspot.backbones.clip_text import tiny_clip_tokenizer
@@ -25,6 +27,10 @@ NAMES = ["cat", "dog", "red car"]
 
 def photo(height: int = 60, width: int = 80) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def photo_array() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
 
 
 def answer(model, image: np.ndarray | None = None):
@@ -139,6 +145,26 @@ def test_authors_pth_loads_as_a_checkpoint(their_bb: tuple[Path, Path], mobile_s
     assert "the authors' bb head" in describe_origin(model)
     config = source_config(ModelSource(checkpoint=str(pth)))
     assert config.clip.name_or_path == "openai/clip-vit-base-patch16"  # what `download` would fetch
+
+
+def test_authors_pth_answers_like_its_converted_folder(their_bb: tuple[Path, Path], mobile_sam_checkpoint: Path,
+                                                       cache_override: list[str], tmp_path: Path) -> None:
+    from regionspot.cli.main import main
+
+    pth, clip = their_bb
+    backbones = ["--sam", str(mobile_sam_checkpoint), "--clip", str(clip), "--set", *cache_override]
+    assert main(["convert-official", str(pth), "--out", str(tmp_path / "converted")]) == 0
+    photo = tmp_path / "photo.png"
+    Image.fromarray(photo_array()).save(photo)
+    outputs = []
+    for checkpoint in (pth, tmp_path / "converted"):
+        out = tmp_path / f"{checkpoint.name}.json"
+        assert main(["predict", str(photo), "--boxes", "2,3,40,30;10,12,60,45", "--vocab", "cat,dog,bowl,car",
+                     "--checkpoint", str(checkpoint), "--out", str(out), *backbones]) == 0
+        outputs.append(json.loads(out.read_text()))
+    direct, converted = outputs
+    assert direct["model"]["origin"]["head"] == "official" and converted["model"]["origin"]["head"] == "checkpoint"
+    assert direct["regions"] == converted["regions"] and len(direct["regions"]) == 2
 
 
 # ----------------------------------------------------------------------------- devices
