@@ -1,7 +1,7 @@
 """regionspot: open-world region recognition (frozen SAM + frozen CLIP + a trained fusion head).
 
-    from regionspot import RegionSpot
-    model = RegionSpot.from_pretrained("path/or/hub-id")
+    import regionspot
+    model = regionspot.load()              # zero-shot; load("head-folder-or-hub-id"), load("their.pth")
     predictor = model.predictor()
     predictor.set_image("photo.jpg")
     result = predictor.predict(boxes=[[10, 20, 200, 240]], vocabulary=["cat", "dog"])
@@ -13,11 +13,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["RegionSpot", "RegionPredictor", "RegionResult", "RegionSpotConfig", "__version__"]
+__all__ = ["RegionSpot", "RegionPredictor", "RegionResult", "RegionSpotConfig", "ZeroShotCLIP", "load",
+           "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     """Import heavy modules (torch, transformers) only when their names are used."""
+    if name == "load":
+        from regionspot.model.loader import load
+
+        return load
+    if name == "ZeroShotCLIP":
+        from regionspot.model.zero_shot import ZeroShotCLIP
+
+        return ZeroShotCLIP
     if name == "RegionSpot":
         from regionspot.model.regionspot import RegionSpot
 

@@ -59,6 +59,13 @@ def test_no_checkpoint_is_the_zero_shot_recognizer(tiny_sam_dir: Path, tiny_clip
     assert crop.method == "clip-crop"
 
 
+def test_the_package_exports_the_loader() -> None:
+    import regionspot
+
+    assert regionspot.load is load and regionspot.ZeroShotCLIP is ZeroShotCLIP
+    assert {"load", "ZeroShotCLIP"} <= set(regionspot.__all__)
+
+
 def test_folder_and_untrained_sources(tiny_sam_dir: Path, tiny_clip_dir: Path, cache_override: list[str],
                                       tmp_path: Path) -> None:
     lines: list[str] = []
