@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -105,6 +106,34 @@ def builtin_lvis_frequencies() -> list[str]:
     return [str(r["frequency"]) for r in _builtin_records("lvis_v1.json")]
 
 
+_MARK_SUFFIX = re.compile(r"[-_](other|merged|stuff)$", re.IGNORECASE)
+#: Longest category name accepted (characters). CLIP reads at most 77 tokens of a prompt, about
+#: 300 characters of ordinary text; a longer name only costs memory and time (the server's limit).
+MAX_NAME_CHARS = 300
+
+
+def clean_category_name(name: str) -> str:
+    """A dataset category name made readable for a text prompt.
+
+    Underscores become spaces, dataset marks at the end (``-other``, ``_other``, ``-merged``,
+    ``-stuff``) are removed, a disambiguation in parentheses is kept but spaced
+    (``"bow_(weapon)"`` -> ``"bow (weapon)"``), runs of whitespace collapse to one space.
+    Case and inner hyphens are kept (``"bow-tie"``). Raises ``ValueError`` if nothing is left.
+    """
+    text = name.strip()
+    previous = None
+    while previous != text:
+        previous = text
+        text = _MARK_SUFFIX.sub("", text).strip()
+    text = text.replace("_", " ")
+    text = re.sub(r"\s*\(\s*", " (", text)
+    text = re.sub(r"\s*\)", ")", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        raise ValueError(f"category name {name!r} is empty after cleaning")
+    return text
+
+
 def _name_key(name: str) -> str:
     """Comparison key for duplicates: case-folded, whitespace runs collapsed."""
     return " ".join(name.casefold().split())
@@ -115,9 +144,10 @@ def validate_vocabulary(names: Sequence[str]) -> list[str]:
 
     Raises:
         VocabularyError: ``names`` is a bare string or not a sequence, is empty, or holds a
-            non-string name, an empty name, a name with a control character (newline, tab),
-            or names that are equal once case-folded and
-            stripped (the message lists every duplicate with its positions).
+            non-string name, an empty name or one that is empty once cleaned for a prompt (``_``,
+            ``-other``), a name longer than :data:`MAX_NAME_CHARS`, a name with a control
+            character (newline, tab), or names that are equal once case-folded and stripped (the
+            message lists every duplicate with its positions).
     """
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
         raise VocabularyError(
@@ -136,6 +166,14 @@ def validate_vocabulary(names: Sequence[str]) -> list[str]:
         stripped = name.strip()
         if not stripped:
             raise VocabularyError(f"vocabulary entry {index} is an empty name")
+        if len(stripped) > MAX_NAME_CHARS:
+            raise VocabularyError(f"vocabulary entry {index} is {len(stripped)} characters long; a name may have at "
+                                  f"most {MAX_NAME_CHARS} (CLIP reads only the first 77 tokens of a prompt)")
+        try:
+            clean_category_name(stripped)
+        except ValueError:
+            raise VocabularyError(f"vocabulary entry {index} {stripped!r} is empty once cleaned for a prompt "
+                                  "(underscores and -other/-merged/-stuff marks are removed)") from None
         if any(not ch.isprintable() for ch in stripped):
             raise VocabularyError(
                 f"vocabulary entry {index} {stripped!r} contains a control character (newline, tab...)"
@@ -174,7 +212,7 @@ def _read_json_names(path: Path, text: str) -> list[str]:
     """A JSON list of names or ``{"name": ...}`` objects, or ``{"categories": [...]}``."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
         raise VocabularyError(f"{path}: not valid JSON ({exc})") from exc
     if isinstance(data, dict) and isinstance(data.get("categories"), list):
         data = data["categories"]

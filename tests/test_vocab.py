@@ -10,6 +10,7 @@ import pytest
 
 from regionspot.vocab import (
     BUILTIN_VOCABULARIES,
+    MAX_NAME_CHARS,
     VocabularyError,
     builtin_category_ids,
     builtin_lvis_frequencies,
@@ -272,3 +273,14 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 def test_error_is_value_error() -> None:
     with pytest.raises(ValueError):
         parse_vocabulary("")
+
+
+@pytest.mark.parametrize("names, message", [
+    (["cat", "_"], "entry 1 '_' is empty once cleaned"),
+    (["-other"], "empty once cleaned"),
+    (["x" * (MAX_NAME_CHARS + 1)], f"at most {MAX_NAME_CHARS}"),
+])
+def test_names_a_prompt_cannot_use_are_refused(names: list[str], message: str) -> None:
+    with pytest.raises(VocabularyError, match=message):
+        validate_vocabulary(names)
+    assert validate_vocabulary(["y" * MAX_NAME_CHARS, "bow_(weapon)"])[1] == "bow_(weapon)"

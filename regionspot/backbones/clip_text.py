@@ -28,7 +28,8 @@ from transformers import CLIPTokenizer, PreTrainedTokenizerBase
 from regionspot.backbones.clip_vision import TINY_VOCAB_SIZE, check_loading_info, tiny_clip_config
 from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
 from regionspot.backbones.protocols import freeze
-from regionspot.backbones.templates import build_prompts, clean_category_name, resolve_templates
+from regionspot.backbones.templates import build_prompts, resolve_templates
+from regionspot.vocab import clean_category_name
 
 PROGRESS_MIN_PROMPTS = 512
 _IGNORED_CONFIG_KEYS = {"transformers_version", "architectures", "torch_dtype", "dtype", "output_hidden_states",

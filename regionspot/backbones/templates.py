@@ -8,8 +8,9 @@ embeddings (see :mod:`regionspot.backbones.clip_text`).
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
+
+from regionspot.vocab import clean_category_name
 
 SINGLE: tuple[str, ...] = ("a photo of a {} in the scene",)
 
@@ -101,7 +102,6 @@ ENSEMBLE: tuple[str, ...] = SINGLE + OPENAI_IMAGENET_TEMPLATES
 TEMPLATES_BY_NAME: dict[str, tuple[str, ...]] = {"single": SINGLE, "ensemble": ENSEMBLE}
 
 # Dataset bookkeeping suffixes (COCO-Stuff / panoptic "wall-other-merged"), not part of the name.
-_MARK_SUFFIX = re.compile(r"[-_](other|merged|stuff)$", re.IGNORECASE)
 
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
@@ -121,28 +121,6 @@ def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
         if template.count("{}") != 1:
             raise ValueError(f"prompt template {template!r} must contain exactly one '{{}}'")
     return resolved
-
-
-def clean_category_name(name: str) -> str:
-    """A dataset category name made readable for a text prompt.
-
-    Underscores become spaces, dataset marks at the end (``-other``, ``_other``, ``-merged``,
-    ``-stuff``) are removed, a disambiguation in parentheses is kept but spaced
-    (``"bow_(weapon)"`` -> ``"bow (weapon)"``), runs of whitespace collapse to one space.
-    Case and inner hyphens are kept (``"bow-tie"``). Raises ``ValueError`` if nothing is left.
-    """
-    text = name.strip()
-    previous = None
-    while previous != text:
-        previous = text
-        text = _MARK_SUFFIX.sub("", text).strip()
-    text = text.replace("_", " ")
-    text = re.sub(r"\s*\(\s*", " (", text)
-    text = re.sub(r"\s*\)", ")", text)
-    text = re.sub(r"\s+", " ", text).strip()
-    if not text:
-        raise ValueError(f"category name {name!r} is empty after cleaning")
-    return text
 
 
 def build_prompts(name: str, templates: Sequence[str], *, clean: bool = True) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from regionspot.backbones.templates import clean_category_name
+from regionspot.vocab import clean_category_name
 
 
 class UnknownCategoryError(KeyError):

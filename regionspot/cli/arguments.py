@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 LEGACY_OVERRIDES_NOTE = "note: positional KEY=VALUE overrides are deprecated; use --set KEY=VALUE"
@@ -115,3 +117,25 @@ class RegionspotArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+
+
+def check_output_path(option: str, path: str | None, *, folder: bool = False) -> None:
+    """Fail before any work is done when ``path`` cannot be written: a file name that is an
+    existing folder (or, with ``folder``, a folder name that is an existing file), or a place
+    under a file or in a folder this user may not write. Raises ConfigError naming the option."""
+    from regionspot.config import ConfigError
+
+    if not path:
+        return
+    target = Path(path)
+    if folder and target.exists() and not target.is_dir():
+        raise ConfigError(f"{option} {path} is a file; give a folder")
+    if not folder and target.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+    ancestor = target.parent if not folder else target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option} {path}: {ancestor} is a file, so nothing can be written under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: this user may not write in {ancestor}")

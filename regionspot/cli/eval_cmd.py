@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from regionspot.cli.arguments import non_negative_int, positive_int
+from regionspot.cli.arguments import check_output_path, non_negative_int, positive_int
 from regionspot.cli.dataset_args import add_run_options, config_from_args, model_flags_given
 from regionspot.config import ConfigError
 from regionspot.datasets.coco_format import DatasetError
@@ -61,6 +61,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_path("--out", args.out, folder=True)
     if args.detections:
         given = model_flags_given(args) + (["--method"] if args.method else [])
         if given:
@@ -134,7 +135,7 @@ def _read_json(path: str, what: str) -> Any:
         raise DatasetError(f"{what} file not found: {file}")
     try:
         return json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
         raise DatasetError(f"{file} is not valid JSON: {exc}") from None
 
 

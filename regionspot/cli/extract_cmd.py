@@ -89,7 +89,7 @@ def is_coco_json(path: Path) -> bool:
         return True
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
         raise ConfigError(f"--data {path}: not valid JSON ({exc})") from None
     return isinstance(data, dict) and "images" in data and "annotations" in data
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from regionspot.cli.arguments import positive_int
+from regionspot.cli.arguments import check_output_path, positive_int
 from regionspot.cli.dataset_args import add_run_options, config_from_args
 
 
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         args.pairs_per_box = args.topk
     elif args.format == "json" and args.pairs_per_box is None:
         args.pairs_per_box = 5
+    check_output_path("--out", args.out)
     config = config_from_args(args)
     if config.annotations is None and args.boxes is None and config.boxes == "gt":
         config.boxes = "auto"  # a folder has no ground truth

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, positive_int
+from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, check_output_path, positive_int
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
 
@@ -59,8 +59,8 @@ def read_boxes(spec: str) -> np.ndarray:
             raise BoxError(f"boxes file not found: {path}")
         try:
             data: Any = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise BoxError(f"{path} is not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # also integers of over 4300 digits, and non-UTF-8 text
+            raise BoxError(f"{path} is not valid JSON: {str(exc)[:200]}") from None
         if isinstance(data, dict):
             data = data.get("boxes")
         if not isinstance(data, list):
@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     boxes = None if auto else validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail before loading models
     for option, path in (("--viz", args.viz), ("--attention", args.attention)):
         check_picture_suffix(option, path)
+    for option, path in (("--out", args.out), ("--viz", args.viz), ("--attention", args.attention)):
+        check_output_path(option, path)  # before any model work, not after it
     model = load_model_from_args(args, args.overrides)
     if args.attention and not model.has_attention:
         raise ConfigError(f"--attention needs a RegionSpot head with the CLIP vision tower; {model.method} has "

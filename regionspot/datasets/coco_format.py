@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from regionspot.backbones.templates import clean_category_name
+from regionspot.vocab import clean_category_name
 from regionspot.ops.boxes import clip_boxes, xywh_to_xyxy
 from regionspot.ops.image import load_image
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
@@ -95,8 +95,8 @@ def read_annotations(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetError(f"annotation file not found: {path}")
     try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
         raise DatasetError(f"{path} is not valid JSON: {exc}") from None
     missing = [key for key in ("images", "annotations", "categories") if key not in document]
     if missing:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from PIL import Image, UnidentifiedImageError
 
-from regionspot.backbones.templates import clean_category_name
+from regionspot.vocab import clean_category_name
 from regionspot.datasets.coco_format import DatasetError, image_file_name, read_annotations
 
 __all__ = ["CocoCheckReport", "check_coco", "read_image_header", "read_image_size"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from regionspot.backbones.templates import clean_category_name
+from regionspot.vocab import clean_category_name
 from regionspot.datasets.coco_format import DatasetError
 from regionspot.datasets.convert import read_image_header
 

@@ -76,7 +76,7 @@ def read_checkpoint(folder: Path) -> tuple[RegionSpotConfig, dict[str, torch.Ten
     """Read and validate ``config.json`` + ``model.safetensors`` from a checkpoint folder."""
     try:
         document = json.loads((folder / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
         raise CheckpointError(f"{folder / CONFIG_NAME} is not valid JSON: {exc}") from None
     if document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{folder / CONFIG_NAME} is not a RegionSpot config (format={document.get('format')!r})")

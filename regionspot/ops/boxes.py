@@ -22,7 +22,7 @@ def as_box_array(boxes: Any) -> np.ndarray:
         boxes = boxes.detach().cpu().numpy()
     try:
         array = np.asarray(boxes, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
         raise BoxError(f"boxes must be numbers shaped [R, 4] (x1, y1, x2, y2), got {boxes!r:.200}") from None
     if array.size == 0:
         return array.reshape(0, 4)

@@ -142,7 +142,7 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
     router = APIRouter(route_class=in_memory_form_route(config.limits.max_form_bytes))
     limits = config.limits
 
-    @router.get("/healthz", summary="liveness check")
+    @router.api_route("/healthz", methods=["GET", "HEAD"], summary="liveness check")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -28,8 +28,9 @@ def parse_boxes_field(text: str, max_boxes: int) -> np.ndarray:
     boxes outside the image are checked later against the image size."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise BoxError("boxes must be JSON like [[x0, y0, x1, y1], ...] (xyxy pixels)") from None
+    except (ValueError, RecursionError):  # also integers of over 4300 digits, which Python refuses to parse
+        raise BoxError("boxes must be JSON like [[x0, y0, x1, y1], ...] (xyxy pixels) with numbers of "
+                       "ordinary size") from None
     boxes = as_box_array(data)
     if boxes.shape[0] == 0:
         raise BoxError("no boxes given: send at least one box [x0, y0, x1, y1]")
@@ -58,7 +59,7 @@ def parse_vocabulary_field(text: str, max_names: int) -> list[str]:
     if stripped.startswith("["):
         try:
             names = json.loads(stripped)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # also integers of over 4300 digits
             raise VocabularyError("the vocabulary starts with '[' but is not a JSON list of names") from None
         if not isinstance(names, list):
             raise VocabularyError("the vocabulary must be a JSON list of names")

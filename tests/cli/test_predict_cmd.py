@@ -143,3 +143,25 @@ def test_boxes_auto_names_sam_proposals(checkpoint, photo, tmp_path, capsys) -> 
     document = json.loads(out.read_text())
     assert 1 <= len(document["regions"]) <= 3
     assert "proposals from SAM's point grid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--out", "--viz"])
+def test_unwritable_outputs_fail_before_loading_anything(photo, tmp_path, capsys, option: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    for target, message in ((folder, "is a folder"), (blocker / "out.png", "is a file, so nothing")):
+        code = run_cli("predict", photo, "--boxes", "10,20,200,240", "--vocab", "cat", "--checkpoint",
+                       tmp_path / "not-loaded", option, target)
+        err = capsys.readouterr().err
+        assert code == 2 and f"error: {option}" in err and message in err and "Traceback" not in err
+
+
+def test_overflowing_numbers_in_a_boxes_file_are_a_user_error(photo, tmp_path, capsys) -> None:
+    boxes = tmp_path / "boxes.json"
+    for text in ("[[" + "9" * 5000 + ", 0, 10, 10]]", "[[1e400, 0, 10, 10]]", "[[" + "9" * 400 + ", 0, 10, 10]]"):
+        boxes.write_text(text)
+        assert run_cli("predict", photo, "--boxes", boxes, "--vocab", "cat", "--checkpoint", tmp_path / "x") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "Traceback" not in err

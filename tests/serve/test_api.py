@@ -83,6 +83,24 @@ def first_response(client: TestClient, photo_bytes: bytes) -> dict:
 def test_healthz(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert client.head("/healthz").status_code == 200  # load balancers probe with HEAD
+
+
+@pytest.mark.parametrize("field, value, kind", [
+    ("vocabulary", "_", "bad_vocabulary"),
+    ("vocabulary", "cat, -other", "bad_vocabulary"),
+    ("vocabulary", "x" * 5000, "bad_vocabulary"),
+    ("vocabulary", "[" + "9" * 5000 + "]", "bad_vocabulary"),
+    ("boxes", "[[1e400, 0, 10, 10]]", "bad_boxes"),
+    ("boxes", "[[" + "9" * 5000 + ", 0, 10, 10]]", "bad_boxes"),
+    ("boxes", "[[" + "9" * 400 + ", 0, 10, 10]]", "bad_boxes"),
+])
+def test_hostile_names_and_numbers_are_422(client: TestClient, photo_bytes: bytes, field: str, value: str,
+                                           kind: str) -> None:
+    data = {"boxes": "[[10, 20, 200, 240]]", "vocabulary": "cat, dog", field: value}
+    response = client.post("/v1/recognize", files={"image": ("photo.jpg", photo_bytes, "image/jpeg")}, data=data)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["type"] == kind and "Traceback" not in response.text
 
 
 def test_info_reports_backbones_vocabularies_limits(client: TestClient, limited_client: TestClient) -> None:
