@@ -6,7 +6,10 @@ backbones, so a checkpoint folder is enough to rebuild the model. No pickle is e
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
-from regionspot.fileio import atomic_write_bytes
+from regionspot.fileio import atomic_write_bytes, file_sha256
 from regionspot.weights import CheckpointError
 
 CONFIG_NAME = "config.json"
@@ -32,12 +35,41 @@ def write_checkpoint(folder: str | Path, config: RegionSpotConfig, state: dict[s
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "regionspot_version": __version__,
-                "config": to_dict(config), **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write_bytes(folder / WEIGHTS_NAME, save_safetensors(tensors, metadata={"format": "pt"}))
+    weights = save_safetensors(tensors, metadata={"format": "pt"})
+    document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "regionspot_version": __version__,
+                "config": to_dict(portable_backbones(config)), "weights_sha256": hashlib.sha256(weights).hexdigest(),
+                **(extra or {})}
+    atomic_write_bytes(folder / WEIGHTS_NAME, weights)
     atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
     return folder
+
+
+def _backbone_fields(config: RegionSpotConfig) -> list[tuple[Any, str]]:
+    """(section, field) of every backbone location in ``config``."""
+    return [(config.sam, "name_or_path"), (config.clip, "name_or_path"), (config.text, "name_or_path"),
+            (config.text, "bank")]
+
+
+def portable_backbones(config: RegionSpotConfig) -> RegionSpotConfig:
+    """``config`` with every backbone that is a local file or folder named by its absolute path,
+    so the checkpoint loads from any working folder (Hub ids are kept as they are)."""
+    config = copy.deepcopy(config)
+    for section, name in _backbone_fields(config):
+        value = getattr(section, name)
+        if value and Path(value).exists():
+            setattr(section, name, str(Path(value).resolve()))
+    return config
+
+
+def locate_backbones(config: RegionSpotConfig, folder: Path) -> RegionSpotConfig:
+    """A relative backbone path that does not exist from the working folder but does from the
+    checkpoint ``folder`` (a checkpoint shipped with its backbones beside it) is taken from there."""
+    for section, name in _backbone_fields(config):
+        value = getattr(section, name)
+        if value and not Path(value).is_absolute() and not Path(value).exists() and (folder / value).exists():
+            setattr(section, name, str(folder / value))
+    return config
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -78,6 +110,8 @@ def read_checkpoint(folder: Path) -> tuple[RegionSpotConfig, dict[str, torch.Ten
         document = json.loads((folder / CONFIG_NAME).read_text())
     except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
         raise CheckpointError(f"{folder / CONFIG_NAME} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(f"{folder / CONFIG_NAME} holds a JSON {type(document).__name__}, not a RegionSpot config")
     if document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{folder / CONFIG_NAME} is not a RegionSpot config (format={document.get('format')!r})")
     if document.get("format_version", 0) > FORMAT_VERSION:
@@ -87,8 +121,30 @@ def read_checkpoint(folder: Path) -> tuple[RegionSpotConfig, dict[str, torch.Ten
         config = from_dict(RegionSpotConfig, document["config"])
     except (KeyError, ConfigError) as exc:
         raise CheckpointError(f"{folder / CONFIG_NAME}: bad config: {exc}") from None
+    check_weights_hash(folder, document.get("weights_sha256"))
     try:
         state = load_file(str(folder / WEIGHTS_NAME))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise CheckpointError(f"{folder / WEIGHTS_NAME} could not be read: {exc}") from None
-    return config, state
+    check_finite(folder, config, state)
+    return locate_backbones(config, folder), state
+
+
+def check_weights_hash(folder: Path, expected: Any) -> None:
+    """The sha256 recorded at save time (checkpoints written before it was recorded have none)."""
+    if expected is None:
+        return
+    actual = file_sha256(folder / WEIGHTS_NAME)
+    if actual != expected:
+        raise CheckpointError(f"{folder / WEIGHTS_NAME} is not the file this checkpoint was saved with (sha256 "
+                              f"{actual[:12]}..., config.json records {str(expected)[:12]}...): damaged or replaced")
+
+
+def check_finite(folder: Path, config: RegionSpotConfig, state: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights and logit scale: they would only ever print NaN scores."""
+    bad = sorted(key for key, tensor in state.items()
+                 if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()))
+    if bad or not math.isfinite(config.fusion.logit_scale):
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        what = f"weights {bad[:5]}{more}" if bad else f"fusion.logit_scale {config.fusion.logit_scale}"
+        raise CheckpointError(f"{folder}: {what} are not finite (NaN or infinite); this head cannot score anything")

@@ -120,10 +120,16 @@ class RegionSpot(nn.Module):
         """Load a trained head from a checkpoint folder or Hub repo, building the backbones its
         config names. ``overrides`` (``"sam.name_or_path=/local/sam"``) change backbone fields,
         for example to point at a local copy; weights are loaded strictly."""
+        from regionspot.backbones.loading import BackboneLoadError
+
         folder = resolve_checkpoint(name_or_path)
         config, state = read_checkpoint(folder)
         config = apply_overrides(config, list(overrides))
-        model = cls.from_config(config)
+        try:
+            model = cls.from_config(config)
+        except BackboneLoadError as exc:
+            raise BackboneLoadError(f"{exc} (a backbone named by the checkpoint {folder}; give another with --sam / "
+                                    "--clip, or --set sam.name_or_path=... / clip.name_or_path=...)") from None
         model.load_head_state(state, what=f"checkpoint {folder}")
         model.origin = {"head": "checkpoint", "checkpoint": str(name_or_path)}
         return model

@@ -73,6 +73,7 @@ def test_strict_loading_names_missing_and_unexpected_keys(tiny_model: RegionSpot
     del state[dropped]
     state["fusion.surprise.weight"] = torch.zeros(2)
     save_file(state, str(folder / "model.safetensors"))
+    forget_weights_hash(folder)  # a head edited by hand: its config.json no longer vouches for the weights
     with pytest.raises(CheckpointError) as error:
         RegionSpot.from_pretrained(folder)
     assert dropped.removeprefix("fusion.") in str(error.value)
@@ -89,13 +90,55 @@ def test_shape_mismatch_is_reported(tiny_model: RegionSpot, tmp_path: Path) -> N
     (lambda f: (f / "config.json").unlink(), "config.json is missing"),
     (lambda f: (f / "config.json").write_text("{not json"), "not valid JSON"),
     (lambda f: (f / "config.json").write_text(json.dumps({"format": "other"})), "not a RegionSpot config"),
-    (lambda f: (f / "model.safetensors").write_bytes(b"garbage"), "could not be read"),
+    (lambda f: (f / "model.safetensors").write_bytes(b"garbage"), "not the file this checkpoint was saved with"),
+    (lambda f: ((f / "model.safetensors").write_bytes(b"garbage"), forget_weights_hash(f)), "could not be read"),
+    (lambda f: (f / "config.json").write_text("[1, 2]"), "holds a JSON list"),
+    (lambda f: nan_weights(f), "are not finite"),
+    (lambda f: edit_config(f, lambda c: c["config"]["fusion"].update(logit_scale=float("nan"))), "logit_scale nan"),
 ])
 def test_broken_checkpoints_give_clear_errors(tiny_model: RegionSpot, tmp_path: Path, damage, message) -> None:
     folder = tiny_model.save_pretrained(tmp_path / "ckpt")
     damage(folder)
     with pytest.raises(CheckpointError, match=message):
         RegionSpot.from_pretrained(folder)
+
+
+def forget_weights_hash(folder: Path) -> None:
+    edit_config(folder, lambda document: document.pop("weights_sha256"))
+
+
+def edit_config(folder: Path, change) -> None:
+    document = json.loads((folder / "config.json").read_text())
+    change(document)
+    (folder / "config.json").write_text(json.dumps(document))
+
+
+def nan_weights(folder: Path) -> None:
+    state = load_file(str(folder / "model.safetensors"))
+    state[sorted(state)[0]][0] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    forget_weights_hash(folder)
+
+
+def test_backbone_paths_are_portable(tiny_model: RegionSpot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     tiny_sam_dir: Path) -> None:
+    """A head saved with a relative backbone path loads from any working folder (the path is
+    stored absolute), and a checkpoint shipped with its backbone beside it finds it there."""
+    import dataclasses
+    import shutil
+
+    monkeypatch.chdir(tiny_sam_dir.parent)
+    relative = dataclasses.replace(tiny_model.config, sam=dataclasses.replace(tiny_model.config.sam,
+                                                                              name_or_path=tiny_sam_dir.name))
+    saved = RegionSpot(relative, tiny_model.region_tokenizer, tiny_model.image_encoder, tiny_model.text_embedder,
+                       tiny_model.fusion).save_pretrained(tmp_path / "ckpt")
+    monkeypatch.chdir(tmp_path)
+    stored = json.loads((saved / "config.json").read_text())["config"]["sam"]["name_or_path"]
+    assert stored == str(tiny_sam_dir.resolve())
+    assert RegionSpot.from_pretrained(saved).config.sam.name_or_path == str(tiny_sam_dir.resolve())
+    shutil.copytree(tiny_sam_dir, saved / "sam")
+    edit_config(saved, lambda document: document["config"]["sam"].update(name_or_path="sam"))
+    assert RegionSpot.from_pretrained(saved).config.sam.name_or_path == str(saved / "sam")
 
 
 def test_unknown_checkpoint_and_bad_override(tmp_path: Path, tiny_model: RegionSpot) -> None:
@@ -119,3 +162,12 @@ def test_text_embeddings_are_memoised(tiny_model: RegionSpot) -> None:
     first = tiny_model.text_embeddings(["cat", "dog"])
     assert tiny_model.text_embeddings(["cat", "dog"]) is first
     torch.testing.assert_close(first.norm(dim=-1), torch.ones(2))
+
+
+def test_a_missing_backbone_file_says_where_it_was_named(tiny_model: RegionSpot, tmp_path: Path) -> None:
+    from regionspot.backbones.loading import BackboneLoadError
+
+    saved = tiny_model.save_pretrained(tmp_path / "ckpt")
+    edit_config(saved, lambda document: document["config"]["sam"].update(name_or_path=str(tmp_path / "gone.pt")))
+    with pytest.raises(BackboneLoadError, match="SAM checkpoint file not found.*named by the checkpoint.*--sam"):
+        RegionSpot.from_pretrained(saved)
