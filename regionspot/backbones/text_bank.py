@@ -17,11 +17,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from regionspot.vocab import clean_category_name
+from regionspot.vocab import VocabularyError, clean_category_name
 
 
-class UnknownCategoryError(KeyError):
-    """Names asked of a text bank that it has no row for."""
+class UnknownCategoryError(VocabularyError, KeyError):
+    """Names asked of a text bank that it has no row for (a vocabulary error for users: the CLI's
+    one-line ``error:``, HTTP 422; still a KeyError for code that looks names up)."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])

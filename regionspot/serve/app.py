@@ -91,10 +91,22 @@ def info_document(model: Model, limits: ServeLimits, cache_size: int) -> dict[st
         "score_kind": description["score_kind"],
         "attention": model.has_attention,
         "backbones": jsonable_encoder(description["backbones"]),
-        "vocabularies": {name: len(builtin_vocabulary(name)) for name in BUILTIN_VOCABULARIES},
+        "vocabularies": scorable_vocabularies(model),
         "limits": dataclasses.asdict(limits),
         "cache_size": cache_size,
     }
+
+
+def scorable_vocabularies(model: Model) -> dict[str, int]:
+    """The built-in vocabularies (name -> size) the model can score: all of them for a CLIP text
+    tower; for a head bound to a text bank, only those whose every name is in the bank."""
+    index_of = getattr(model.text_embedder, "index_of", None)
+    sizes = {}
+    for name in BUILTIN_VOCABULARIES:
+        names = builtin_vocabulary(name)
+        if index_of is None or all(index_of(entry) is not None for entry in names):
+            sizes[name] = len(names)
+    return sizes
 
 
 def recognition_document(result: RegionResult, image_id: str, with_masks: bool) -> dict[str, Any]:

@@ -100,7 +100,9 @@ async def _domain_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     LOGGER.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error (details are in the server log)")
+    # the connection may be in any state after an unexpected error: tell the client not to reuse it
+    return error_response(500, "internal_error", "internal server error (details are in the server log)",
+                          headers={"Connection": "close"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

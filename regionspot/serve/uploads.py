@@ -9,6 +9,7 @@ import inspect
 import io
 import struct
 import sys
+from collections import Counter
 from contextlib import aclosing
 from typing import Any, Callable, Coroutine
 
@@ -126,11 +127,22 @@ class _InMemoryFormRequest(Request):
                     parser = parser_class(self.headers, stream,
                                           **{k: v for k, v in options.items() if k in accepted})
                     self._form = await parser.parse()
+                check_fields_sent_once(self._form)
             except MultiPartException as exc:
                 if "maximum size" in exc.message:
                     raise too_large(f"a form field is too large: {exc.message}") from None
                 raise ApiError(422, "bad_form", f"malformed form: {exc.message}") from None
         return await super()._get_form(**limits)
+
+
+def check_fields_sent_once(form: FormData) -> None:
+    """422 ``repeated_field`` when a field comes more than once (two images, two box lists):
+    taking silently the last one would answer a question the client did not ask."""
+    counts = Counter(key for key, _ in form.multi_items())
+    repeated = sorted(key for key, count in counts.items() if count > 1)
+    if repeated:
+        raise ApiError(422, "repeated_field", f"field(s) {', '.join(repr(k[:40]) for k in repeated[:5])} sent more "
+                                              "than once; send each field once")
 
 
 def in_memory_form_route(max_field_bytes: int) -> type[APIRoute]:

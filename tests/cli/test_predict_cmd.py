@@ -165,3 +165,17 @@ def test_overflowing_numbers_in_a_boxes_file_are_a_user_error(photo, tmp_path, c
         assert run_cli("predict", photo, "--boxes", boxes, "--vocab", "cat", "--checkpoint", tmp_path / "x") == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_a_name_outside_the_heads_text_bank_is_one_error_line(mobile_sam_checkpoint, tiny_clip_dir, shared_data,
+                                                              photo, tmp_path, capsys) -> None:
+    from regionspot.config import TextConfig
+    from regionspot.model.regionspot import RegionSpot
+
+    bank = shared_data / "text-banks" / "coco_clip-vit-b32_a-name.npy"
+    head = RegionSpot.from_backbones(sam=str(mobile_sam_checkpoint), clip=str(tiny_clip_dir),
+                                     text=TextConfig(bank=str(bank)), clip_vision=False).save_pretrained(tmp_path / "h")
+    code = run_cli("predict", photo, "--boxes", "10,20,200,240", "--vocab", "cat,unicornfish", "--checkpoint", head)
+    err = capsys.readouterr().err
+    assert code == 2 and "error: 1 name(s) not in text bank" in err and "unicornfish" in err
+    assert "Traceback" not in err

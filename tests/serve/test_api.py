@@ -420,3 +420,49 @@ def test_a_zero_shot_server_says_so_and_answers(serve_model, photo_bytes: bytes)
     refused = client.post("/v1/recognize", data={"image_id": body["image_id"], "boxes": "[[10, 20, 200, 240]]",
                                                  "vocabulary": "cat", "attention": "true"})
     assert refused.status_code == 422 and refused.json()["error"]["type"] == "attention_unavailable"
+
+
+@pytest.fixture(scope="module")
+def bank_model(mobile_sam_checkpoint: Path, tiny_clip_dir: Path, shared_data: Path):
+    """A head bound to the real COCO text bank (no CLIP text tower): it can score COCO names only."""
+    from regionspot.config import TextConfig
+    from regionspot.model.regionspot import RegionSpot
+
+    bank = shared_data / "text-banks" / "coco_clip-vit-b32_a-name.npy"
+    return RegionSpot.from_backbones(sam=str(mobile_sam_checkpoint), clip=str(tiny_clip_dir),
+                                     text=TextConfig(bank=str(bank)), clip_vision=False)
+
+
+def test_a_text_bank_head_offers_and_scores_only_its_names(bank_model, photo_bytes: bytes) -> None:
+    client = TestClient(create_app(bank_model))
+    assert client.get("/v1/info").json()["vocabularies"] == {"coco": 80}  # lvis, objects365 it cannot score
+    upload = {"image": ("photo.jpg", photo_bytes, "image/jpeg")}
+    ok = client.post("/v1/recognize", files=upload, data=form(vocabulary="cat, dog", attention="false"))
+    assert ok.status_code == 200, ok.text
+    refused = client.post("/v1/recognize", files=upload, data=form(vocabulary="cat, unicornfish", attention="false"))
+    assert refused.status_code == 422 and refused.json()["error"]["type"] == "bad_vocabulary"
+    assert "unicornfish" in refused.json()["error"]["message"]
+
+
+def test_an_unexpected_error_closes_the_connection(serve_model, monkeypatch: pytest.MonkeyPatch,
+                                                   photo_bytes: bytes) -> None:
+    from regionspot.serve.session import InferenceSession
+
+    client = TestClient(create_app(serve_model), raise_server_exceptions=False)
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(InferenceSession, "recognize", broken)
+    answer = client.post("/v1/recognize", files={"image": ("photo.jpg", photo_bytes, "image/jpeg")},
+                         data=form(vocabulary="cat"))
+    assert answer.status_code == 500 and answer.headers["connection"] == "close"
+    assert "a bug" not in answer.text and "Traceback" not in answer.text
+
+
+def test_a_field_sent_twice_is_refused(client: TestClient, photo_bytes: bytes) -> None:
+    twice = {"boxes": [json.dumps(BOXES), "[[0, 0, 5, 5]]"], "vocabulary": "cat"}
+    answer = client.post("/v1/recognize", files=[("image", ("p.jpg", photo_bytes, "image/jpeg"))], data=twice)
+    assert error_of(answer) == (422, "repeated_field") and "'boxes'" in answer.json()["error"]["message"]
+    two_images = [("image", ("a.jpg", photo_bytes, "image/jpeg")), ("image", ("b.jpg", photo_bytes, "image/jpeg"))]
+    answer = client.post("/v1/recognize", files=two_images, data=form())
+    assert error_of(answer) == (422, "repeated_field")
