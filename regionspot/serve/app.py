@@ -154,9 +154,13 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
     router = APIRouter(route_class=in_memory_form_route(config.limits.max_form_bytes))
     limits = config.limits
 
-    @router.api_route("/healthz", methods=["GET", "HEAD"], summary="liveness check")
+    @router.get("/healthz", summary="liveness check")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD
+    def healthz_head() -> Response:
+        return Response(status_code=200)
 
     @router.get("/v1/info", summary="backbones, built-in vocabularies and limits")
     def server_info() -> dict[str, Any]:
