@@ -41,6 +41,20 @@ def mobile_sam_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_scene():
+    """96x128 HxWx3 uint8 synthetic scene: a gradient with three coloured rectangles."""
+    import numpy as np
+
+    rows, cols = np.mgrid[0:96, 0:128]
+    picture = np.stack([rows * 2, cols * 2, (rows + cols)], axis=-1).astype(np.uint8)
+    picture[10:45, 8:55] = (220, 40, 40)
+    picture[35:85, 55:115] = (30, 160, 60)
+    picture[5:35, 92:125] = (20, 40, 200)
+    picture.setflags(write=False)  # shared by every test of the session
+    return picture
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny CLIPModel + tokenizer saved like a Hub model (save_pretrained)."""
     from regionspot.backbones.clip_text import save_tiny_clip

@@ -29,6 +29,7 @@ from regionspot.backbones.clip_vision import TINY_VOCAB_SIZE, check_loading_info
 from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
 from regionspot.backbones.protocols import freeze
 from regionspot.backbones.templates import build_prompts, resolve_templates
+from regionspot.hub import TEXT_ROLE
 from regionspot.vocab import clean_category_name
 
 PROGRESS_MIN_PROMPTS = 512
@@ -127,7 +128,7 @@ class ClipTextEmbedder(torch.nn.Module):
         """Load the text tower and tokenizer from a Hub id or a folder saved from ``CLIPModel``
         or ``CLIPTextModelWithProjection``; ``kwargs`` go to the constructor."""
         text_model, projection = _load_text_tower(name_or_path)
-        tokenizer = load_hf_pretrained(AutoTokenizer, name_or_path)
+        tokenizer = load_hf_pretrained(AutoTokenizer, name_or_path, what=TEXT_ROLE)
         return cls(text_model, projection, tokenizer, name=name_or_path, **kwargs)  # type: ignore[arg-type]
 
     @classmethod
@@ -244,14 +245,15 @@ def text_tower_fingerprint(
 
 def _load_text_tower(name_or_path: str) -> tuple[CLIPTextModel, torch.nn.Linear]:
     """Text tower and text projection of a CLIP folder/Hub id (refusing incomplete weights)."""
-    config = load_hf_pretrained(AutoConfig, name_or_path)
+    config = load_hf_pretrained(AutoConfig, name_or_path, what=TEXT_ROLE)
     model_type = getattr(config, "model_type", None)
     if model_type == "clip":
-        model, info = load_hf_pretrained(CLIPModel, name_or_path, output_loading_info=True)
+        model, info = load_hf_pretrained(CLIPModel, name_or_path, what=TEXT_ROLE, output_loading_info=True)
         check_loading_info(name_or_path, info, prefixes=("text_model.", "text_projection."))
         return model.text_model, model.text_projection
     if model_type == "clip_text_model" and "CLIPTextModelWithProjection" in (config.architectures or []):
-        model, info = load_hf_pretrained(CLIPTextModelWithProjection, name_or_path, output_loading_info=True)
+        model, info = load_hf_pretrained(CLIPTextModelWithProjection, name_or_path, what=TEXT_ROLE,
+                                         output_loading_info=True)
         check_loading_info(name_or_path, info, prefixes=("",))
         return model.text_model, model.text_projection
     raise BackboneLoadError(f"{name_or_path!r} ({model_type!r}) has no CLIP text tower with a projection "

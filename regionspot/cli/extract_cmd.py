@@ -171,16 +171,6 @@ def _plan_from_config(args: argparse.Namespace, data: Path) -> Plan:
     return Plan(jobs, sam, clip, flip, args.device or config.device)
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     from regionspot.backbones.sam import build_region_tokenizer
     from regionspot.datasets.coco_format import CocoDataset
@@ -188,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     # the category names do not matter here (the records and their order do not depend on them)
     datasets = [CocoDataset(job.annotations, job.images, name=job.name) for job in plan.jobs]
-    device = resolve_device(plan.device)
+    from regionspot.devices import choose_device
+
+    device = choose_device(plan.device)
     tokenizer = build_region_tokenizer(plan.sam)
     _to_device(tokenizer, device)
     encoder = None
@@ -218,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _to_device(module: Any, device: str) -> None:
+def _to_device(module: Any, device: Any) -> None:
     import torch
 
     if isinstance(module, torch.nn.Module):

@@ -12,13 +12,15 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from regionspot.config import ClipBackboneConfig, SamBackboneConfig
+from regionspot.devices import PRECISIONS as PRECISION_CHOICES
+from regionspot.model.official import VARIANTS as VARIANT_CHOICES
+from regionspot.model.recognizer import METHODS as METHOD_CHOICES
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model, ModelSource
 
-METHOD_CHOICES = ("regionspot", "clip-crop", "clip-mask-crop")
-VARIANT_CHOICES = ("bb", "bl", "bl336")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16")
+__all__ = ["METHOD_CHOICES", "PRECISION_CHOICES", "VARIANT_CHOICES", "add_device_argument", "add_model_arguments",
+           "load_model_from_args", "model_source_from_args"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, method: bool = True, device: bool = True,

@@ -97,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
         boxes = auto_boxes(predictor, args.max_boxes)
     result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
                                with_attention=bool(args.attention))
-    write_document(args, result, names, model.describe())
+    description = model.describe()
+    write_document(args, result, names, description)
     for box, label, score in zip(result.boxes, result.labels, result.scores):
         print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
-    write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(model.describe()))
+    write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(description))
     return 0
 
 

@@ -111,7 +111,5 @@ def _positive(value: int, name: str) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
-def split_overrides(items: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Dotted ``key=value`` items -> (model-config overrides, eval-config overrides); see
-    :func:`regionspot.model.loader.split_model_overrides`."""
-    return split_model_overrides(items)
+#: Dotted ``key=value`` items -> (model-config overrides, eval-config overrides).
+split_overrides = split_model_overrides

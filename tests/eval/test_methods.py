@@ -31,14 +31,8 @@ def dense_scores(result: RegionResult) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def image() -> np.ndarray:
-    """96x128 synthetic scene: a gradient with three coloured rectangles."""
-    rows, cols = np.mgrid[0:96, 0:128]
-    picture = np.stack([rows * 2, cols * 2, (rows + cols)], axis=-1).astype(np.uint8)
-    picture[10:45, 8:55] = (220, 40, 40)
-    picture[35:85, 55:115] = (30, 160, 60)
-    picture[5:35, 92:125] = (20, 40, 200)
-    return picture
+def image(synthetic_scene: np.ndarray) -> np.ndarray:
+    return synthetic_scene
 
 
 @pytest.fixture(scope="module")

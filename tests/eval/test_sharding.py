@@ -42,7 +42,8 @@ def _launch(args: list[str], nproc: int) -> subprocess.Popen:
 def test_two_process_eval_equals_one_process(finish_run, coco_sample, mobile_sam_checkpoint, tiny_clip_dir,
                                              text_cache_dir, tmp_path) -> None:
     common = ["eval", "--data", str(coco_sample / "annotations.json"), "--untrained",
-              "--sam", str(mobile_sam_checkpoint), "--clip", str(tiny_clip_dir), "--max-images", "3", "--masks", "--save-detections", "--no-progress",
+              "--sam", str(mobile_sam_checkpoint), "--clip", str(tiny_clip_dir), "--max-images", "3", "--masks",
+              "--save-detections", "--no-progress",
               "--device", "cpu", "--examples", "3", "--set", f"text.cache_dir={text_cache_dir}"]
     finish_run(_launch([*common, "--out", str(tmp_path / "one")], nproc=1))
     output = finish_run(_launch([*common, "--out", str(tmp_path / "two")], nproc=2))

@@ -163,12 +163,8 @@ def clip_zero_shot(clip: CLIPModel, tokenizer, crops: list[np.ndarray], names: l
 
 
 @pytest.fixture(scope="module")
-def picture() -> np.ndarray:
-    rows, cols = np.mgrid[0:96, 0:128]
-    image = np.stack([rows * 2, cols * 2, (rows + cols)], axis=-1).astype(np.uint8)
-    image[10:45, 8:55] = (220, 40, 40)
-    image[35:85, 55:115] = (30, 160, 60)
-    return image
+def picture(synthetic_scene: np.ndarray) -> np.ndarray:
+    return synthetic_scene
 
 
 @pytest.mark.parametrize("method", ["clip-crop", "clip-mask-crop"])
