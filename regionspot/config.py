@@ -53,7 +53,7 @@ class ClipBackboneConfig:
     """
 
     name_or_path: str = "openai/clip-vit-base-patch16"
-    image_size: int | None = None
+    image_size: int | None = field(default=None, metadata={"min": 1})
     use_class_token: bool = True
     enabled: bool = True
 
@@ -62,12 +62,16 @@ class ClipBackboneConfig:
 class TextConfig:
     """Text embeddings: the CLIP text tower of ``name_or_path`` (None: the CLIP backbone's)
     with the single template or the template ensemble, or a precomputed bank (``bank``:
-    an ``.npy`` matrix with a ``*_names.json`` beside it) standing in for the tower."""
+    an ``.npy`` matrix with a ``*_names.json`` beside it) standing in for the tower.
+    ``memory_names`` / ``disk_names``: how many names' embeddings the tower's caches keep in
+    memory and in its file under ``cache_dir`` (least recently used dropped first)."""
 
     name_or_path: str | None = None
     templates: TemplateSet = "ensemble"
     bank: str | None = None
     cache_dir: str | None = None
+    memory_names: int = field(default=10_000, metadata={"min": 1})
+    disk_names: int = field(default=20_000, metadata={"min": 1})
 
 
 @dataclass
@@ -78,13 +82,13 @@ class FusionConfig:
     channels), ``text_dim`` the text-embedding width; ``from_backbones`` fills all three.
     """
 
-    token_dim: int = 256
-    width: int = 768
-    text_dim: int = 512
-    depth: int = 3
-    heads: int = 8
-    ffn_dim: int = 2048
-    dropout: float = 0.1
+    token_dim: int = field(default=256, metadata={"min": 1})
+    width: int = field(default=768, metadata={"min": 1, "multiple_of": "heads"})
+    text_dim: int = field(default=512, metadata={"min": 1})
+    depth: int = field(default=3, metadata={"min": 0})
+    heads: int = field(default=8, metadata={"min": 1})
+    ffn_dim: int = field(default=2048, metadata={"min": 1})
+    dropout: float = field(default=0.1, metadata={"min": 0.0, "below": 1.0})
     region_self_attention: bool = True
     logit_scale: float = 100.0
     # Inference scores from the logits (no weights involved): "sigmoid" (per (region, name),
@@ -137,7 +141,29 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
     for key, raw in data.items():
         path = f"{where}.{key}" if where else key
         values[key] = _convert(hints[key], raw, path)
-    return cls(**values)
+    instance = cls(**values)
+    check_limits(instance, where)
+    return instance
+
+
+def check_limits(config: Any, where: str = "") -> None:
+    """ConfigError for a field of dataclass instance ``config`` outside the range its ``metadata``
+    states: ``min`` (inclusive), ``below`` (exclusive), ``multiple_of`` (the name of a sibling
+    field). None values are not checked (an optional field left unset)."""
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        if value is None or not spec.metadata:
+            continue
+        path = f"{where}.{spec.name}" if where else spec.name
+        low, below, divisor = (spec.metadata.get(key) for key in ("min", "below", "multiple_of"))
+        if low is not None and not value >= low:
+            raise ConfigError(f"{path} must be at least {low}, got {value!r}")
+        if below is not None and not value < below:
+            raise ConfigError(f"{path} must be below {below}, got {value!r}")
+        other = getattr(config, divisor) if divisor else None
+        if isinstance(other, int) and other >= 1 and value % other:
+            sibling = f"{where}.{divisor}" if where else divisor
+            raise ConfigError(f"{path} {value} must be a multiple of {sibling} {other}")
 
 
 def _convert(hint: Any, raw: Any, path: str) -> Any:

@@ -18,23 +18,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from regionspot.backbones.protocols import ImageMemoryEncoder
 from regionspot.cache.shards import (
     CacheError,
-    CacheView,
     FillStats,
     ShardReader,
     fill_shards,
     open_for_writing,
     plan_shards,
 )
-from regionspot.cache.token_cache import INFORMATIONAL, check_dataset, dataset_meta, tensors_fingerprint
+from regionspot.cache.token_cache import (
+    INFORMATIONAL,
+    check_dataset,
+    dataset_meta,
+    tensors_fingerprint,
+)
+from regionspot.cache.view import CacheView
 from regionspot.datasets.coco_format import CocoDataset, ImageRecord
 
 MEMORY_FORMAT = "regionspot-clip-memory"

@@ -14,7 +14,10 @@ moment (even SIGKILL) leaves the previous, valid state: at worst the shard being
 lost and an orphan ``.tmp`` file stays behind (removed by the next writer).
 
 Writers (:func:`open_for_writing`) resume: a finished shard whose file still has its recorded
-sha256 is skipped, everything else is recomputed. Readers (:class:`ShardReader`) check a shard's
+sha256 is skipped, everything else is recomputed. Each shard also records in its own header what
+the manifest says of it (:mod:`regionspot.cache.integrity`), so a manifest that no longer parses
+is rebuilt from the intact shards instead of forcing a full recompute. A full disk or an
+unwritable folder ends as a CacheError naming the file and why; finished shards stay. Readers (:class:`ShardReader`) check a shard's
 sha256 and that its tensors parse the first time they open it, and raise :class:`CacheError`
 naming the shard and saying how to repair it.
 
@@ -25,17 +28,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from regionspot.cache.integrity import (
+    SHARD_PATTERN,
+    flatten,
+    json_normal,
+    meta_digest,
+    recover_shards,
+    shard_metadata,
+    write_failure,
+)
 from regionspot.fileio import atomic_write_bytes, remove_stale_temporaries
 
 MANIFEST = "manifest.json"
@@ -58,23 +72,11 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def flatten(meta: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": value}`` (lists are kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in meta.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def meta_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any],
                      ignore: Sequence[str] = ()) -> list[str]:
     """Human-readable ``"key: cache has A, now B"`` for every dotted key whose values differ
     (after a JSON round trip, so tuples equal lists); keys in ``ignore`` are skipped."""
-    a, b = flatten(_json_normal(stored)), flatten(_json_normal(wanted))
+    a, b = flatten(json_normal(stored)), flatten(json_normal(wanted))
     lines = []
     for key in sorted(set(a) | set(b)):
         if key in ignore or a.get(key) == b.get(key):
@@ -83,39 +85,73 @@ def meta_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any],
     return lines
 
 
-def _json_normal(value: Any) -> Any:
-    return json.loads(json.dumps(value))
+class DamagedManifest(CacheError):
+    """A manifest that cannot be parsed (truncated or corrupt); ``reason`` says how. Writers
+    rebuild it from the shards (see :mod:`regionspot.cache.integrity`)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is not a valid regionspot cache manifest ({reason}); {REPAIR_HINT}: it rebuilds "
+                         "the manifest from the intact shards and computes only the missing ones")
+        self.reason = reason
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The parsed manifest of ``folder``; CacheError when missing or malformed."""
+    """The parsed manifest of ``folder``; CacheError when missing, unreadable, of another
+    format or version, or :class:`DamagedManifest` when it does not parse."""
     path = folder / MANIFEST
     if not path.is_file():
         raise CacheError(f"no cache at {folder} ({MANIFEST} is missing); create it with "
                          "`regionspot extract-tokens`")
     try:
         manifest = json.loads(path.read_text())
+    except OSError as exc:
+        raise CacheError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # truncated or garbled JSON, bytes that are not UTF-8
+        raise DamagedManifest(path, str(exc)) from None
+    if isinstance(manifest, dict) and manifest.get("format") not in (None, STORE_FORMAT):
+        raise CacheError(f"{path} is not a regionspot cache manifest (format {manifest['format']!r}, expected "
+                         f"{STORE_FORMAT!r}); choose another folder")
+    if isinstance(manifest, dict) and manifest.get("format") and manifest.get("version") != STORE_VERSION:
+        raise CacheError(f"{path}: store version {manifest.get('version')!r}, this regionspot reads {STORE_VERSION}; "
+                         "choose another folder, or delete it to start over")
+    try:
         if manifest.get("format") != STORE_FORMAT or not isinstance(manifest.get("shards"), dict):
-            raise ValueError(f"format is {manifest.get('format')!r}, expected {STORE_FORMAT!r}")
-        if manifest.get("version") != STORE_VERSION:
-            raise ValueError(f"store version {manifest.get('version')!r}, this regionspot reads {STORE_VERSION}")
+            raise ValueError("no format or no shards")
         int(manifest["num_shards"]), int(manifest["shard_size"]), dict(manifest["meta"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CacheError(f"{path} is not a valid regionspot cache manifest ({exc}); delete {folder} and "
-                         f"{REPAIR_HINT}") from None
+        raise DamagedManifest(path, f"{type(exc).__name__}: {exc}") from None
     return manifest
 
 
 def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
-    atomic_write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    """Write ``folder``'s manifest atomically, shards in index order (the same cache gives the same
+    bytes whatever order its shards were finished in); CacheError naming it when that fails."""
+    document = {**manifest, "shards": dict(sorted(manifest["shards"].items(), key=lambda item: int(item[0])))}
+    with reported_writes(folder, folder / MANIFEST):
+        atomic_write_bytes(folder / MANIFEST, (json.dumps(document, indent=1) + "\n").encode())
+
+
+@contextmanager
+def reported_writes(folder: Path, target: Path | None = None, kept: int | None = None) -> Iterator[None]:
+    """OSError while writing ``target`` (default: ``folder``) in cache ``folder`` -> one
+    CacheError naming the file (see :func:`~regionspot.cache.integrity.write_failure`), why, and
+    that the finished shards (``kept`` of them, when known) are kept."""
+    try:
+        yield
+    except OSError as exc:
+        what = "finished shards" if kept is None else f"the {kept} finished shard(s)"
+        raise CacheError(f"{write_failure(target or folder, exc)}; {what} in {folder} are kept: run the same "
+                         "command again to resume") from None
 
 
 class ShardWriter:
-    """Fills the shards of one cache folder; see :func:`open_for_writing`."""
+    """Fills the shards of one cache folder; see :func:`open_for_writing`. ``settings_digest``:
+    the :func:`meta_digest` written into every shard (so a lost manifest can be rebuilt)."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], settings_digest: str | None = None) -> None:
         self.folder = folder
         self.manifest = manifest
+        self.settings_digest = settings_digest or meta_digest(manifest["meta"])
 
     @property
     def num_shards(self) -> int:
@@ -126,12 +162,17 @@ class ShardWriter:
         return {int(key) for key in self.manifest["shards"]}
 
     def write(self, index: int, tensors: Mapping[str, torch.Tensor], image_ids: Sequence[int]) -> None:
-        """Store shard ``index`` (atomically), then record it in the manifest (atomically)."""
+        """Store shard ``index`` (atomically), then record it in the manifest (atomically). A
+        full disk or an unwritable folder raises CacheError; the shards finished before stay."""
         if not 0 <= index < self.num_shards:
             raise IndexError(f"shard {index} out of range 0..{self.num_shards - 1}")
-        data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        metadata = shard_metadata(index, self.manifest, self.settings_digest, image_ids, cpu)
+        data = save_safetensors(cpu, metadata=metadata)
         name = shard_file_name(index)
-        atomic_write_bytes(self.folder / name, data)
+        kept = len(self.manifest["shards"])
+        with reported_writes(self.folder, self.folder / name, kept):
+            atomic_write_bytes(self.folder / name, data)
         self.manifest["shards"][str(index)] = {"file": name, "sha256": sha256_bytes(data), "bytes": len(data),
                                                "image_ids": [int(i) for i in image_ids]}
         write_manifest(self.folder, self.manifest)
@@ -145,20 +186,71 @@ def open_for_writing(folder: Path, meta: Mapping[str, Any], *, num_shards: int, 
     with the same ``meta`` (dotted keys in ``ignore`` excepted, e.g. informational paths),
     ``num_shards`` and ``shard_size``, else CacheError (never overwrite another cache). Finished
     shards whose file is missing or whose sha256 no longer matches are dropped from the manifest
-    (they will be recomputed); orphan temporary files of a killed run are removed.
+    (they will be recomputed); orphan temporary files of a killed run are removed. A manifest
+    that does not parse (or is missing beside shard files) is rebuilt from the shards that
+    prove intact and made with these settings, with one warning line on stderr. Writing
+    problems (full disk, read-only folder) raise CacheError naming the file and why.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    wanted = {"format": STORE_FORMAT, "version": STORE_VERSION, "meta": _json_normal(dict(meta)),
+    wanted = {"format": STORE_FORMAT, "version": STORE_VERSION, "meta": json_normal(dict(meta)),
               "shard_size": shard_size, "num_shards": num_shards, "shards": {}}
+    digest = meta_digest(meta, ignore)
+    with reported_writes(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = _existing_manifest(folder, wanted, digest)
+        if manifest is None:
+            write_manifest(folder, wanted)
+            return ShardWriter(folder, wanted, digest)
+        _check_same_settings(folder, manifest, wanted, ignore)
+        remove_stale_temporaries(folder)
+        damaged = [key for key, entry in manifest["shards"].items()
+                   if not (folder / entry["file"]).is_file()
+                   or sha256_bytes((folder / entry["file"]).read_bytes()) != entry["sha256"]]
+        if damaged:
+            for key in damaged:
+                del manifest["shards"][key]
+            write_manifest(folder, manifest)
+    return ShardWriter(folder, manifest, digest)
+
+
+def _existing_manifest(folder: Path, wanted: dict[str, Any], digest: str) -> dict[str, Any] | None:
+    """The manifest of ``folder``: read, or rebuilt from its shards when damaged or missing beside
+    shard files; None for an empty folder; CacheError for a folder holding something else."""
     if not (folder / MANIFEST).exists():
         strangers = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if strangers and all(SHARD_PATTERN.match(name) for name in strangers):
+            return _rebuild_manifest(folder, wanted, digest, f"{MANIFEST} is missing")
         if strangers:
             raise CacheError(f"{folder} is not empty ({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''})"
                              f" but holds no cache ({MANIFEST} is missing); give a new or empty folder")
-        write_manifest(folder, wanted)
-        return ShardWriter(folder, wanted)
-    manifest = read_manifest(folder)
-    differences = meta_differences(manifest["meta"], meta, ignore)
+        return None
+    try:
+        return read_manifest(folder)
+    except DamagedManifest as exc:
+        return _rebuild_manifest(folder, wanted, digest, exc.reason)
+
+
+def _rebuild_manifest(folder: Path, wanted: dict[str, Any], digest: str, reason: str) -> dict[str, Any]:
+    """A new manifest listing the shards of ``folder`` that verify (see
+    :func:`~regionspot.cache.integrity.recover_shards`), written, with one warning line."""
+    found = recover_shards(folder, wanted, digest)
+    if found.foreign:
+        raise CacheError(f"{folder / MANIFEST} is unusable ({reason}) and {folder} holds shards made with other "
+                         f"settings or another shard size ({', '.join(found.foreign[:3])}); choose another output "
+                         f"folder, or delete {folder} to start over")
+    manifest = {**wanted, "shards": found.entries}
+    write_manifest(folder, manifest)
+    unverified = (f"; {len(found.unverified)} shard file(s) that could not be verified will be recomputed"
+                  if found.unverified else "")
+    print(f"warning: {folder / MANIFEST} was unusable ({' '.join(reason.split())[:200]}); rebuilt it from the "
+          f"shards: {len(found.entries)} of {wanted['num_shards']} shards recovered, "
+          f"{wanted['num_shards'] - len(found.entries)} to compute{unverified}", file=sys.stderr)
+    return manifest
+
+
+def _check_same_settings(folder: Path, manifest: Mapping[str, Any], wanted: Mapping[str, Any],
+                         ignore: Sequence[str]) -> None:
+    """CacheError listing every setting in which ``folder``'s cache differs from ``wanted``."""
+    differences = meta_differences(manifest["meta"], wanted["meta"], ignore)
     for key in ("num_shards", "shard_size"):
         if int(manifest[key]) != wanted[key]:
             differences.append(f"{key}: cache has {manifest[key]}, now {wanted[key]}")
@@ -166,15 +258,6 @@ def open_for_writing(folder: Path, meta: Mapping[str, Any], *, num_shards: int, 
         raise CacheError(f"{folder} already holds a cache made with other settings:\n  "
                          + "\n  ".join(differences)
                          + f"\nchoose another output folder, or delete {folder} to start over")
-    remove_stale_temporaries(folder)
-    damaged = [key for key, entry in manifest["shards"].items()
-               if not (folder / entry["file"]).is_file()
-               or sha256_bytes((folder / entry["file"]).read_bytes()) != entry["sha256"]]
-    if damaged:
-        for key in damaged:
-            del manifest["shards"][key]
-        write_manifest(folder, manifest)
-    return ShardWriter(folder, manifest)
 
 
 class ShardReader:
@@ -305,43 +388,3 @@ def plan_shards(num_items: int, shard_size: int) -> int:
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     return (num_items + shard_size - 1) // shard_size
-
-
-class CacheView:
-    """What every cache over a :class:`ShardReader` offers: completeness, membership, and the
-    per-image entries (raising ``error``, the cache kind's exception, naming a damaged shard)."""
-
-    error: type[CacheError] = CacheError
-
-    def __init__(self, reader: ShardReader) -> None:
-        self.reader = reader
-        self.folder = reader.folder
-        self.meta: dict[str, Any] = reader.meta
-
-    @property
-    def missing_shards(self) -> list[int]:
-        return self.reader.missing
-
-    @property
-    def complete(self) -> bool:
-        return not self.reader.missing
-
-    @property
-    def image_ids(self) -> list[int]:
-        return sorted(self.reader.shard_of)
-
-    def __len__(self) -> int:
-        return len(self.reader.shard_of)
-
-    def __contains__(self, image_id: object) -> bool:
-        return isinstance(image_id, (int, np.integer)) and int(image_id) in self.reader.shard_of
-
-    def _entry(self, image_id: int, suffix: str) -> torch.Tensor:
-        """Tensor ``"{image_id}/{suffix}"``; KeyError for an image not in the cache."""
-        tensors, index = self.reader.tensors_of(image_id)
-        key = f"{int(image_id)}/{suffix}"
-        if key not in tensors:
-            raise self.error(f"cache shard {index} of {self.folder} lacks {key!r}; delete that shard and "
-                             f"{REPAIR_HINT}")
-        return tensors[key]
-

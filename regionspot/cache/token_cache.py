@@ -25,24 +25,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from regionspot.backbones.protocols import RegionTokenizer
+from regionspot.cache.integrity import update_tensors_digest
 from regionspot.cache.shards import (
     CacheError,
-    CacheView,
     FillStats,
     ShardReader,
     fill_shards,
     open_for_writing,
     plan_shards,
 )
+from regionspot.cache.view import CacheView
 from regionspot.datasets.coco_format import CocoDataset, ImageRecord
 from regionspot.fileio import file_sha256
 
@@ -66,11 +68,7 @@ def tensors_fingerprint(module: torch.nn.Module, settings: Mapping[str, Any]) ->
     digest = hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode())
     tensors = dict(module.named_parameters())
     tensors.update(dict(module.named_buffers()))
-    for name in sorted(tensors):
-        tensor = tensors[name].detach()
-        digest.update(f"\n{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        flat = tensor.cpu().contiguous().reshape(-1)
-        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+    update_tensors_digest(digest, tensors)
     return digest.hexdigest()
 
 

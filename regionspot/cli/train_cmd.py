@@ -9,8 +9,13 @@ import argparse
 import gc
 import sys
 
-from regionspot.cli.arguments import (add_legacy_overrides_argument, add_overrides_argument, add_progress_argument,
-                                     merge_legacy_overrides)
+from regionspot.cli.arguments import (
+    add_legacy_overrides_argument,
+    add_overrides_argument,
+    add_progress_argument,
+    check_output_path,
+    merge_legacy_overrides,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -37,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     merge_legacy_overrides(args)  # already done by regionspot.cli.main.main; kept for direct callers
     config = apply_overrides(load_config(TrainConfig, args.config), args.overrides)
+    check_output_path("output_dir", config.output_dir, folder=True)  # before any model is loaded
     ctx = init_distributed(config.device)
     trainer = None
     try:

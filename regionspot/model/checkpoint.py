@@ -17,12 +17,14 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
+from regionspot.cache.integrity import write_failure
 from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
 from regionspot.fileio import atomic_write_bytes, file_sha256
 from regionspot.weights import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+FUSION_PREFIX = "fusion."  # the head's weights are stored as fusion.*
 FORMAT_NAME = "regionspot"
 FORMAT_VERSION = 1
 
@@ -30,18 +32,24 @@ FORMAT_VERSION = 1
 def write_checkpoint(folder: str | Path, config: RegionSpotConfig, state: dict[str, torch.Tensor],
                      extra: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``folder`` atomically (each file is
-    written to a temporary name first, then renamed)."""
+    written to a temporary name first, then renamed). CheckpointError naming the file and why
+    when it cannot be written (full disk, read-only folder)."""
     from regionspot import __version__
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     weights = save_safetensors(tensors, metadata={"format": "pt"})
     document = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "regionspot_version": __version__,
                 "config": to_dict(portable_backbones(config)), "weights_sha256": hashlib.sha256(weights).hexdigest(),
                 **(extra or {})}
-    atomic_write_bytes(folder / WEIGHTS_NAME, weights)
-    atomic_write_bytes(folder / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())
+    target = folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for target, data in ((folder / WEIGHTS_NAME, weights),
+                             (folder / CONFIG_NAME, (json.dumps(document, indent=2) + "\n").encode())):
+            atomic_write_bytes(target, data)
+    except OSError as exc:  # a full disk, a read-only folder
+        raise CheckpointError(f"{write_failure(target, exc)}; the checkpoint {folder} was not written") from None
     return folder
 
 
@@ -127,6 +135,7 @@ def read_checkpoint(folder: Path) -> tuple[RegionSpotConfig, dict[str, torch.Ten
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise CheckpointError(f"{folder / WEIGHTS_NAME} could not be read: {exc}") from None
     check_finite(folder, config, state)
+    check_widths(folder, config, state)
     return locate_backbones(config, folder), state
 
 
@@ -148,3 +157,28 @@ def check_finite(folder: Path, config: RegionSpotConfig, state: dict[str, torch.
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         what = f"weights {bad[:5]}{more}" if bad else f"fusion.logit_scale {config.fusion.logit_scale}"
         raise CheckpointError(f"{folder}: {what} are not finite (NaN or infinite); this head cannot score anything")
+
+
+def check_widths(folder: Path, config: RegionSpotConfig, state: dict[str, torch.Tensor]) -> None:
+    """CheckpointError when ``config.json``'s fusion widths or depth do not fit the tensors of
+    ``model.safetensors``, naming the field, the parameter and both shapes (missing or unexpected
+    keys are left to the strict load, which lists them)."""
+    fusion = config.fusion
+    weights = {key.removeprefix(FUSION_PREFIX): tensor for key, tensor in state.items()}
+    # parameter -> the fields setting each of its dimensions
+    layout = {"token_projector.weight": ("width", "token_dim"), "text_projector.weight": ("text_dim", "width"),
+              "blocks.0.ffn.0.weight": ("ffn_dim", "width")}
+    for name, fields in layout.items():
+        if name not in weights:
+            continue
+        found, expected = tuple(weights[name].shape), tuple(getattr(fusion, field) for field in fields)
+        if found != expected:
+            wrong = [f for i, f in enumerate(fields) if i >= len(found) or found[i] != expected[i]] or list(fields)
+            raise CheckpointError(
+                f"{folder / CONFIG_NAME}: fusion.{wrong[0]} {getattr(fusion, wrong[0])} does not fit the weights in "
+                f"{folder / WEIGHTS_NAME}: {FUSION_PREFIX}{name} has shape {found}, the config expects {expected} "
+                f"(fusion.{fields[0]} x fusion.{fields[1]})")
+    blocks = {int(key.split(".")[1]) for key in weights if key.startswith("blocks.") and key.split(".")[1].isdigit()}
+    if blocks and len(blocks) != fusion.depth:
+        raise CheckpointError(f"{folder / CONFIG_NAME}: fusion.depth {fusion.depth} does not fit the weights in "
+                              f"{folder / WEIGHTS_NAME}, which hold {len(blocks)} fusion block(s)")

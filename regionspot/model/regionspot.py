@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer, TextEmbedder
-from regionspot.config import (ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig,
+from regionspot.config import (ClipBackboneConfig, ConfigError, FusionConfig, RegionSpotConfig, SamBackboneConfig,
                                TextConfig, apply_overrides)
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
 from regionspot.devices import full_precision
@@ -68,7 +68,8 @@ class RegionSpot(nn.Module):
         if self.text_embedder.embed_dim != fusion.text_dim:
             problems.append(f"text width {self.text_embedder.embed_dim} != fusion.text_dim {fusion.text_dim}")
         if problems:
-            raise ValueError("backbones do not fit the fusion head: " + "; ".join(problems))
+            raise ConfigError("backbones do not fit the fusion head: " + "; ".join(problems)
+                              + " (load the head with the backbones it was trained with)")
 
     # ----------------------------------------------------------------- construction
     @classmethod

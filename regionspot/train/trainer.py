@@ -12,12 +12,14 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from regionspot.cache.integrity import write_failure
 from regionspot.config import save_config, to_dict
 from regionspot.datasets.mixture import plan_batch, rank_range
 from regionspot.model.regionspot import RegionSpot
@@ -29,8 +31,15 @@ from regionspot.train.evaluate import evaluate_top1
 from regionspot.train.loss import region_accuracy, sigmoid_focal_loss
 from regionspot.train.schedule import build_optimizer, build_scheduler, clip_gradients
 from regionspot.train.setup import build_sources, build_training_model, check_config
-from regionspot.train.state import (capture_rng_state, latest_training_state, load_training_state,
-                                    restore_rng_state, save_training_state, state_filename)
+from regionspot.train.state import (
+    capture_rng_state,
+    latest_training_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+    state_filename,
+)
+from regionspot.weights import CheckpointError
 
 
 class Trainer:
@@ -50,7 +59,10 @@ class Trainer:
         self.optimizer = build_optimizer(self.head.named_parameters(), config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim)
         self.step = 0
-        self.log = MetricsLog(self.output / "metrics.csv") if ctx.is_main else None
+        self.log: MetricsLog | None = None
+        if ctx.is_main:
+            with self._writing(self.output / "metrics.csv"):
+                self.log = MetricsLog(self.output / "metrics.csv")
         if resume:
             self._resume()
         self.trained = self._wrap_for_data_parallel()
@@ -74,7 +86,8 @@ class Trainer:
                   "is unchanged, dropout noise differs from an uninterrupted run")
         restore_rng_state(rng_states[min(self.ctx.rank, len(rng_states) - 1)])
         if self.log is not None:
-            self.log.truncate_after(self.step)
+            with self._writing(self.log.csv_path):
+                self.log.truncate_after(self.step)
         if self.ctx.is_main:
             print(f"resumed from {path.parent} at step {self.step}")
 
@@ -85,7 +98,25 @@ class Trainer:
             return
         state = {"step": self.step, "head": self.model.head_state(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": rng_states, "config": to_dict(self.config)}
-        save_training_state(self.output / "checkpoints" / state_filename(self.step), state)
+        path = self.output / "checkpoints" / state_filename(self.step)
+        with self._writing(path):
+            save_training_state(path, state)
+
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """An OSError while writing ``path`` (a full disk, a read-only folder) -> one
+        CheckpointError naming it, why, and which saved state ``--resume`` continues from."""
+        try:
+            yield
+        except OSError as exc:
+            raise CheckpointError(f"{write_failure(path, exc)}; {self._kept()}") from None
+
+    def _kept(self) -> str:
+        """What survives a failed write, for error messages."""
+        latest = latest_training_state(self.output / "checkpoints")
+        if latest is None:
+            return "no training state had been saved yet"
+        return f"the last saved training state {latest} is kept: continue with --resume"
 
     def _gather_rng_states(self) -> list[Any]:
         state = capture_rng_state()
@@ -150,8 +181,9 @@ class Trainer:
         """Train to ``config.iterations``; returns the exported head's folder."""
         config = self.config
         if self.ctx.is_main:
-            self.output.mkdir(parents=True, exist_ok=True)
-            save_config(config, self.output / "config.yaml")
+            with self._writing(self.output / "config.yaml"):
+                self.output.mkdir(parents=True, exist_ok=True)
+                save_config(config, self.output / "config.yaml")
         self.head.train()
         bar = tqdm(total=config.iterations, initial=self.step, disable=not self.progress, desc="train",
                    dynamic_ncols=True)
@@ -174,12 +206,14 @@ class Trainer:
         bar.update(1)
         bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.2f}")
         if self.log is not None and (step % config.log_every == 0 or step == config.iterations):
-            self.log.append(step, "train", values)
+            with self._writing(self.log.csv_path):
+                self.log.append(step, "train", values)
         if self.eval_source is not None and (step % config.eval_every == 0 or step == config.iterations):
             metrics = evaluate_top1(self.model, self.eval_source, self.ctx)
             self.head.train()
             if self.log is not None:
-                self.log.append(step, "eval", metrics)
+                with self._writing(self.log.csv_path):
+                    self.log.append(step, "eval", metrics)
                 bar.write(f"step {step}: eval " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % config.checkpoint_every == 0 and step < config.iterations:
             self.save()
@@ -187,9 +221,13 @@ class Trainer:
     def _finish(self, seconds: float) -> Path:
         final = self.output / "final"
         if self.ctx.is_main:
-            self.model.save_pretrained(final)
+            try:
+                self.model.save_pretrained(final)
+            except CheckpointError as exc:  # a full disk or a read-only folder: the last state is saved
+                raise CheckpointError(f"{exc}; {self._kept()}") from None
             if self.log is not None:
-                plot_curves(self.log.csv_path, self.output / "curves.png")
+                with self._writing(self.output / "curves.png"):
+                    plot_curves(self.log.csv_path, self.output / "curves.png")
             print(f"trained {self.step} steps in {seconds:.0f} s; head exported to {final}")
         return final
 
