@@ -23,6 +23,10 @@ from regionspot.proposals.auto import AutoProposalConfig, Proposals, propose_reg
 from regionspot.results import RegionResult
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
+#: Most float values of image-size mask logits held at once while masks are pasted back
+#: (32M values: 128 MiB in float32), whatever the image size and the number of regions.
+MASK_PASTE_PIXELS = 32 * 1024 * 1024
+
 
 class PredictorStateError(RuntimeError):
     """``predict`` was called before ``set_image``."""
@@ -149,15 +153,19 @@ class RegionPredictor:
         return self.encoded
 
     def _masks_at_image_size(self, mask_logits: torch.Tensor) -> np.ndarray:
-        """Low-res logits [R, 256, 256] -> bool [R, H, W], pasted back in chunks to bound memory."""
+        """Low-res logits [R, 256, 256] -> bool [R, H, W]. Pasted back a few regions at a time so
+        the float logits at image size never exceed :data:`MASK_PASTE_PIXELS` values; the
+        result itself is R x H x W bytes."""
         assert self.encoded is not None
-        chunks = []
-        for start in range(0, mask_logits.shape[0], self.region_batch_size):
-            logits = self.model.region_tokenizer.masks_to_image(
-                self.encoded.sam, mask_logits[start:start + self.region_batch_size]
-            )
-            chunks.append((logits > 0).cpu().numpy())
-        return np.concatenate(chunks, axis=0)
+        height, width = self.encoded.size
+        per_chunk = max(1, min(self.region_batch_size, MASK_PASTE_PIXELS // max(1, height * width)))
+        masks = np.empty((mask_logits.shape[0], height, width), dtype=bool)
+        for start in range(0, mask_logits.shape[0], per_chunk):
+            logits = self.model.region_tokenizer.masks_to_image(self.encoded.sam,
+                                                                mask_logits[start:start + per_chunk])
+            masks[start:start + logits.shape[0]] = (logits > 0).cpu().numpy()
+            del logits
+        return masks
 
 
 def attention_to_grid(patches: torch.Tensor) -> np.ndarray:

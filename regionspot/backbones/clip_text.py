@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import threading
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
 from transformers import CLIPTokenizer, PreTrainedTokenizerBase
@@ -29,8 +27,10 @@ from regionspot.backbones.clip_vision import TINY_VOCAB_SIZE, check_loading_info
 from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
 from regionspot.backbones.protocols import freeze
 from regionspot.backbones.templates import build_prompts, resolve_templates
+from regionspot.backbones.text_cache import NameRowTable, TextEmbeddingDiskCache
 from regionspot.hub import TEXT_ROLE
-from regionspot.vocab import clean_category_name
+from regionspot.ops.memory import release_free_memory
+from regionspot.vocab import MAX_NAME_CHARS, VocabularyError, clean_category_name
 
 PROGRESS_MIN_PROMPTS = 512
 _IGNORED_CONFIG_KEYS = {"transformers_version", "architectures", "torch_dtype", "dtype", "output_hidden_states",
@@ -43,49 +43,6 @@ def default_text_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> P
         return Path(cache_dir).expanduser()
     root = os.environ.get("REGIONSPOT_CACHE")
     return Path(root).expanduser() / "text" if root else Path.home() / ".cache" / "regionspot" / "text"
-
-
-class TextEmbeddingDiskCache:
-    """A name -> ``[D]`` float32 row table in one safetensors file, written atomically.
-
-    ``metadata['names']`` is a JSON list; tensor ``embeddings`` is ``[N, D]`` in that order.
-    A file that cannot be read is ignored (with a warning) and rewritten on the next save.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[str, torch.Tensor]:
-        if not self.path.is_file():
-            return {}
-        try:
-            with safe_open(str(self.path), framework="pt") as handle:
-                names = json.loads((handle.metadata() or {})["names"])
-                rows = handle.get_tensor("embeddings")
-        except Exception as exc:  # noqa: BLE001 - a bad cache file must not stop the run
-            warnings.warn(f"ignoring unreadable text-embedding cache {self.path}: {exc}", stacklevel=2)
-            return {}
-        if len(names) != rows.shape[0]:
-            warnings.warn(f"ignoring inconsistent text-embedding cache {self.path}", stacklevel=2)
-            return {}
-        return {name: rows[i] for i, name in enumerate(names)}
-
-    def save(self, table: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-        """Merge ``table`` into what is on disk now (another process may have added rows) and
-        replace the file atomically."""
-        merged = self.load()
-        merged.update(table)
-        names = sorted(merged)
-        rows = torch.stack([merged[name].float().cpu() for name in names]).contiguous()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"embeddings": rows}, temp, metadata={**metadata, "names": json.dumps(names)})
-            os.replace(temp, self.path)
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
 
 
 class ClipTextEmbedder(torch.nn.Module):
@@ -106,6 +63,8 @@ class ClipTextEmbedder(torch.nn.Module):
         name: str = "<in-memory>",
         batch_size: int = 256,
         lru_size: int = 8,
+        memory_names: int = 10_000,
+        disk_names: int = 20_000,
     ) -> None:
         super().__init__()
         self.text_model = text_model
@@ -119,7 +78,10 @@ class ClipTextEmbedder(torch.nn.Module):
         self.batch_size = batch_size
         self.lru_size = lru_size
         self._lru: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
-        self._table: dict[str, torch.Tensor] = {}
+        self._lru_lock = threading.Lock()
+        self._encode_lock = threading.Lock()
+        self._table = NameRowTable(memory_names)
+        self.disk_names = disk_names
         self._fingerprint: str | None = None
         freeze(self)
 
@@ -155,8 +117,7 @@ class ClipTextEmbedder(torch.nn.Module):
         parameter = next(self.text_model.parameters())
         max_length = min(int(self.tokenizer.model_max_length), int(self.text_model.config.max_position_embeddings))
         outputs = []
-        starts = range(0, len(prompts), self.batch_size)
-        for start in tqdm(starts, desc="CLIP text", unit="batch", disable=len(prompts) <= PROGRESS_MIN_PROMPTS):
+        for start in range(0, len(prompts), self.batch_size):
             batch = list(prompts[start:start + self.batch_size])
             tokens = self.tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             with torch.no_grad():
@@ -170,45 +131,74 @@ class ClipTextEmbedder(torch.nn.Module):
 
     def encode_text(self, names: Sequence[str]) -> torch.Tensor:
         """``names`` (N) -> ``[N, embed_dim]`` float32 CPU, unit rows: normalised mean of the
-        normalised embeddings of every template prompt of the cleaned name. Cached in memory
-        (LRU of vocabularies) and on disk (per name)."""
+        normalised embeddings of every template prompt of the cleaned name.
+
+        Cached in memory (an LRU of whole vocabularies and a bounded LRU of names) and on disk
+        (a bounded file of names). Safe to call from several threads; the model runs outside
+        any lock. A name longer than ``MAX_NAME_CHARS`` or empty once cleaned raises
+        ``VocabularyError``/``ValueError`` before anything is encoded or cached.
+        """
         key = tuple(names)
-        if key in self._lru:
-            self._lru.move_to_end(key)
-            return self._lru[key].clone()
+        with self._lru_lock:
+            if key in self._lru:
+                self._lru.move_to_end(key)
+                return self._lru[key].clone()
+        for index, name in enumerate(names):
+            if len(name) > MAX_NAME_CHARS:
+                raise VocabularyError(f"name {index} is {len(name)} characters long; a name may have at most "
+                                      f"{MAX_NAME_CHARS}")
         cleaned = [clean_category_name(name) for name in names]
-        self._fill_table(cleaned)
-        rows = torch.stack([self._table[name] for name in cleaned]) if cleaned else torch.zeros(0, self.embed_dim)
-        self._lru[key] = rows
-        while len(self._lru) > self.lru_size:
-            self._lru.popitem(last=False)
+        table = self._rows_for(cleaned)
+        rows = torch.stack([table[name] for name in cleaned]) if cleaned else torch.zeros(0, self.embed_dim)
+        with self._lru_lock:
+            self._lru[key] = rows
+            while len(self._lru) > self.lru_size:
+                self._lru.popitem(last=False)
         return rows.clone()
 
-    def _fill_table(self, cleaned: Sequence[str]) -> None:
-        """Make sure every cleaned name has a row: memory, then disk, then the model."""
-        missing = sorted({name for name in cleaned if name not in self._table})
+    def _rows_for(self, cleaned: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A row for every cleaned name: from memory, then from disk, then from the model (new
+        rows are added to both caches)."""
+        unique = list(dict.fromkeys(cleaned))
+        found = self._table.get_many(unique)
+        missing = [name for name in unique if name not in found]
         if not missing:
-            return
-        cache = TextEmbeddingDiskCache(self.cache_path)
-        self._table.update(cache.load())
-        missing = [name for name in missing if name not in self._table]
-        if not missing:
-            return
-        new_rows = self._encode_names(missing)
-        self._table.update(new_rows)
-        try:
-            cache.save(new_rows, metadata={"model": self.name, "fingerprint": self.fingerprint(),
-                                           "templates": json.dumps(self.templates)})
-        except OSError as exc:
-            warnings.warn(f"could not write the text-embedding cache {cache.path}: {exc}", stacklevel=3)
+            return found
+        cache = TextEmbeddingDiskCache(self.cache_path, capacity=self.disk_names)
+        stored = cache.load()
+        from_disk = {name: stored[name] for name in missing if name in stored}
+        del stored
+        missing = [name for name in missing if name not in from_disk]
+        new_rows = self._encode_names(missing) if missing else {}
+        self._table.put_many({**from_disk, **new_rows})
+        if new_rows:
+            try:
+                cache.save(new_rows, metadata={"model": self.name, "fingerprint": self.fingerprint(),
+                                               "templates": json.dumps(self.templates)}, used=unique)
+            except OSError as exc:
+                warnings.warn(f"could not write the text-embedding cache {cache.path}: {exc}", stacklevel=3)
+        return {**found, **from_disk, **new_rows}
 
     def _encode_names(self, cleaned: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Cleaned names -> {name: ``[D]`` unit row} through the model (template ensemble)."""
+        """Cleaned names -> {name: ``[D]`` unit row} through the model (template ensemble).
+
+        One vocabulary is encoded at a time (``_encode_lock``), a few names per step, so the
+        prompt embeddings held at once stay near ``batch_size`` rows whatever the vocabulary size.
+        """
         per_name = len(self.templates)
-        prompts = [p for name in cleaned for p in build_prompts(name, self.templates, clean=False)]
-        embedded = self.encode_prompts(prompts).view(len(cleaned), per_name, self.embed_dim)
-        averaged = torch.nn.functional.normalize(embedded.mean(dim=1), dim=-1)
-        return {name: averaged[i].clone() for i, name in enumerate(cleaned)}
+        names_per_step = max(1, self.batch_size // per_name)
+        steps = range(0, len(cleaned), names_per_step)
+        rows: dict[str, torch.Tensor] = {}
+        with self._encode_lock:
+            for start in tqdm(steps, desc="CLIP text", unit="step",
+                              disable=len(cleaned) * per_name <= PROGRESS_MIN_PROMPTS):
+                names = cleaned[start:start + names_per_step]
+                prompts = [p for name in names for p in build_prompts(name, self.templates, clean=False)]
+                embedded = self.encode_prompts(prompts).view(len(names), per_name, self.embed_dim)
+                averaged = torch.nn.functional.normalize(embedded.mean(dim=1), dim=-1)
+                rows.update((name, averaged[i].clone()) for i, name in enumerate(names))
+                release_free_memory()  # tokenizer and activations fragment the heap, step after step
+        return rows
 
     def describe(self) -> dict[str, object]:
         """What this embedder is (model, templates, fingerprint, cache file)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from regionspot.backbones.protocols import TextEmbedder
-from regionspot.config import TextConfig
+from regionspot.config import TextConfig, check_limits
 
 
 def build_text_embedder(config: TextConfig, clip_name_or_path: str) -> TextEmbedder:
@@ -20,5 +20,7 @@ def build_text_embedder(config: TextConfig, clip_name_or_path: str) -> TextEmbed
         return TextBankEmbedder(config.bank)
     from regionspot.backbones.clip_text import ClipTextEmbedder
 
+    check_limits(config, "text")
     return ClipTextEmbedder.from_pretrained(config.name_or_path or clip_name_or_path,
-                                            templates=config.templates, cache_dir=config.cache_dir)
+                                            templates=config.templates, cache_dir=config.cache_dir,
+                                            memory_names=config.memory_names, disk_names=config.disk_names)

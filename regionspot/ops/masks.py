@@ -8,14 +8,24 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 
+#: Most mask pixels converted at once while encoding RLE (the copy pycocotools needs).
+RLE_CHUNK_PIXELS = 64 * 1024 * 1024
+
+
 def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
     """Bool masks [R, H, W] -> COCO compressed RLE dicts ``{"size": [H, W], "counts": str}``
-    (``counts`` decoded to text so the result is JSON-serialisable)."""
+    (``counts`` decoded to text so the result is JSON-serialisable). A few masks are encoded at
+    a time, so the extra memory stays under :data:`RLE_CHUNK_PIXELS` bytes for any R."""
     if masks.ndim != 3:
         raise ValueError(f"masks must be [R, H, W], got shape {masks.shape}")
-    fortran = np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8))
-    encoded = mask_utils.encode(fortran)
-    return [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")} for rle in encoded]
+    per_chunk = max(1, RLE_CHUNK_PIXELS // max(1, masks.shape[1] * masks.shape[2]))
+    rles: list[dict[str, Any]] = []
+    for start in range(0, masks.shape[0], per_chunk):
+        chunk = masks[start:start + per_chunk]
+        fortran = np.asfortranarray(chunk.transpose(1, 2, 0).astype(np.uint8))
+        rles += [{"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                 for rle in mask_utils.encode(fortran)]
+    return rles
 
 
 def decode_rle(rles: list[dict[str, Any]]) -> np.ndarray:

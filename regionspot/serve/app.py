@@ -62,7 +62,7 @@ def create_app(model: Model, config: ServeConfig | None = None, *,
     ``static_dir``: folder of the web page (default: the package's ``serve/static``).
     """
     config = check_serve_config(config if config is not None else ServeConfig())
-    session = InferenceSession(model, cache_size=config.cache_size)
+    session = InferenceSession(model, cache_size=config.cache_size, max_mask_pixels=config.limits.max_mask_pixels)
     session.warm_up(config.warmup_vocabularies)
     app = FastAPI(title="regionspot", version=__version__,
                   description="Name any region of an image against any vocabulary (RegionSpot).")

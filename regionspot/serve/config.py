@@ -28,6 +28,10 @@ class ServeLimits:
     ``max_vocabulary``: names a client may send in one vocabulary. The built-in vocabularies
     (``lvis`` 1203, ``coco`` 80, ``objects365`` 365) are the server's own and always allowed.
     ``max_topk``: largest ``topk``.
+    ``max_mask_pixels``: regions x image pixels of the masks one request makes. Masks are made
+    when a request asks for them, and always for a recognizer that crops regions by their masks
+    (the zero-shot default); they take one byte per pixel, so this bounds a request's memory
+    (400 M: 100 regions of a 2000x2000 image, 23 of a 4096x4096 one). 422 above it.
     """
 
     max_upload_bytes: int = 16 * 1024 * 1024
@@ -36,6 +40,7 @@ class ServeLimits:
     max_boxes: int = 100
     max_vocabulary: int = 1000
     max_topk: int = 50
+    max_mask_pixels: int = 400_000_000
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """One model per process: an LRU cache of encoded images and one lock around inference.
 
-Requests run in FastAPI's thread pool. Everything that touches the model (image encoding,
-text embeddings and their memo, the prompt decoder, the head) runs while holding
-``InferenceSession``'s lock, and each call builds its own :class:`RegionPredictor` pointed at the
-cached :class:`EncodedImage`, so no request ever sees another one's predictor state.
-Decoding an upload happens before the lock, so it overlaps with other requests' inference.
+Requests run in FastAPI's thread pool. Image encoding, the prompt decoder and the head run
+while holding ``InferenceSession``'s inference lock, and each call builds its own
+:class:`RegionPredictor` pointed at the cached :class:`EncodedImage`, so no request ever sees
+another one's predictor state. Decoding an upload happens before the lock, and so does embedding
+the vocabulary (the text embedder's caches are thread-safe and it encodes one set of new names
+at a time): a request with many new names never holds back requests whose vocabularies are
+cached.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from regionspot.ops.memory import release_free_memory
 from regionspot.predictor import EncodedImage, RegionPredictor
 from regionspot.proposals.auto import AutoProposalConfig, Proposals
 from regionspot.results import RegionResult
 from regionspot.serve.errors import ApiError
 from regionspot.serve.uploads import decode_image_bytes
+from regionspot.vocab import validate_vocabulary
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model
@@ -53,11 +57,12 @@ class ImageInput:
 class InferenceSession:
     """Serialised inference on one recognizer with ``cache_size`` encoded images kept."""
 
-    def __init__(self, model: Model, cache_size: int) -> None:
+    def __init__(self, model: Model, cache_size: int, max_mask_pixels: int | None = None) -> None:
         if cache_size < 1:
             raise ValueError("cache_size must be >= 1")
         self.model = model
         self.cache_size = cache_size
+        self.max_mask_pixels = max_mask_pixels
         self._inference_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._cache: OrderedDict[str, EncodedImage] = OrderedDict()
@@ -70,8 +75,7 @@ class InferenceSession:
         for spec in vocabularies:
             names = validate_vocabulary(parse_vocabulary(spec))
             print(f"warming up text embeddings of {spec!r} ({len(names)} names)", flush=True)
-            with self._inference_lock:
-                self.model.text_embeddings(names)
+            self.model.text_embeddings(names)
 
     def is_cached(self, key: str) -> bool:
         with self._cache_lock:
@@ -85,21 +89,48 @@ class InferenceSession:
     def recognize(self, image: ImageInput, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
                   with_masks: bool, with_attention: bool) -> RegionResult:
         """Name ``boxes`` (float [R, 4] xyxy pixels) of ``image`` against ``vocabulary`` (see
-        :meth:`RegionPredictor.predict`). Raises BoxError/VocabularyError/ApiError."""
-        with self._inference_lock:
-            predictor = self._predictor_for(image)
-            return predictor.predict(boxes=boxes, vocabulary=list(vocabulary), topk=topk,
-                                     with_masks=with_masks, with_attention=with_attention)
+        :meth:`RegionPredictor.predict`). Raises BoxError/VocabularyError/ApiError (422
+        ``too_many_mask_pixels`` above ``max_mask_pixels``)."""
+        if with_masks or self.model.needs_region_masks:
+            self._check_mask_pixels(image, len(boxes), with_masks)
+        names = validate_vocabulary(list(vocabulary))
+        try:
+            self.model.text_embeddings(names)  # outside the inference lock; memoised for predict
+            with self._inference_lock:
+                predictor = self._predictor_for(image)
+                return predictor.predict(boxes=boxes, vocabulary=names, topk=topk,
+                                         with_masks=with_masks, with_attention=with_attention)
+        finally:
+            release_free_memory()
+
+    def _check_mask_pixels(self, image: ImageInput, regions: int, asked: bool) -> None:
+        """422 when ``regions`` masks at ``image``'s size would exceed ``max_mask_pixels``."""
+        if self.max_mask_pixels is None:
+            return
+        encoded = self._lookup(image.key)
+        height, width = encoded.size if encoded is not None else image.pixels().shape[:2]
+        total = regions * height * width
+        if total <= self.max_mask_pixels:
+            return
+        why = ("masks were asked for" if asked else
+               f"this server's recognizer ({self.model.method}) crops each region by its mask")
+        raise ApiError(422, "too_many_mask_pixels",
+                       f"{regions} masks of a {width}x{height} image are {total:,} pixels, over max_mask_pixels="
+                       f"{self.max_mask_pixels:,} ({why}); send fewer boxes, a smaller image"
+                       + (", or masks=false" if asked and not self.model.needs_region_masks else ""))
 
     def propose(self, image: ImageInput, config: AutoProposalConfig,
                 max_boxes: int | None = None) -> tuple[tuple[int, int], Proposals]:
         """Image size (H, W) and class-agnostic boxes of ``image``, at most ``max_boxes``."""
         if max_boxes is not None:
             config = dataclasses.replace(config, max_proposals=min(config.max_proposals, max_boxes))
-        with self._inference_lock:
-            predictor = self._predictor_for(image)
-            assert predictor.encoded is not None
-            return predictor.encoded.size, predictor.propose(config)
+        try:
+            with self._inference_lock:
+                predictor = self._predictor_for(image)
+                assert predictor.encoded is not None
+                return predictor.encoded.size, predictor.propose(config)
+        finally:
+            release_free_memory()
 
     def _predictor_for(self, image: ImageInput) -> RegionPredictor:
         """A fresh predictor on ``image``'s encoding, from the cache or encoded now (and cached).

@@ -9,8 +9,8 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 import pytest
+import torch
 from PIL import Image
 
 from regionspot.predictor import RegionPredictor
@@ -45,10 +45,17 @@ class StandInModel:
 
     device = torch.device("cpu")
     precision = "fp32"
+    method = "stand-in"
+    needs_region_masks = False
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.region_tokenizer = RecordingTokenizer(delay_s)
         self.image_encoder = None
+        self.embedded: list[tuple[str, ...]] = []
+
+    def text_embeddings(self, names: list[str]) -> torch.Tensor:
+        self.embedded.append(tuple(names))
+        return torch.zeros(len(names), 4)
 
     def encode_context(self, image: np.ndarray) -> None:
         return None
@@ -135,3 +142,49 @@ def test_warm_up_refuses_a_bad_vocabulary() -> None:
 
     with pytest.raises(VocabularyError):
         InferenceSession(StandInModel(), cache_size=2).warm_up(["cat, cat"])  # type: ignore[arg-type]
+
+
+def test_a_new_vocabulary_is_embedded_outside_the_inference_lock(echo_predict) -> None:
+    """A request embedding many new names must not hold back a request whose vocabulary is ready."""
+    model = StandInModel()
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_text(names: list[str]) -> torch.Tensor:
+        if names == ["slow"]:
+            started.set()
+            assert release.wait(timeout=30)
+        return torch.zeros(len(names), 4)
+
+    model.text_embeddings = slow_text  # type: ignore[method-assign]
+    session = InferenceSession(model, cache_size=2)  # type: ignore[arg-type]
+    slow = threading.Thread(target=lambda: session.recognize(upload(5), np.array([[0, 0, 4, 4]]), ["slow"], 1,
+                                                             with_masks=False, with_attention=False))
+    slow.start()
+    assert started.wait(timeout=30)
+    recognize(session, upload(6))  # answered while the slow one is still embedding its names
+    assert slow.is_alive()
+    release.set()
+    slow.join(timeout=30)
+    assert model.region_tokenizer.calls == 2
+
+
+@pytest.mark.parametrize("needs_masks", [False, True])
+def test_masks_over_the_pixel_limit_are_refused_before_any_work(echo_predict, needs_masks: bool) -> None:
+    model = StandInModel()
+    model.needs_region_masks = needs_masks  # type: ignore[misc]
+    session = InferenceSession(model, cache_size=2, max_mask_pixels=2 * 8 * 6)  # type: ignore[arg-type]
+    boxes = np.array([[0, 0, 4, 4]] * 3)
+    with pytest.raises(ApiError) as caught:
+        session.recognize(upload(7), boxes, ["a"], 1, with_masks=True, with_attention=False)
+    error = caught.value
+    assert error.status_code == 422 and error.error_type == "too_many_mask_pixels"
+    assert "3 masks of a 8x6 image are 144 pixels, over max_mask_pixels=96" in error.message
+    assert ("masks=false" in error.message) is not needs_masks
+    assert model.region_tokenizer.calls == 0 and model.embedded == []
+    session.recognize(upload(7), boxes[:2], ["a"], 1, with_masks=True, with_attention=False)  # at the limit
+    if not needs_masks:  # without masks nothing is made at image size
+        session.recognize(upload(7), boxes, ["a"], 1, with_masks=False, with_attention=False)
+    else:
+        with pytest.raises(ApiError, match="crops each region by its mask"):
+            session.recognize(upload(7), boxes, ["a"], 1, with_masks=False, with_attention=False)
