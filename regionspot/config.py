@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from regionspot.presets import DEFAULT_CLIP, DEFAULT_SAM
+
 TokenPlace = Literal["prompt_encoder", "transformer", "hypernet_mlp"]
 TOKEN_PLACES: tuple[str, ...] = typing.get_args(TokenPlace)
 TemplateSet = Literal["single", "ensemble"]
@@ -39,7 +41,7 @@ class SamBackboneConfig:
     (SAM ViT-B/L/H or MobileSAM).
     """
 
-    name_or_path: str = "facebook/sam-vit-base"
+    name_or_path: str = DEFAULT_SAM
     token_place: TokenPlace = "transformer"
     multimask: bool = False
 
@@ -52,7 +54,7 @@ class ClipBackboneConfig:
     position embeddings. ``enabled`` False is SPEC's "no CLIP vision" ablation.
     """
 
-    name_or_path: str = "openai/clip-vit-base-patch16"
+    name_or_path: str = DEFAULT_CLIP
     image_size: int | None = field(default=None, metadata={"min": 1})
     use_class_token: bool = True
     enabled: bool = True

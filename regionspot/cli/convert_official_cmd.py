@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from regionspot.presets import MODELS, VARIANTS
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from regionspot.model.official import VARIANTS
-
     parser = commands.add_parser(
         "convert-official", help="convert the authors' released .pth checkpoints to our format",
         description="Convert a RegionSpot checkpoint released by the paper's authors (a detectron2 .pth "
@@ -24,9 +24,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoint", help="their .pth file (model_final.pth or a re-saved copy)")
     parser.add_argument("--out", required=True, help="output folder (created; existing files replaced)")
     parser.add_argument("--variant", choices=VARIANTS,
-                        help="bb (CLIP ViT-B/16), bl (ViT-L/14), bl336 (ViT-L/14@336); default: guessed "
-                             "from the file's shapes")
-    parser.add_argument("--sam", help="SAM id or path written to the config (default facebook/sam-vit-base)")
+                        help=", ".join(f"{model.variant} (CLIP {model.clip_arch})" for model in MODELS)
+                        + "; default: guessed from the file's shapes")
+    parser.add_argument("--sam", help="SAM id or path written to the config (default: the variant's, "
+                                      f"{'/'.join(sorted({model.sam for model in MODELS}))})")
     parser.add_argument("--clip", help="CLIP id or path written to the config (default: the variant's "
                                        "OpenAI CLIP on the Hugging Face Hub)")
     parser.set_defaults(handler=run)
@@ -34,8 +35,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from regionspot.model.checkpoint import write_checkpoint
-    from regionspot.model.official import (VARIANT_SPECS, conversion_record, convert_official_state,
-                                           guess_variant, read_official_checkpoint, with_backbones)
+    from regionspot.model.official import (conversion_record, convert_official_state, guess_variant,
+                                           read_official_checkpoint, with_backbones)
+    from regionspot.presets import BY_VARIANT
     from regionspot.weights import CheckpointError
 
     out = Path(args.out)
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     config = with_backbones(config, sam=args.sam, clip=args.clip)
     write_checkpoint(out, config, head_state, extra=conversion_record(Path(args.checkpoint), variant, len(dropped)))
     parameters = sum(t.numel() for t in head_state.values())
-    spec = VARIANT_SPECS[variant]
+    spec = BY_VARIANT[variant]
     print(f"wrote {out} (config.json + model.safetensors): variant {variant} ({spec.their_clip_type}), "
           f"head depth {config.fusion.depth}, {parameters / 1e6:.2f}M parameters, "
           f"logit scale {config.fusion.logit_scale:g}")

@@ -6,24 +6,13 @@ import argparse
 import json
 
 from regionspot.config import FusionConfig
-
-# The paper's model shapes: SAM ViT-B tokens (256-d) into CLIP ViT-B/16 (width 768, text 512)
-# or ViT-L/14 (width 1024, text 768). BL@336 has BL's head; only the CLIP input size differs.
-PRESETS: dict[str, tuple[str, str, FusionConfig]] = {
-    "BB": ("facebook/sam-vit-base", "openai/clip-vit-base-patch16",
-           FusionConfig(token_dim=256, width=768, text_dim=512)),
-    "BL": ("facebook/sam-vit-base", "openai/clip-vit-large-patch14",
-           FusionConfig(token_dim=256, width=1024, text_dim=768)),
-    "BL@336": ("facebook/sam-vit-base", "openai/clip-vit-large-patch14-336",
-               FusionConfig(token_dim=256, width=1024, text_dim=768)),
-}
-SPEC_TRAINABLE_MILLIONS = {"BB": 24, "BL": 39, "BL@336": 39}
+from regionspot.presets import MODELS
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "info", help="backbones, configuration and trainable parameter counts",
-        description="Without arguments: the trainable parameter count of the paper's BB and BL heads. "
+        description="Without arguments: the trainable parameter count of the paper's BB, BL and BL@336 heads. "
                     "With --checkpoint: that checkpoint's configuration and head size.",
     )
     parser.add_argument("--checkpoint", help="a RegionSpot checkpoint folder, a Hub id or the authors' .pth")
@@ -41,10 +30,13 @@ def head_parameter_count(fusion: FusionConfig, cross_attention: bool = True) -> 
 def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         return _checkpoint_info(args.checkpoint, args.load)
-    print(f"{'model':8} {'SAM':24} {'CLIP':36} {'trainable':>12} {'SPEC':>6}")
-    for name, (sam, clip, fusion) in PRESETS.items():
-        count = head_parameter_count(fusion)
-        print(f"{name:8} {sam:24} {clip:36} {count / 1e6:>11.2f}M {SPEC_TRAINABLE_MILLIONS[name]:>5}M")
+    from regionspot.model.official import official_config
+
+    print(f"{'model':8} {'SAM':24} {'CLIP':36} {'trainable':>12} {'paper':>6}")
+    for model in MODELS:
+        count = head_parameter_count(official_config(model.variant).fusion)
+        paper = f"{model.paper_trainable_millions}M"
+        print(f"{model.name:8} {model.sam:24} {model.clip:36} {count / 1e6:>11.2f}M {paper:>6}")
     print("\nBackbones are frozen; only the fusion head trains. Use --checkpoint for a saved model.")
     return 0
 

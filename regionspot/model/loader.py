@@ -5,10 +5,10 @@ recognizer here.
     model = load()                                   # zero-shot CLIP on SAM masks (no training)
     model = load("regionspot_bl.pth")                # the authors' released file, converted in memory
     model = load("my-head", device="cuda")           # a RegionSpot folder or Hub repo id, on a GPU
-    model = load(untrained=True, sam=".cache/mobile_sam.pt", clip="openai/clip-vit-base-patch16")
+    model = load(untrained=True, sam=".cache/mobile_sam.pt")  # a random head on MobileSAM + the default CLIP
 
 Sources (:class:`ModelSource`): nothing -> :class:`~regionspot.model.zero_shot.ZeroShotCLIP` on the
-default backbones (``sam`` / ``clip`` replace them); a folder or Hub id -> RegionSpot.from_pretrained;
+default backbones (BB's of :mod:`regionspot.presets`; ``sam`` / ``clip`` replace them); a folder or Hub id -> RegionSpot.from_pretrained;
 an existing file -> the authors' ``.pth`` (detected by its key layout, variant read from the weight
 shapes); ``untrained`` -> a fresh, seeded head (for training and debugging; its labels are random).
 """
@@ -29,6 +29,7 @@ from regionspot.devices import check_precision, choose_device
 from regionspot.model.recognizer import METHODS
 from regionspot.model.regionspot import RegionSpot
 from regionspot.model.zero_shot import ZeroShotCLIP
+from regionspot.presets import BY_VARIANT
 from regionspot.weights import CheckpointError
 
 Model = Union[RegionSpot, ZeroShotCLIP]
@@ -49,9 +50,10 @@ class ModelSource:
     zero-shot recognizer, or with ``untrained`` a fresh head seeded with ``seed``. ``sam`` /
     ``clip``: backbones replacing the default or the checkpoint's (a Hub id, a local folder, or a
     ``.pt`` file for SAM). ``method``: the recognizer asked for (``regionspot``, ``clip-crop``,
-    ``clip-mask-crop``; None: the source's own). ``variant``: ``bb``/``bl``/``bl336`` for an
-    authors' file whose shapes cannot tell (None: read from the file). ``precision``: ``fp32``,
-    ``bf16`` or ``fp16``. ``overrides``: dotted ``key=value`` changes of the model config.
+    ``clip-mask-crop``; None: the source's own). ``variant``: a variant of :mod:`regionspot.presets`
+    (``bb``/``bl``/``bl336``) for an authors' file whose shapes cannot tell (None: read from the
+    file). ``precision``: ``fp32``, ``bf16`` or ``fp16``. ``overrides``: dotted ``key=value``
+    changes of the model config.
     """
 
     checkpoint: str | None = None
@@ -163,7 +165,7 @@ def backbone_overrides(source: ModelSource) -> list[str]:
 def load_official(path: Path, variant: str | None, overrides: Sequence[str], log: Log | None) -> RegionSpot:
     """The authors' released ``.pth`` (detectron2 layout), converted in memory: the variant read
     from the weight shapes unless given, backbones those the variant names (or ``overrides``)."""
-    from regionspot.model.official import VARIANT_SPECS, convert_official_state, guess_variant, read_official_checkpoint
+    from regionspot.model.official import convert_official_state, guess_variant, read_official_checkpoint
 
     state = read_official_checkpoint(path)
     try:
@@ -177,11 +179,12 @@ def load_official(path: Path, variant: str | None, overrides: Sequence[str], log
     model = RegionSpot.from_config(config)
     model.load_head_state(head_state, what=f"the authors' checkpoint {path}")
     how = "given" if variant else "read from the weight shapes"
+    spec = BY_VARIANT[found]
     model.origin = {"head": "official", "checkpoint": str(path), "variant": found,
-                    "their_clip_type": VARIANT_SPECS[found].their_clip_type, "variant_from": how}
+                    "their_clip_type": spec.their_clip_type, "variant_from": how}
     if log is not None:
-        log(f"detected the authors' RegionSpot-{found.upper().replace('BL336', 'BL@336')} checkpoint "
-            f"({VARIANT_SPECS[found].their_clip_type}, variant {how}); converted in memory")
+        log(f"detected the authors' RegionSpot-{spec.name} checkpoint ({spec.their_clip_type}, variant {how}); "
+            "converted in memory")
     return model
 
 

@@ -42,9 +42,9 @@ What their files hold (learned by reading the public release Surrey-UP-Lab/Regio
   ``F.normalize`` by a relative ``1e-7 / norm``, far below float32 noise for real embeddings.
 * CLIP memory: all tokens of the last vision transformer layer, class token first, before
   ``ln_post`` and the projection; the whole image resized to ``CLIP_INPUT_SIZE`` (224, or 336 for
-  the @336 model). SAM is ViT-B in all three models. Variants (their ``MODEL.CLIP_TYPE``):
-  BB = ``CLIP_400M`` (ViT-B/16, D 768, E 512), BL = ``CLIP_400M_Large`` (ViT-L/14, D 1024, E 768),
-  BL@336 = ``CLIP_400M_Large_336`` (ViT-L/14@336px, same widths, input 336).
+  the @336 model). SAM is ViT-B in all three models. The variants (BB, BL, BL@336: their
+  ``MODEL.CLIP_TYPE``, CLIP tower, ``D``, ``E`` and input size) are the table of
+  :mod:`regionspot.presets`.
 """
 
 from __future__ import annotations
@@ -60,39 +60,13 @@ import torch
 
 from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig
 from regionspot.model.fusion import RegionFusion
+from regionspot.presets import BY_VARIANT, MODELS, VARIANTS, NamedModel
 from regionspot.weights import CheckpointError, preview
 
-VARIANTS: tuple[str, ...] = ("bb", "bl", "bl336")
 WRAPPER_PREFIX = "model."
 FROZEN_PREFIXES: tuple[str, ...] = ("clip_model.", "sam.")
 OUR_PREFIX = "fusion."
 OFFICIAL_HEADS = 8
-OFFICIAL_SAM = "facebook/sam-vit-base"
-SAM_TOKEN_DIM = 256
-
-
-@dataclasses.dataclass(frozen=True)
-class VariantSpec:
-    """One released model: its CLIP tower (Hub id, widths, input size, patch) and their name."""
-
-    clip: str
-    width: int
-    text_dim: int
-    image_size: int
-    patch_size: int
-    their_clip_type: str
-
-    @property
-    def memory_tokens(self) -> int:
-        """CLIP tokens per image (patches + class token): the length of their positional embedding."""
-        return (self.image_size // self.patch_size) ** 2 + 1
-
-
-VARIANT_SPECS: dict[str, VariantSpec] = {
-    "bb": VariantSpec("openai/clip-vit-base-patch16", 768, 512, 224, 16, "CLIP_400M"),
-    "bl": VariantSpec("openai/clip-vit-large-patch14", 1024, 768, 224, 14, "CLIP_400M_Large"),
-    "bl336": VariantSpec("openai/clip-vit-large-patch14-336", 1024, 768, 336, 14, "CLIP_400M_Large_336"),
-}
 
 # their per-layer module names -> ours (tensor names inside each module are the same on both sides)
 _LAYER_MODULES: dict[str, str] = {
@@ -106,10 +80,11 @@ _CLIP_POSITIONS_KEY = "clip_model.visual.positional_embedding"
 _CLIP_LOGIT_SCALE_KEY = "clip_model.logit_scale"
 
 
-def _variant_spec(variant: str) -> VariantSpec:
-    if variant not in VARIANT_SPECS:
+def _variant_spec(variant: str) -> NamedModel:
+    """The released model of ``variant`` (``bb``, ``bl``, ``bl336``); CheckpointError otherwise."""
+    if variant not in BY_VARIANT:
         raise CheckpointError(f"unknown variant {variant!r}; choose one of {list(VARIANTS)}")
-    return VARIANT_SPECS[variant]
+    return BY_VARIANT[variant]
 
 
 def official_config(variant: str) -> RegionSpotConfig:
@@ -120,10 +95,10 @@ def official_config(variant: str) -> RegionSpotConfig:
     evaluation ranks softmax probabilities; ``fusion.score_function=sigmoid`` gives ours)."""
     spec = _variant_spec(variant)
     return RegionSpotConfig(
-        sam=SamBackboneConfig(name_or_path=OFFICIAL_SAM, token_place="transformer", multimask=False),
+        sam=SamBackboneConfig(name_or_path=spec.sam, token_place="transformer", multimask=False),
         clip=ClipBackboneConfig(name_or_path=spec.clip, image_size=spec.image_size, use_class_token=True),
         text=TextConfig(templates="ensemble"),
-        fusion=FusionConfig(token_dim=SAM_TOKEN_DIM, width=spec.width, text_dim=spec.text_dim, depth=3,
+        fusion=FusionConfig(token_dim=spec.token_dim, width=spec.width, text_dim=spec.text_dim, depth=3,
                             heads=OFFICIAL_HEADS, ffn_dim=2048, dropout=0.1, region_self_attention=True,
                             logit_scale=100.0, score_function="softmax"),
     )
@@ -247,14 +222,13 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str:
     """The variant whose widths fit the head; BL and BL@336 differ only in CLIP's input size, so
     they are told apart by ``clip_model.visual.positional_embedding`` when the file holds CLIP."""
     fusion = infer_fusion_config(state)
-    candidates = [name for name, spec in VARIANT_SPECS.items()
-                  if (spec.width, spec.text_dim) == (fusion.width, fusion.text_dim)]
+    candidates = [spec.variant for spec in MODELS if (spec.width, spec.text_dim) == (fusion.width, fusion.text_dim)]
     if not candidates:
         raise CheckpointError(f"no released variant has CLIP width {fusion.width} and text width "
                               f"{fusion.text_dim} (known: {_variant_widths()})")
     tokens = _clip_memory_tokens(state)
     if tokens is not None:
-        candidates = [name for name in candidates if VARIANT_SPECS[name].memory_tokens == tokens]
+        candidates = [name for name in candidates if BY_VARIANT[name].memory_tokens == tokens]
     if len(candidates) != 1:
         positions = tokens if tokens is not None else "unknown: no CLIP weights inside"
         raise CheckpointError(
@@ -264,7 +238,8 @@ def guess_variant(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def _variant_widths() -> str:
-    return ", ".join(f"{name}: {spec.width}/{spec.text_dim}" for name, spec in VARIANT_SPECS.items())
+    """``bb: 768/512, ...``: each variant's CLIP and text widths, for messages."""
+    return ", ".join(f"{spec.variant}: {spec.width}/{spec.text_dim}" for spec in MODELS)
 
 
 def _clip_memory_tokens(state: Mapping[str, torch.Tensor]) -> int | None:
@@ -286,13 +261,13 @@ def convert_official_state(
     spec = _variant_spec(variant)
     fusion = infer_fusion_config(state)
     found = (fusion.token_dim, fusion.width, fusion.text_dim)
-    wanted = (SAM_TOKEN_DIM, spec.width, spec.text_dim)
+    wanted = (spec.token_dim, spec.width, spec.text_dim)
     if found != wanted:
         raise CheckpointError(f"this head has token/CLIP/text widths {found}, variant {variant!r} needs {wanted} "
                               f"(known: {_variant_widths()})")
     tokens = _clip_memory_tokens(state)
     if tokens is not None and tokens != spec.memory_tokens:
-        fitting = [name for name, other in VARIANT_SPECS.items()
+        fitting = [other.variant for other in MODELS
                    if other.memory_tokens == tokens and (other.width, other.text_dim) == (spec.width, spec.text_dim)]
         hint = f"use variant {fitting[0]!r}" if fitting else "no released variant uses that CLIP input size"
         raise CheckpointError(f"the CLIP inside this file has {tokens} positions, variant {variant!r} "
@@ -362,5 +337,5 @@ def with_backbones(config: RegionSpotConfig, *, sam: str | None, clip: str | Non
 def conversion_record(path: Path, variant: str, dropped: int) -> dict[str, dict[str, object]]:
     """What ``config.json`` records about the conversion (extra document entry)."""
     return {"converted_from": {"release": "Surrey-UP-Lab/RegionSpot", "file": path.name, "variant": variant,
-                               "their_clip_type": VARIANT_SPECS[variant].their_clip_type,
+                               "their_clip_type": _variant_spec(variant).their_clip_type,
                                "dropped_frozen_keys": dropped}}

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 from regionspot.cli.main import main
+from regionspot.presets import MODELS
 
 
-def test_info_prints_spec_head_sizes(capsys) -> None:
+def test_info_prints_the_papers_head_sizes(capsys) -> None:
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
-    assert "24.23M" in lines["BB"] and "38.85M" in lines["BL"]
+    assert "24.23M" in lines["BB"] and "38.85M" in lines["BL"] and "38.85M" in lines["BL@336"]
+    for model in MODELS:  # one row per named model, with its backbones and the paper's count
+        assert lines[model.name].split()[1:3] == [model.sam, model.clip]
+        assert lines[model.name].endswith(f" {model.paper_trainable_millions}M")
 
 
 def test_info_on_a_checkpoint(mobile_sam_model, tmp_path, capsys) -> None:

@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from regionspot.config import FusionConfig
 from regionspot.model.checkpoint import write_checkpoint
 from regionspot.model.fusion import RegionFusion
-from regionspot.model.official import (VARIANT_SPECS, VARIANTS, convert_head_state, convert_official_state,
-                                       guess_variant, infer_fusion_config, official_config, official_head_shapes,
+from regionspot.model.official import (convert_head_state, convert_official_state, guess_variant,
+                                       infer_fusion_config, official_config, official_head_shapes,
                                        read_official_checkpoint)
+from regionspot.presets import BY_VARIANT, VARIANTS
 from regionspot.weights import CheckpointError, load_strict
 
 THEIR_HEADS = 8
@@ -151,7 +152,7 @@ def test_real_shapes_listing_and_meta_conversion(variant: str) -> None:
     assert {k: tuple(v.shape) for k, v in converted.items()} == {"fusion." + k: tuple(v.shape) for k, v in ours.items()}
     total = sum(v.numel() for v in head.values())
     assert total == sum(v.numel() for v in ours.values())
-    assert f"{total / 1e6:.2f}M" == {"bb": "24.23M", "bl": "38.85M", "bl336": "38.85M"}[variant]  # SPEC: ~24M, ~39M
+    assert f"{total / 1e6:.2f}M" == {"bb": "24.23M", "bl": "38.85M", "bl336": "38.85M"}[variant]  # the paper: ~24M, ~39M
 
 
 @pytest.mark.parametrize(("variant", "depth"), [("bb", 1), ("bl", 1), ("bl336", 1)])
@@ -163,7 +164,7 @@ def test_converted_head_computes_their_forward(variant: str, depth: int) -> None
     assert dropped == sorted(k for k in state if k.startswith(("model.clip_model.", "model.sam.")))
     assert (config.fusion.depth, config.fusion.heads, config.fusion.ffn_dim) == (depth, THEIR_HEADS, 2048)
     assert config.fusion.logit_scale == pytest.approx(100.0, rel=1e-6)
-    assert config.clip.name_or_path == VARIANT_SPECS[variant].clip
+    assert config.clip.name_or_path == BY_VARIANT[variant].clip
     assert config.clip.image_size == (336 if variant == "bl336" else 224)
     assert config.sam.name_or_path == "facebook/sam-vit-base" and config.sam.token_place == "transformer"
     fusion = loaded_fusion(config.fusion, converted)
