@@ -38,6 +38,7 @@ __all__ = [
     "builtin_category_ids",
     "builtin_lvis_frequencies",
     "builtin_vocabulary",
+    "name_problem",
     "parse_vocabulary",
     "validate_vocabulary",
 ]
@@ -63,7 +64,7 @@ _BUILTIN_FILES: dict[str, str] = {
 _FILE_SUFFIXES: frozenset[str] = frozenset({".txt", ".json"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin_records(file_name: str) -> tuple[dict[str, Any], ...]:
     """Read one built-in vocabulary's records from package data (cached)."""
     text = resources.files("regionspot").joinpath("data").joinpath(file_name).read_text(encoding="utf-8")
@@ -139,6 +140,33 @@ def _name_key(name: str) -> str:
     return " ".join(name.casefold().split())
 
 
+def name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a text prompt, or None when it can.
+
+    The reason is the rest of a sentence whose subject says which name it is, e.g.
+    ``f"vocabulary entry 3 {problem}"``: ``is int 5, not a string``, ``is an empty name``
+    (blank), ``is 301 characters long; ...`` (over :data:`MAX_NAME_CHARS` once stripped),
+    ``'_' is empty once cleaned for a prompt ...`` (see :func:`clean_category_name`), or
+    ``'a\\tb' contains a control character ...``.
+    """
+    if not isinstance(name, str):
+        return f"is {type(name).__name__} {name!r}, not a string"
+    stripped = name.strip()
+    if not stripped:
+        return "is an empty name"
+    if len(stripped) > MAX_NAME_CHARS:
+        return (f"is {len(stripped)} characters long; a name may have at most {MAX_NAME_CHARS} "
+                "(CLIP reads only the first 77 tokens of a prompt)")
+    try:
+        clean_category_name(stripped)
+    except ValueError:
+        return (f"{stripped!r} is empty once cleaned for a prompt "
+                "(underscores and -other/-merged/-stuff marks are removed)")
+    if any(not ch.isprintable() for ch in stripped):
+        return f"{stripped!r} contains a control character (newline, tab...)"
+    return None
+
+
 def validate_vocabulary(names: Sequence[str]) -> list[str]:
     """Check a vocabulary and return its names stripped of surrounding whitespace.
 
@@ -159,25 +187,10 @@ def validate_vocabulary(names: Sequence[str]) -> list[str]:
     cleaned: list[str] = []
     positions: dict[str, list[int]] = {}
     for index, name in enumerate(names):
-        if not isinstance(name, str):
-            raise VocabularyError(
-                f"vocabulary entry {index} is {type(name).__name__} {name!r}, not a string"
-            )
+        problem = name_problem(name)
+        if problem is not None:
+            raise VocabularyError(f"vocabulary entry {index} {problem}")
         stripped = name.strip()
-        if not stripped:
-            raise VocabularyError(f"vocabulary entry {index} is an empty name")
-        if len(stripped) > MAX_NAME_CHARS:
-            raise VocabularyError(f"vocabulary entry {index} is {len(stripped)} characters long; a name may have at "
-                                  f"most {MAX_NAME_CHARS} (CLIP reads only the first 77 tokens of a prompt)")
-        try:
-            clean_category_name(stripped)
-        except ValueError:
-            raise VocabularyError(f"vocabulary entry {index} {stripped!r} is empty once cleaned for a prompt "
-                                  "(underscores and -other/-merged/-stuff marks are removed)") from None
-        if any(not ch.isprintable() for ch in stripped):
-            raise VocabularyError(
-                f"vocabulary entry {index} {stripped!r} contains a control character (newline, tab...)"
-            )
         cleaned.append(stripped)
         positions.setdefault(_name_key(stripped), []).append(index)
     duplicates = [idx for idx in positions.values() if len(idx) > 1]

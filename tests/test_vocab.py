@@ -15,6 +15,7 @@ from regionspot.vocab import (
     builtin_category_ids,
     builtin_lvis_frequencies,
     builtin_vocabulary,
+    name_problem,
     parse_vocabulary,
     validate_vocabulary,
 )
@@ -284,3 +285,24 @@ def test_names_a_prompt_cannot_use_are_refused(names: list[str], message: str) -
     with pytest.raises(VocabularyError, match=message):
         validate_vocabulary(names)
     assert validate_vocabulary(["y" * MAX_NAME_CHARS, "bow_(weapon)"])[1] == "bow_(weapon)"
+
+
+@pytest.mark.parametrize("name, problem", [
+    (5, "is int 5, not a string"),
+    (None, "is NoneType None, not a string"),
+    ("  ", "is an empty name"),
+    ("x" * (MAX_NAME_CHARS + 1), (f"is {MAX_NAME_CHARS + 1} characters long; a name may have at most "
+                                  f"{MAX_NAME_CHARS} (CLIP reads only the first 77 tokens of a prompt)")),
+    (" _ ", "'_' is empty once cleaned for a prompt (underscores and -other/-merged/-stuff marks are removed)"),
+    ("sofa\nbed", "'sofa\\nbed' contains a control character (newline, tab...)"),
+])
+def test_name_problem_is_the_reason_validate_vocabulary_gives(name: object, problem: str) -> None:
+    assert name_problem(name) == problem
+    with pytest.raises(VocabularyError) as info:
+        validate_vocabulary(["ok", name])  # type: ignore[list-item]
+    assert str(info.value) == f"vocabulary entry 1 {problem}"
+
+
+@pytest.mark.parametrize("name", ["cat", "  traffic_light ", "bow_(weapon)", "y" * MAX_NAME_CHARS])
+def test_name_problem_is_none_for_a_usable_name(name: str) -> None:
+    assert name_problem(name) is None

@@ -1,7 +1,11 @@
 """``regionspot eval``: box (and mask) AP with COCO or LVIS rules, in two modes.
 
 - ``--data ANN.json --detections RESULTS.json``: evaluate any COCO results file (ours or another
-  model's) as given.
+  model's) as given. Both files are checked first, and a fault is an error naming the file, the
+  first faulty entry and how many share it (see
+  :func:`~regionspot.eval.protocol.check_ground_truth` and
+  :func:`~regionspot.eval.protocol.check_results` for what is refused and what only warned
+  about).
 - ``--data ANN.json [--checkpoint CKPT] [--boxes gt|auto|PROPOSALS.json]
   [--method regionspot|clip-crop|clip-mask-crop]``: run a model (without a checkpoint the
   zero-shot recognizer) or a CLIP baseline over the dataset's images by the paper's protocol (top
@@ -19,14 +23,13 @@ which model ablations need a checkpoint trained with them.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from regionspot.cli.arguments import check_output_path, non_negative_int, positive_int
 from regionspot.cli.dataset_args import add_run_options, config_from_args, model_flags_given
 from regionspot.config import ConfigError
-from regionspot.datasets.coco_format import DatasetError
+from regionspot.datasets.coco_format import DatasetError, read_annotations, read_json
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -88,35 +91,46 @@ def run_model(args: argparse.Namespace) -> int:
 
 
 def run_results_file(args: argparse.Namespace) -> int:
-    """A COCO results file evaluated as given."""
-    from regionspot.eval.evaluator import evaluator_for_results, fixed_ap
+    """A COCO results file evaluated as given, after both files are checked (each fault named
+    with its file)."""
+    from regionspot.eval import protocol as eval_protocol
     from regionspot.eval.report import summary_text
 
     if not args.data:
         raise DatasetError("give the annotation the detections are for: --data ANN.json")
-    annotations = _read_json(args.data, "annotation")
-    detections = _read_json(args.detections, "detections")
-    if not isinstance(detections, list):
-        raise DatasetError(f"{args.detections}: a COCO results file is a JSON list of detections")
-    reports: dict[str, Any] = {}
-    for iou_type in ("bbox", "segm") if args.masks else ("bbox",):
-        try:
-            evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=args.federated,
-                                              frequencies=args.frequencies)
-            metrics = evaluator.evaluate()
-        except (ValueError, KeyError) as exc:  # malformed detections: the user's file, not a crash
-            raise DatasetError(f"{args.detections}: {exc}") from None
-        reports[iou_type] = {"federated": evaluator.federated, "metrics": metrics,
-                             "per_category": evaluator.per_category()}
-    if args.fixed_ap:
-        reports["fixed_ap"] = {"budget": args.fixed_ap, "metrics": fixed_ap(
-            annotations, detections, args.fixed_ap, federated=args.federated, frequencies=args.frequencies)}
+    annotations = read_annotations(Path(args.data))
+    eval_protocol.check_ground_truth(annotations, Path(args.data), masks=bool(args.masks))
+    frequencies = eval_protocol.frequency_tags(annotations["categories"], args.frequencies, args.data)
+    detections = eval_protocol.check_results(read_json(Path(args.detections), "detections"), annotations,
+                                             Path(args.detections), masks=bool(args.masks))
+    try:
+        reports = evaluate_results(args, annotations, detections, frequencies)
+    except (ValueError, KeyError, TypeError) as exc:  # a fault the checks above let through
+        raise DatasetError(f"evaluating {args.detections} against {args.data}: {exc}") from None
     protocol = results_file_protocol(args, reports["bbox"]["federated"])
     print(summary_text(reports, f"{args.detections}: {protocol['protocol']}"))
     if args.out:
         write_reports(Path(args.out), reports, args, protocol)
         print(f"wrote {args.out}/metrics.json, report.md, per_category.csv")
     return 0
+
+
+def evaluate_results(args: argparse.Namespace, annotations: dict[str, Any], detections: list[dict[str, Any]],
+                     frequencies: dict[int, str] | None) -> dict[str, Any]:
+    """Report sections ``{"bbox": {"federated", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``."""
+    from regionspot.eval.evaluator import evaluator_for_results, fixed_ap
+
+    reports: dict[str, Any] = {}
+    for iou_type in ("bbox", "segm") if args.masks else ("bbox",):
+        evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=args.federated,
+                                          frequencies=frequencies)
+        metrics = evaluator.evaluate()
+        reports[iou_type] = {"federated": evaluator.federated, "metrics": metrics,
+                             "per_category": evaluator.per_category()}
+    if args.fixed_ap:
+        reports["fixed_ap"] = {"budget": args.fixed_ap, "metrics": fixed_ap(
+            annotations, detections, args.fixed_ap, federated=args.federated, frequencies=frequencies)}
+    return reports
 
 
 def results_file_protocol(args: argparse.Namespace, federated: bool) -> dict[str, Any]:
@@ -127,16 +141,6 @@ def results_file_protocol(args: argparse.Namespace, federated: bool) -> dict[str
     if args.fixed_ap:
         protocol["fixed_ap"] = f"top {args.fixed_ap} detections per category over the dataset, no per-image cap"
     return protocol
-
-
-def _read_json(path: str, what: str) -> Any:
-    file = Path(path)
-    if not file.is_file():
-        raise DatasetError(f"{what} file not found: {file}")
-    try:
-        return json.loads(file.read_text())
-    except (ValueError, RecursionError) as exc:  # bad JSON, text that is not UTF-8, a 5000-digit number
-        raise DatasetError(f"{file} is not valid JSON: {exc}") from None
 
 
 def write_reports(folder: Path, reports: dict[str, Any], args: argparse.Namespace, protocol: dict[str, Any]) -> None:

@@ -2,22 +2,25 @@
 
 :func:`check_coco` reports what :class:`~regionspot.datasets.coco_format.CocoDataset` will make
 of an annotation file (how many boxes and images it keeps) and what would break it (missing
-image files, unknown ids, names equal after cleaning, malformed boxes). Image paths are found as
-:class:`CocoDataset` finds them (``file_name``, or for LVIS the end of ``coco_url``).
+image files, unknown or repeated ids, category names that cannot be prompts or are equal after
+cleaning, malformed boxes). Image paths are found as :class:`CocoDataset` finds them
+(``file_name``, or for LVIS the end of ``coco_url``). A file that is not UTF-8 JSON in COCO's
+shape (see :func:`~regionspot.datasets.coco_format.read_annotations`) is a DatasetError.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from regionspot.datasets.coco_format import (DatasetError, category_name_problem, image_file_name, is_xywh,
+                                             read_annotations, repeated)
 from regionspot.vocab import clean_category_name
-from regionspot.datasets.coco_format import DatasetError, image_file_name, read_annotations
 
 __all__ = ["CocoCheckReport", "check_coco", "read_image_header", "read_image_size"]
 
@@ -72,7 +75,10 @@ class CocoCheckReport:
     usable_images: int = 0
     duplicate_image_ids: int = 0
     duplicate_annotation_ids: int = 0
+    duplicate_category_ids: int = 0
     missing_file_name: int = 0
+    unusable_names: int = 0
+    unusable_name_examples: list[str] = field(default_factory=list)
     renamed_categories: int = 0
     duplicate_names: list[str] = field(default_factory=list)
     rename_examples: list[str] = field(default_factory=list)
@@ -96,8 +102,12 @@ class CocoCheckReport:
             found.append(f"{self.unknown_category} annotations name a category id that is not listed")
         if self.unknown_image:
             found.append(f"{self.unknown_image} annotations name an image id that is not listed")
-        if self.duplicate_image_ids or self.duplicate_annotation_ids:
-            found.append(f"duplicate ids: {self.duplicate_image_ids} image, {self.duplicate_annotation_ids} annotation")
+        if self.duplicate_image_ids or self.duplicate_annotation_ids or self.duplicate_category_ids:
+            found.append(f"duplicate ids: {self.duplicate_image_ids} image, {self.duplicate_annotation_ids} annotation, "
+                         f"{self.duplicate_category_ids} category")
+        if self.unusable_names:
+            found.append(f"{self.unusable_names} category names cannot be text prompts, e.g. "
+                         f"{self.unusable_name_examples}")
         if self.duplicate_names:
             found.append(f"category names equal after cleaning: {self.duplicate_names}")
         if self.categories == 0:
@@ -110,8 +120,8 @@ class CocoCheckReport:
         """A human-readable summary, one finding per line."""
         out = [f"{self.path}",
                f"  images {self.images:,} ({self.usable_images:,} with usable boxes), categories {self.categories:,}",
-               f"  annotations {self.annotations:,}: usable {self.usable_boxes:,}, crowd {self.crowd:,}, "
-               f"degenerate {self.degenerate:,}"]
+               (f"  annotations {self.annotations:,}: usable {self.usable_boxes:,}, crowd {self.crowd:,}, "
+                f"degenerate {self.degenerate:,}")]
         if self.renamed_categories:
             out.append(f"  {self.renamed_categories} category names cleaned for prompts, e.g. {self.rename_examples}")
         if self.missing_files is not None:
@@ -151,21 +161,24 @@ def check_coco(path: str | Path, images_dir: str | Path | None = None, *, check_
 
 def _check_images(images: list[dict[str, Any]], report: CocoCheckReport) -> dict[int, tuple[float, float]]:
     report.images = len(images)
-    ids = Counter(int(image["id"]) for image in images)
-    report.duplicate_image_ids = sum(n - 1 for n in ids.values() if n > 1)
+    report.duplicate_image_ids, _ = repeated([image["id"] for image in images])
     report.missing_file_name = sum(1 for image in images if _file_name(image) is None)
-    return {int(i["id"]): (float(i.get("height", 0)), float(i.get("width", 0))) for i in images}
+    return {image["id"]: (float(image["height"]), float(image["width"])) for image in images}
 
 
 def _check_categories(categories: list[dict[str, Any]], report: CocoCheckReport) -> set[int]:
     report.categories = len(categories)
+    report.duplicate_category_ids, _ = repeated([category["id"] for category in categories])
     seen: dict[str, str] = {}
     for category in sorted(categories, key=lambda c: c["id"]):
-        raw = str(category.get("name", ""))
-        try:
-            name = clean_category_name(raw)
-        except ValueError:
-            name = ""
+        problem = category_name_problem(category)
+        if problem is not None:
+            report.unusable_names += 1
+            if len(report.unusable_name_examples) < _EXAMPLES:
+                report.unusable_name_examples.append(f"category id {category['id']}: {problem}")
+            continue
+        raw = category["name"]
+        name = clean_category_name(raw)
         if name != raw:
             report.renamed_categories += 1
             if len(report.rename_examples) < _EXAMPLES:
@@ -175,37 +188,30 @@ def _check_categories(categories: list[dict[str, Any]], report: CocoCheckReport)
             report.duplicate_names.append(f"{seen[key]!r} = {raw!r}")
         else:
             seen[key] = raw
-    return {int(c["id"]) for c in categories}
+    return {c["id"] for c in categories}
 
 
 def _check_annotations(annotations: list[dict[str, Any]], sizes: dict[int, tuple[float, float]],
                        category_ids: set[int], report: CocoCheckReport) -> Counter[int]:
     report.annotations = len(annotations)
-    ids = Counter(a.get("id") for a in annotations if "id" in a)
-    report.duplicate_annotation_ids = sum(n - 1 for n in ids.values() if n > 1)
+    report.duplicate_annotation_ids, _ = repeated([a["id"] for a in annotations if "id" in a])
     usable: Counter[int] = Counter()
     for annotation in annotations:
-        image_id = int(annotation.get("image_id", -1))
-        box = annotation.get("bbox")
+        image_id = annotation["image_id"]
         if image_id not in sizes:
             report.unknown_image += 1
-        elif int(annotation.get("category_id", -1)) not in category_ids:
+        elif annotation["category_id"] not in category_ids:
             report.unknown_category += 1
-        elif not _is_box(box):
+        elif not is_xywh(annotation.get("bbox")):
             report.malformed_boxes += 1
         elif annotation.get("iscrowd", 0):
             report.crowd += 1
-        elif _clipped_min_side(box, sizes[image_id]) < 1.0:
+        elif _clipped_min_side(annotation["bbox"], sizes[image_id]) < 1.0:
             report.degenerate += 1
         else:
             report.usable_boxes += 1
             usable[image_id] += 1
     return usable
-
-
-def _is_box(box: Any) -> bool:
-    return (isinstance(box, list) and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box))
 
 
 def _clipped_min_side(box: list[float], size: tuple[float, float]) -> float:

@@ -15,18 +15,35 @@ import json
 import time
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from regionspot.config import ConfigError
 from regionspot.datasets.coco_format import dataset_vocabulary, read_annotations
-from regionspot.eval.config import EvalConfig, check_eval_config
-from regionspot.eval.image_run import (ImageOutput, build_setup, load_for_run, process_image, run_counts,
-                                       single_process)
-from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder, folder_jobs
+from regionspot.eval.config import EvalConfig, Method, check_eval_config
+from regionspot.eval.image_run import (
+    ImageOutput,
+    build_setup,
+    load_for_run,
+    process_image,
+    run_counts,
+    single_process,
+)
+from regionspot.eval.jobs import (
+    BoxSource,
+    ImageJob,
+    dataset_jobs,
+    default_image_folder,
+    folder_jobs,
+)
 from regionspot.eval.protocol import category_index
 from regionspot.eval.sharding import map_sharded
 from regionspot.train.distributed import DistributedContext
-from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_category_ids, parse_vocabulary, validate_vocabulary
+from regionspot.vocab import (
+    BUILTIN_VOCABULARIES,
+    builtin_category_ids,
+    parse_vocabulary,
+    validate_vocabulary,
+)
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model
@@ -44,7 +61,7 @@ def prediction_inputs(config: EvalConfig) -> tuple[list[ImageJob], list[str], li
         jobs = dataset_jobs(document, default_image_folder(path, config.images), config.max_images)
         if config.vocabulary is None:
             categories = sorted(document["categories"], key=lambda category: int(category["id"]))
-            return jobs, dataset_vocabulary(categories, None, path.name), category_index(categories)
+            return jobs, dataset_vocabulary(categories, None, str(path)), category_index(categories)
     elif config.images is None:
         raise ConfigError("give the images: --images DIR (a folder) or --data ANN.json (a COCO/LVIS annotation)")
     else:
@@ -70,7 +87,7 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     jobs, names, category_ids = prediction_inputs(config)
     box_source = BoxSource(config.boxes, jobs, auto_config=config.auto)
     model = model if model is not None else load_for_run(config, ctx)
-    config = dataclasses.replace(config, method=config.method or model.method)
+    config = dataclasses.replace(config, method=config.method or cast(Method, model.method))
     setup = build_setup(config, model, box_source, jobs, names, category_ids, documents=output_format == "json")
     setup.example_ids = frozenset()
     outputs = map_sharded(jobs, partial(process_image, setup=setup), ctx, progress=progress,

@@ -6,6 +6,11 @@ Inputs are COCO-format: the annotation file (``images``, ``annotations``, ``cate
 ``neg_category_ids`` and ``not_exhaustive_category_ids`` per image and ``frequency`` per category)
 and results ``{"image_id", "category_id", "bbox": [x, y, w, h], "score", "segmentation": RLE}``.
 The numbers come from :mod:`regionspot.eval.average_precision`; see its docstring for the rules.
+
+Inputs are held to what ``regionspot eval`` accepts (:func:`checked_annotation`,
+:func:`checked_results`): what would change AP without a sign (a NaN score or box, a malformed
+entry, an unknown image or category) is a :class:`~regionspot.datasets.coco_format.DatasetError`
+(a ValueError) naming the file, or the input given in memory, with the count and the first entry.
 """
 
 from __future__ import annotations
@@ -16,10 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
+from pycocotools import mask as mask_utils  # type: ignore[import-untyped]
 
 from regionspot.eval.average_precision import (
-    APParams, APResult, Detections, GroundTruth, evaluate, per_category_ap, summarize, top_per_category,
+    APParams,
+    APResult,
+    Detections,
+    GroundTruth,
+    evaluate,
+    per_category_ap,
+    summarize,
+    top_per_category,
     top_per_image,
 )
 
@@ -28,12 +40,54 @@ LVIS_MAX_DETS = (300,)
 _AUTO = "auto"
 
 
-def load_json(source: Mapping[str, Any] | Sequence[Any] | str | Path) -> Any:
+def load_json(source: Mapping[Any, Any] | Sequence[Any] | str | Path) -> Any:
     """A parsed JSON document, or ``source`` itself when it is already a mapping / list."""
     if isinstance(source, (str, Path)):
         with open(source, encoding="utf-8") as handle:
             return json.load(handle)
     return source
+
+
+#: How an input given in memory, not as a file, is named in an error.
+IN_MEMORY_ANNOTATION = "annotation (in memory)"
+IN_MEMORY_RESULTS = "results (in memory)"
+
+
+def checked_annotation(annotations: Mapping[str, Any] | str | Path, *, masks: bool = False) -> Mapping[str, Any]:
+    """The annotation held to :func:`~regionspot.eval.protocol.check_ground_truth` (``masks``:
+    every annotation needs a segmentation). A file is read by
+    :func:`~regionspot.datasets.coco_format.read_annotations`, named in errors and warned about
+    (annotations the evaluation leaves out). A document given in memory gets the same refusals,
+    named :data:`IN_MEMORY_ANNOTATION`, and no warnings: they are its reader's to give (``regionspot
+    eval`` and the evaluation runner check the file themselves before they pass its document)."""
+    # imported here: these modules import this one (and torch)
+    from regionspot.datasets.coco_format import coco_document, read_annotations
+    from regionspot.eval.protocol import check_ground_truth
+
+    if isinstance(annotations, (str, Path)):
+        path = Path(annotations)
+        document = read_annotations(path)
+        check_ground_truth(document, path, masks=masks)
+        return document
+    check_ground_truth(coco_document(annotations, IN_MEMORY_ANNOTATION), IN_MEMORY_ANNOTATION, masks=masks,
+                       warn=False)
+    return annotations
+
+
+def checked_results(results: Sequence[Mapping[str, Any]] | str | Path, dataset: Mapping[str, Any], *,
+                    masks: bool = False) -> list[dict[str, Any]]:
+    """A COCO results list or JSON file held to :func:`~regionspot.eval.protocol.check_results`
+    against the annotation ``dataset`` (``masks``: every detection needs a segmentation); errors
+    name the file, or :data:`IN_MEMORY_RESULTS`."""
+    # imported here: these modules import this one (and torch)
+    from regionspot.datasets.coco_format import read_json
+    from regionspot.eval.protocol import check_results
+
+    if isinstance(results, (str, Path)):
+        path = Path(results)
+        return check_results(read_json(path, "detections"), dataset, path, masks=masks)
+    given = list(results) if isinstance(results, Sequence) else results
+    return check_results(given, dataset, IN_MEMORY_RESULTS, masks=masks)
 
 
 def is_federated(dataset: Mapping[str, Any]) -> bool:
@@ -87,7 +141,8 @@ def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTrut
     lvis-api's ``loadRes`` do (they decide on the first result, this on each). Raises ValueError
     for an image or category unknown to the annotation, or a missing mask when ``iou_type="segm"``."""
     known_images, known_cats = set(gt.images.tolist()), set(gt.categories.tolist())
-    boxes, areas, masks = [], [], []
+    boxes, areas = [], []
+    masks: list[dict] = []  # every detection's when iou_type="segm"
     for det in results:
         if det["image_id"] not in known_images or det["category_id"] not in known_cats:
             raise ValueError(f"detection for unknown image {det['image_id']} or category {det['category_id']}")
@@ -99,7 +154,8 @@ def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTrut
         box = det["bbox"] if "bbox" in det else mask_utils.toBbox(rle).tolist()
         boxes.append(box)
         areas.append(box[2] * box[3] if "bbox" in det else float(mask_utils.area(rle)))
-        masks.append(rle)
+        if rle is not None:
+            masks.append(rle)
     return Detections(
         image_ids=np.array([d["image_id"] for d in results], dtype=np.int64),
         category_ids=np.array([d["category_id"] for d in results], dtype=np.int64),
@@ -141,6 +197,7 @@ class DetectionEvaluator:
     ``per_category_budget``: keep each category's top-N over the dataset (the fixed-AP protocol).
     ``frequencies``: see :func:`resolve_frequencies`; gives APr/APc/APf.
     Metrics are evaluated over the images passed to :meth:`process` since the last :meth:`reset`.
+    The annotation is held to :func:`checked_annotation` (DatasetError, a ValueError, naming it).
     """
 
     def __init__(self, annotations: Mapping[str, Any] | str | Path, *, iou_type: str = "bbox",
@@ -149,14 +206,16 @@ class DetectionEvaluator:
                  max_dets_per_image: int | None | str = _AUTO, per_category_budget: int | None = None) -> None:
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
-        self.dataset = load_json(annotations)
+        self.dataset = checked_annotation(annotations, masks=iou_type == "segm")
         self.iou_type = iou_type
         self.federated = is_federated(self.dataset) if federated is None else bool(federated)
         limits = tuple(int(d) for d in (max_dets or (LVIS_MAX_DETS if self.federated else COCO_MAX_DETS)))
         if not limits or list(limits) != sorted(limits) or limits[0] < 1:
             raise ValueError(f"max_dets must be increasing positive integers, got {limits}")
         self.params = APParams(max_dets=limits, federated=self.federated)
-        if max_dets_per_image == _AUTO:
+        if isinstance(max_dets_per_image, str):
+            if max_dets_per_image != _AUTO:
+                raise ValueError(f"max_dets_per_image must be an integer, None or 'auto', got {max_dets_per_image!r}")
             max_dets_per_image = limits[-1] if self.federated else None
         self.max_dets_per_image = max_dets_per_image
         self.per_category_budget = per_category_budget
@@ -175,13 +234,27 @@ class DetectionEvaluator:
 
     def process(self, image_id: int, detections: Iterable[Mapping[str, Any]]) -> None:
         """Add one image's detections (COCO results dicts; ``image_id`` may be left out). The image
-        counts as evaluated even with no detections."""
+        counts as evaluated even with no detections. ValueError for an image the annotation does
+        not list or a detection of another image; DatasetError (a ValueError) naming the image for
+        detections :func:`~regionspot.eval.protocol.check_detections` refuses (a NaN score or box,
+        a malformed entry). :meth:`evaluate` refuses unknown categories and missing masks."""
+        # imported here: the protocol imports this module (and torch)
+        from regionspot.eval.protocol import check_detections
+
         if image_id not in self._sizes:
             raise ValueError(f"image {image_id} is not in the annotation")
+        filled: list[Any] = []
         for det in detections:
-            if det.get("image_id", image_id) != image_id:
-                raise ValueError(f"detection of image {det['image_id']} passed for image {image_id}")
-            self._results.append({**det, "image_id": image_id})
+            if isinstance(det, Mapping):
+                if det.get("image_id", image_id) != image_id:
+                    raise ValueError(f"detection of image {det['image_id']!r} passed for image {image_id}")
+                det = {**det, "image_id": image_id}
+            filled.append(det)
+        self._add(image_id, check_detections(filled, f"detections of image {image_id}"))
+
+    def _add(self, image_id: int, detections: list[dict[str, Any]]) -> None:
+        """Add one image's checked detections."""
+        self._results.extend(detections)
         self._image_ids.add(int(image_id))
 
     def evaluate(self) -> dict[str, float]:
@@ -213,25 +286,24 @@ def evaluator_for_results(annotations: Mapping[str, Any] | str | Path,
                           results: Sequence[Mapping[str, Any]] | str | Path, *, iou_type: str = "bbox",
                           **options: Any) -> DetectionEvaluator:
     """A :class:`DetectionEvaluator` that has processed a COCO results list or JSON file over every
-    image of the annotation (as pycocotools does); call ``evaluate()`` on it."""
+    image of the annotation (as pycocotools does); call ``evaluate()`` on it. Both inputs are held
+    to what ``regionspot eval`` accepts (:func:`checked_annotation`, :func:`checked_results`;
+    DatasetError, a ValueError, naming the file or the input in memory)."""
     evaluator = DetectionEvaluator(annotations, iou_type=iou_type, **options)
-    by_image: dict[int, list[Mapping[str, Any]]] = {int(i): [] for i in evaluator.gt.images}
-    for det in load_json(results):
-        if not isinstance(det, Mapping) or "image_id" not in det:
-            raise ValueError(f"not a COCO detection: {det!r:.200}")
-        if det["image_id"] not in by_image:
-            raise ValueError(f"detection for image {det['image_id']}, which is not in the annotation")
+    by_image: dict[int, list[dict[str, Any]]] = {int(i): [] for i in evaluator.gt.images}
+    for det in checked_results(results, evaluator.dataset, masks=iou_type == "segm"):
         by_image[det["image_id"]].append(det)
     for image_id, dets in by_image.items():
-        evaluator.process(image_id, dets)
+        evaluator._add(image_id, dets)
     return evaluator
 
 
 def evaluate_results_file(annotations: Mapping[str, Any] | str | Path,
                           results: Sequence[Mapping[str, Any]] | str | Path, *, iou_type: str = "bbox",
                           output: str | Path | None = None, **options: Any) -> dict[str, float]:
-    """Evaluate a COCO results list or JSON file over every image of the annotation. ``options``
-    go to :class:`DetectionEvaluator`. When ``output`` is given, writes JSON
+    """Evaluate a COCO results list or JSON file over every image of the annotation, both held to
+    what ``regionspot eval`` accepts (see :func:`evaluator_for_results`). ``options`` go to
+    :class:`DetectionEvaluator`. When ``output`` is given, writes JSON
     ``{"metrics": ..., "per_category": ...}`` there."""
     evaluator = evaluator_for_results(annotations, results, iou_type=iou_type, **options)
     metrics = evaluator.evaluate()

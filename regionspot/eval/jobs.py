@@ -60,12 +60,17 @@ def default_image_folder(annotations: Path, images: str | None) -> Path:
     return beside
 
 
-def dataset_jobs(document: Mapping[str, Any], folder: Path, max_images: int | None = None) -> list[ImageJob]:
+def dataset_jobs(document: Mapping[str, Any], folder: Path, max_images: int | None = None, *,
+                 listed_categories_only: bool = False) -> list[ImageJob]:
     """The annotation's images in increasing id order (the first ``max_images`` when given),
-    each with its non-crowd boxes. Raises DatasetError naming the first missing image files."""
+    each with its non-crowd boxes; with ``listed_categories_only`` only the boxes of categories
+    the file lists (an evaluation leaves the others out, so it does not ask about their boxes
+    either). Raises DatasetError naming the first missing image files."""
+    listed = {int(category["id"]) for category in document["categories"]}
     per_image: dict[int, list[Mapping[str, Any]]] = {}
     for annotation in document["annotations"]:
-        per_image.setdefault(int(annotation["image_id"]), []).append(annotation)
+        if not listed_categories_only or int(annotation["category_id"]) in listed:
+            per_image.setdefault(int(annotation["image_id"]), []).append(annotation)
     images = sorted(document["images"], key=lambda image: int(image["id"]))[:max_images]
     jobs = [ImageJob(image_id=int(image["id"]), file_name=image_file_name(image),
                      path=folder / image_file_name(image), height=int(image["height"]), width=int(image["width"]),

@@ -1,5 +1,6 @@
-"""The evaluation protocol as pure functions: which boxes an image is asked about, which
-(box, category) pairs become detections, and the words that state the protocol in a report.
+"""The evaluation protocol as pure functions: which inputs it accepts, which boxes an image is
+asked about, which (box, category) pairs become detections, and the words that state the
+protocol in a report.
 
 SPEC "Evaluation": each box is reported with several categories; an image keeps its best
 ``pairs_per_image`` (box, category) pairs (900 in the authors' release) ranked by the final score
@@ -9,15 +10,156 @@ SPEC "Evaluation": each box is reported with several categories; an image keeps 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from regionspot.datasets.coco_format import (
+    OBJECT_RULE,
+    DatasetError,
+    Rule,
+    count_text,
+    counted,
+    enforce,
+    inflect,
+    is_finite_number,
+    is_int,
+    is_xywh,
+    json_type,
+    repeated,
+)
+from regionspot.eval.evaluator import resolve_frequencies
 from regionspot.ops.boxes import box_sizes, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
 
+LOGGER = logging.getLogger(__name__)
 
+
+# ----------------------------------------------------------------------------- the inputs accepted
+def _is_sized_xywh(box: Any) -> bool:
+    return is_xywh(box) and box[2] >= 0 and box[3] >= 0
+
+
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, list) and all(is_int(v) for v in value)
+
+
+_BOX = '[has|have] a "bbox" that is not [x, y, w, h] (4 finite numbers, w and h >= 0)'
+_GROUND_TRUTH: dict[str, tuple[Rule, ...]] = {
+    "images": tuple(Rule(key, _is_id_list, f'[has|have] a "{key}" that is not a list of integer category ids',
+                         optional=True) for key in ("neg_category_ids", "not_exhaustive_category_ids")),
+    "annotations": (Rule("bbox", _is_sized_xywh, _BOX),
+                    Rule("area", lambda v: is_finite_number(v) and v >= 0,
+                         '[has|have] an "area" that is not a finite number >= 0', optional=True),
+                    Rule("iscrowd", lambda v: v in (0, 1) and not isinstance(v, float),
+                         '[has|have] an "iscrowd" that is not 0 or 1', optional=True)),
+}
+_SEGMENTATION = Rule("segmentation", lambda v: isinstance(v, (list, dict)),
+                     '[has|have] no "segmentation" (polygons or RLE; mask AP needs one)')
+_RESULTS = (OBJECT_RULE, Rule("image_id", is_int, '[has|have] no integer "image_id"'),
+            Rule("category_id", is_int, '[has|have] no integer "category_id"'),
+            Rule("score", is_finite_number, '[has|have] a "score" that is missing, not a number, NaN or infinite'),
+            Rule("bbox", _is_sized_xywh, _BOX, optional=True),
+            Rule(None, lambda entry: "bbox" in entry or "segmentation" in entry,
+                 '[has|have] neither "bbox" nor "segmentation"'))
+_LISTS = {"image_id": "images", "category_id": "categories"}
+_UNLISTED = {"image_id": "[names|name] an image id that is not in the annotation's images",
+             "category_id": "[names|name] a category id that is not in the annotation's categories"}
+
+
+def check_ground_truth(document: Mapping[str, Any], path: str | Path, *, masks: bool = False,
+                       warn: bool = True) -> None:
+    """Hold an annotation (read by :func:`~regionspot.datasets.coco_format.read_annotations`, or
+    held to :func:`~regionspot.datasets.coco_format.coco_document`) to what an evaluation needs.
+    ``path``: the file, or words naming the input.
+
+    Refused (DatasetError naming ``path``, the count and the first entry), as each would change AP
+    without a sign or fail later: no images or no categories, a ``bbox`` that is not 4 finite
+    numbers with w, h >= 0 (a NaN box matches nothing), an ``area`` that is not a finite number
+    >= 0, an ``iscrowd`` other than 0/1, LVIS
+    ``neg_category_ids`` / ``not_exhaustive_category_ids`` that are not lists of ids, an image id
+    listed twice (a model run would evaluate the image twice; its size is ambiguous), a category
+    id listed twice (two names for one id), and with ``masks`` an annotation without
+    ``segmentation``.
+
+    Warned about with ``warn`` (one ``warning: ...`` line on the log, with the count and the
+    first entry), as they change no AP: annotations of an image or category id the file does not
+    list (left out of the evaluation, as pycocotools and lvis-api leave them out; a model run does
+    not ask about their boxes either), and annotation ids used more than once (each entry is
+    evaluated).
+    """
+    empty = [kind for kind in ("images", "categories") if not document[kind]]
+    if empty:
+        raise DatasetError(f"{path} lists no {' and no '.join(empty)}: there is nothing to evaluate")
+    annotation_rules = (*_GROUND_TRUTH["annotations"], _SEGMENTATION) if masks else _GROUND_TRUTH["annotations"]
+    enforce(path, document["images"], "images", _GROUND_TRUTH["images"])
+    enforce(path, document["annotations"], "annotations", annotation_rules)
+    for kind in ("images", "categories"):
+        extra, first = repeated([entry["id"] for entry in document[kind]])
+        if extra:
+            raise DatasetError(f"{path}: {counted(extra, kind)} {inflect(extra, '[repeats|repeat]')} an id listed "
+                               f"before (the first: id {first}); each of the {kind} must have its own id")
+    if warn:
+        _warn_about(document, path)
+
+
+def _warn_about(document: Mapping[str, Any], path: str | Path) -> None:
+    """The ``warning:`` lines of :func:`check_ground_truth`."""
+    annotations = document["annotations"]
+    for key in _LISTS:
+        unlisted = _unlisted(annotations, document, key)
+        if unlisted:
+            found = count_text(annotations, unlisted, "annotations", _UNLISTED[key], key)
+            left_out = inflect(len(unlisted), "[it is|they are] left out of the evaluation")
+            LOGGER.warning(f"warning: {path}: {found}; {left_out}")
+    extra, first = repeated([a["id"] for a in annotations if "id" in a])
+    if extra:
+        LOGGER.warning(f"warning: {path}: {counted(extra, 'annotations')} {inflect(extra, '[repeats|repeat]')} an "
+                       f"annotation id listed before (the first: id {first}); each is evaluated, but the file may "
+                       "have been merged wrongly")
+
+
+def check_results(results: Any, document: Mapping[str, Any], path: str | Path, *, masks: bool = False
+                  ) -> list[dict]:
+    """A COCO results file (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]``)
+    checked against its annotation ``document``; returned as given. ``path``: the file, or words
+    naming the input.
+
+    Refused (DatasetError naming ``path``, the count and the first entry's index; nothing is only
+    warned about): what :func:`check_detections` refuses, and an ``image_id`` or ``category_id``
+    not in the annotation (pycocotools refuses unknown images too; an unknown category is mostly a
+    0-based or contiguous id mapping, which would score 0 AP).
+    """
+    check_detections(results, path, masks=masks)
+    for key in _LISTS:
+        unlisted = _unlisted(results, document, key)
+        if unlisted:
+            raise DatasetError(f"{path}: {count_text(results, unlisted, 'detections', _UNLISTED[key], key)}")
+    return results
+
+
+def check_detections(results: Any, path: str | Path, *, masks: bool = False) -> list[dict]:
+    """COCO results checked on their own (not against an annotation); returned as given.
+    DatasetError naming ``path`` for anything but a list of objects; an ``image_id`` or
+    ``category_id`` that is not an integer; a ``score`` that is missing, not a number, NaN or
+    infinite; a ``bbox`` that is not 4 finite numbers with w, h >= 0; neither ``bbox`` nor
+    ``segmentation``; with ``masks``, no ``segmentation``."""
+    if not isinstance(results, list):
+        raise DatasetError(f"{path}: a COCO results file is a JSON list of detections, got {json_type(results)}")
+    enforce(path, results, "detections", (*_RESULTS, _SEGMENTATION) if masks else _RESULTS)
+    return results
+
+
+def _unlisted(entries: list[dict[str, Any]], document: Mapping[str, Any], key: str) -> list[int]:
+    """Indices of the entries whose ``key`` (image_id or category_id) the annotation does not list."""
+    listed = {entry["id"] for entry in document[_LISTS[key]]}
+    return [index for index, entry in enumerate(entries) if entry[key] not in listed]
+
+
+# ----------------------------------------------------------------------------- pairs and boxes
 @dataclass(frozen=True)
 class ImagePairs:
     """An image's kept (box, category) pairs, best first: ``box_index`` int64 [P] rows of the
@@ -74,6 +216,17 @@ def pairs_to_coco(image_id: int, boxes: np.ndarray, pairs: ImagePairs, category_
     return results
 
 
+def frequency_tags(categories: Sequence[Mapping[str, Any]], frequencies: str | None,
+                   annotations: str | Path) -> dict[int, str] | None:
+    """LVIS frequency tag ('r', 'c' or 'f') per category id, for APr/APc/APf: from the
+    ``frequencies`` file when given, else from the ``annotations`` file's categories; None when
+    neither has tags. DatasetError naming the file the tags came from when they are malformed."""
+    try:
+        return resolve_frequencies(categories, frequencies)
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise DatasetError(f"frequency tags from {frequencies or annotations}: {exc}") from None
+
+
 def category_index(categories: Sequence[Mapping[str, Any]]) -> list[int]:
     """Category ids in increasing order: ``ids[vocab index]`` for a vocabulary built from the
     annotation's categories in id order."""
@@ -92,7 +245,7 @@ def usable_boxes(boxes: np.ndarray, image_size: tuple[int, int], min_side: float
     """Indices int64 [K] of the boxes (xyxy [R, 4]) that are finite and, clipped to the (H, W)
     image, at least ``min_side`` pixels wide and high (what the predictor accepts)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    finite = np.isfinite(boxes).all(axis=1)
+    finite = np.asarray(np.isfinite(boxes).all(axis=1))
     sizes = box_sizes(clip_boxes(np.where(finite[:, None], boxes, 0.0), image_size))
     return np.flatnonzero(finite & (sizes >= min_side).all(axis=1)).astype(np.int64)
 

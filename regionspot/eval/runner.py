@@ -19,17 +19,17 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from regionspot.config import ConfigError, to_dict
 from regionspot.datasets.coco_format import DatasetError, dataset_vocabulary, read_annotations
-from regionspot.eval.config import EvalConfig, check_eval_config
-from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated, resolve_frequencies
+from regionspot.eval.config import EvalConfig, Method, check_eval_config
+from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated
 from regionspot.eval.image_run import (ImageOutput, RunSetup, build_setup, load_for_run, process_image, run_counts,
                                        single_process, timing)
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
 from regionspot.eval.protocol import (category_index, detections_cap, evaluator_cap, evaluator_image_cap,
-                                     stored_pairs)
+                                     check_ground_truth, frequency_tags, stored_pairs)
 from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
 from regionspot.eval.sharding import map_sharded, world_description
 from regionspot.model.loader import describe_model, describe_origin
@@ -68,20 +68,20 @@ class EvalRun:
 
 
 def load_dataset(config: EvalConfig) -> DatasetInputs:
-    """Annotation, images (checked to exist), vocabulary, category ids and frequency tags."""
+    """Annotation (held to :func:`~regionspot.eval.protocol.check_ground_truth`), images
+    (checked to exist), vocabulary, category ids and frequency tags."""
     if config.annotations is None:
         raise ConfigError("an evaluation needs an annotation file (--data ANN.json)")
     path = Path(config.annotations)
     document = read_annotations(path)
-    jobs = dataset_jobs(document, default_image_folder(path, config.images), config.max_images)
+    check_ground_truth(document, path, masks=config.masks)
+    jobs = dataset_jobs(document, default_image_folder(path, config.images), config.max_images,
+                        listed_categories_only=True)
     if not jobs:
         raise DatasetError(f"{path} lists no images")
     categories = sorted(document["categories"], key=lambda category: int(category["id"]))
-    vocabulary = dataset_vocabulary(categories, config.vocabulary, path.name)
-    try:
-        frequencies = resolve_frequencies(categories, config.frequencies)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"frequency tags from {config.frequencies or path}: {exc}") from None
+    vocabulary = dataset_vocabulary(categories, config.vocabulary, str(path))
+    frequencies = frequency_tags(categories, config.frequencies, path)
     federated = is_federated(document) if config.protocol.federated is None else config.protocol.federated
     return DatasetInputs(path, document, jobs, vocabulary, category_index(categories), frequencies, federated)
 
@@ -98,7 +98,7 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
     box_source = BoxSource(config.boxes, data.jobs, auto_config=config.auto)
     source = config.model if model is None else None
     model = model if model is not None else load_for_run(config, ctx)
-    config = dataclasses.replace(config, method=config.method or model.method)
+    config = dataclasses.replace(config, method=config.method or cast(Method, model.method))
     setup = build_setup(config, model, box_source, data.jobs, data.vocabulary, data.category_ids)
     setup.stored_pairs = stored_pairs(config.protocol.pairs_per_image,
                                       evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
