@@ -51,7 +51,8 @@ class ClipBackboneConfig:
     """The frozen CLIP-family vision side that gives the whole-image memory.
 
     ``image_size`` None means the tower's own input size; another value interpolates the
-    position embeddings. ``enabled`` False is SPEC's "no CLIP vision" ablation.
+    position embeddings. ``enabled`` False is the paper's "no CLIP vision" ablation (Table 6a;
+    Table 4a in arXiv v1).
     """
 
     name_or_path: str = DEFAULT_CLIP
@@ -78,7 +79,10 @@ class TextConfig:
 
 @dataclass
 class FusionConfig:
-    """The trainable fusion module (SPEC "Fusion" and "Scoring").
+    """The trainable fusion module: the paper's cross-modal feature interaction (Fig. 2b) and the
+    cosine scoring of its region-text alignment (Fig. 2a). ``depth`` is ablated in the paper's
+    Table 6c (Table 4c in arXiv v1); ``heads``, ``ffn_dim`` and ``dropout`` default to the
+    authors' release (8, 2048, 0.1).
 
     ``token_dim`` is the SAM token width, ``width`` the CLIP vision width (the memory's
     channels), ``text_dim`` the text-embedding width; ``from_backbones`` fills all three.

@@ -1,4 +1,5 @@
-"""The one table of named models: the paper's RegionSpot-BB, -BL and -BL@336 (Section 4).
+"""The one table of named models: RegionSpot-BB and -BL (the paper's experiments) and -BL@336
+(the authors' release, "RegionSpot-BL@336px").
 
 Each entry holds what the rest of the package needs to know about one released model: its
 names, the frozen backbones (Hugging Face Hub ids), the head's widths, CLIP's input size and

@@ -1,4 +1,5 @@
-"""CLIP text tower as the category embedder (SPEC "The model", item 4).
+"""CLIP text tower as the category embedder: the text side of the paper's region-text alignment
+(paper Fig. 2a).
 
 A category's embedding: embed every template prompt, L2-normalise each, average, L2-normalise
 again. Embeddings are cached on disk, one safetensors file per (model fingerprint, template

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 MODES = ("online", "tokens", "tokens+memory")
-# SPEC's schedule: two stages of 450k iterations of 16 images each.
+# The paper's training schedule (its implementation details; the authors' released configs set
+# MAX_ITER 450000 and IMS_PER_BATCH 16 for each stage): two stages of 450k iterations of 16 images.
 PAPER_IMAGES = 2 * 450_000 * 16
 PAPER_GPU_HOURS = 200
 

@@ -1,4 +1,5 @@
-"""Training augmentation (SPEC): horizontal flip, short-edge resize, random crop.
+"""Training augmentation of the paper's training recipe (as in the authors' release): horizontal
+flip, short-edge resize, random crop.
 
 One :class:`AugmentParams` describes the geometry; the same parameters transform the image
 (:func:`augment_image`) and its boxes (:func:`augment_boxes`), so SAM's box prompts (hence the

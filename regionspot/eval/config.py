@@ -33,7 +33,8 @@ BOX_SOURCES = ("gt", "auto")  # anything else is a proposals file
 
 @dataclass
 class ProtocolConfig:
-    """How (box, category) pairs become detections (SPEC "Evaluation").
+    """How (box, category) pairs become detections (the paper's LVIS protocol, as the authors'
+    release implements it).
 
     ``pairs_per_box``: categories kept per box (None: the whole vocabulary, up to
     ``pairs_per_image``). ``pairs_per_image``: the image's best (box, category) pairs kept, by

@@ -2,10 +2,11 @@
 asked about, which (box, category) pairs become detections, and the words that state the
 protocol in a report.
 
-SPEC "Evaluation": each box is reported with several categories; an image keeps its best
-``pairs_per_image`` (box, category) pairs (900 in the authors' release) ranked by the final score
-= class score x proposal score (1 for ground-truth boxes); the evaluator then applies its own cap
-(LVIS: 300 detections per image). Boxes are xyxy absolute pixels unless named otherwise.
+The protocol of the paper's LVIS results (Table 1), as the authors' release implements it: each
+box is reported with several categories; an image keeps its best ``pairs_per_image`` (box,
+category) pairs (900 in the authors' release) ranked by the final score = class score x
+proposal score (1 for ground-truth boxes); the evaluator then applies its own cap (LVIS: 300
+detections per image). Boxes are xyxy absolute pixels unless named otherwise.
 """
 
 from __future__ import annotations

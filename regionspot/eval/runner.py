@@ -1,5 +1,6 @@
 """Evaluate RegionSpot or a CLIP baseline on a COCO/LVIS dataset, with boxes from ground truth,
-a proposals file or auto proposals, by SPEC's protocol; every report states the protocol.
+a proposals file or auto proposals, by the paper's protocol (see :mod:`regionspot.eval.protocol`);
+every report states the protocol.
 
     config = EvalConfig(annotations="coco-sample/annotations.json", boxes="gt",
                         model=ModelSource(checkpoint="runs/x/final"))

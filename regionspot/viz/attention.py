@@ -1,8 +1,8 @@
-"""Attention maps (SPEC: the paper's Figure 4) are drawn by :func:`draw_attention` (one region)
-and :func:`draw_attention_figure` (one panel per region): the region's cross-attention over
-CLIP's ``g x g`` patch grid is upsampled bilinearly to the whole image (CLIP sees the whole
-image squashed to a square, so the grid spans the image), coloured with :data:`HEAT_RAMP`
-and blended over the photo, with the region's box and tag on top.
+"""Attention maps (the cross-attention maps of the paper's Fig. 4) are drawn by
+:func:`draw_attention` (one region) and :func:`draw_attention_figure` (one panel per region):
+the region's cross-attention over CLIP's ``g x g`` patch grid is upsampled bilinearly to the
+whole image (CLIP sees the whole image squashed to a square, so the grid spans the image),
+coloured with :data:`HEAT_RAMP` and blended over the photo, with the region's box and tag on top.
 """
 
 from __future__ import annotations

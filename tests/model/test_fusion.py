@@ -12,8 +12,8 @@ TINY = FusionConfig(token_dim=16, width=32, text_dim=24, depth=2, heads=4, ffn_d
 def test_parameter_counts_match_spec_shapes():
     bb = count_parameters(RegionFusion(FusionConfig(token_dim=256, width=768, text_dim=512)))
     bl = count_parameters(RegionFusion(FusionConfig(token_dim=256, width=1024, text_dim=768)))
-    assert 23.5e6 < bb < 24.5e6  # SPEC: about 24M
-    assert 38.5e6 < bl < 39.5e6  # SPEC: about 39M
+    assert 23.5e6 < bb < 24.5e6  # the paper: about 24M
+    assert 38.5e6 < bl < 39.5e6  # the paper: about 39M
 
 
 def test_output_shapes_unit_norm_and_attention():
