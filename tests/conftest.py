@@ -1,14 +1,22 @@
-"""Shared fixtures: paths to the real data in ../shared and the real MobileSAM checkpoint."""
+"""Shared fixtures: paths to the real data in ../shared and the real MobileSAM checkpoint, tiny
+random backbones, a tiny training config, and the helpers of the fault tests (a full disk, a
+read-only folder, the console script). Test modules share code only through this file."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import IO, Any
 
 import pytest
+import yaml
 
 from regionspot.assets import fetch_mobile_sam
 
@@ -150,3 +158,167 @@ def finish_process_group(process: subprocess.Popen, timeout: float = 600) -> str
 def finish_run() -> Callable[..., str]:
     """:func:`finish_process_group`, for tests that launch subprocess runs."""
     return finish_process_group
+
+
+# ----------------------------------------------------------------------------- small data sets
+
+
+def write_coco_subset(coco_sample: Path, path: Path, image_ids: tuple[int, ...] = (25, 30, 34)) -> Path:
+    """The COCO sample's annotations restricted to ``image_ids`` (default: 2 + 2 + 1 boxes),
+    written to ``path``; returns ``path``."""
+    document = json.loads((coco_sample / "annotations.json").read_text())
+    document["images"] = [i for i in document["images"] if i["id"] in image_ids]
+    document["annotations"] = [a for a in document["annotations"] if a["image_id"] in image_ids]
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.fixture(name="write_coco_subset", scope="session")
+def write_coco_subset_fixture() -> Callable[..., Path]:
+    """:func:`write_coco_subset`."""
+    return write_coco_subset
+
+
+@pytest.fixture(scope="session")
+def tiny_train_config(coco_sample: Path, shared_data: Path, tiny_sam_dir: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """``tiny_train_config(folder)``: a 4-step training config on 3 photos (tiny SAM, no CLIP
+    vision, the real COCO text bank, CPU) saving its state every step into ``folder/run``,
+    written to ``folder/train.yaml``; returns its path."""
+    annotations = write_coco_subset(coco_sample, tmp_path_factory.mktemp("annotations") / "subset.json")
+
+    def write(folder: Path) -> Path:
+        config = {
+            "model": {"sam": {"name_or_path": str(tiny_sam_dir)}, "clip": {"enabled": False},
+                      "text": {"bank": str(shared_data / "text-banks" / "coco_clip-vit-b32_a-name.npy")},
+                      "fusion": {"width": 64, "heads": 2, "ffn_dim": 64, "depth": 1}},
+            "datasets": [{"name": "subset", "annotations": str(annotations), "images": str(coco_sample / "images")}],
+            "augment": {"flip": False, "crop": False}, "batch_size": 2, "iterations": 4, "eval_every": 100,
+            "checkpoint_every": 1, "log_every": 1, "output_dir": str(folder / "run"), "device": "cpu",
+            "amp": False, "num_workers": 0,
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train.yaml").write_text(yaml.safe_dump(config))
+        return folder / "train.yaml"
+
+    return write
+
+
+@pytest.fixture
+def count_encodes(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], list[tuple[int, int]]]:
+    """``count_encodes(tokenizer)``: from now on record the (H, W) of every image the
+    tokenizer's image encoder runs on, in the returned list."""
+    def count(tokenizer: Any) -> list[tuple[int, int]]:
+        calls: list[tuple[int, int]] = []
+        real = tokenizer.encode_image
+
+        def counting(image: Any) -> Any:
+            calls.append(image.shape[:2])
+            return real(image)
+
+        monkeypatch.setattr(tokenizer, "encode_image", counting)
+        return calls
+
+    return count
+
+
+# ----------------------------------------------------------------------------- command-line faults
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("regionspot")
+PROBE = "import sys\ntry:\n    open(sys.argv[1] + '/x', 'w')\nexcept PermissionError:\n    print('denied')\n"
+
+
+def run_console_script(*argv: str, prefix: tuple[str, ...] | list[str] = (),
+                       env: dict[str, str | None] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the ``regionspot`` console script (``python -m regionspot`` without one) after
+    ``prefix``, with the environment changed by ``env`` (None: unset); output captured as text,
+    exit status not checked."""
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.is_file() else [sys.executable, "-m", "regionspot"]
+    changed = {**os.environ, **(env or {})}
+    environment = {name: value for name, value in changed.items() if value is not None}
+    return subprocess.run([*prefix, *command, *argv], capture_output=True, text=True, timeout=timeout, check=False,
+                          env=environment)
+
+
+@pytest.fixture(name="run_console", scope="session")
+def run_console_fixture() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`run_console_script`."""
+    return run_console_script
+
+
+def assert_one_error_line(err: str, expected: str) -> None:
+    """``err`` (a command's stderr) is exactly ``error: <expected>``, with no traceback."""
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [f"error: {expected}"], err
+
+
+@pytest.fixture(name="assert_one_error_line", scope="session")
+def assert_one_error_line_fixture() -> Callable[[str, str], None]:
+    """:func:`assert_one_error_line`."""
+    return assert_one_error_line
+
+
+@pytest.fixture
+def unprivileged_prefix(tmp_path: Path) -> list[str]:
+    """A command prefix under which a ``chmod 0o555`` folder refuses writes: none for an ordinary
+    user; for root (which ignores permissions) ``setpriv`` dropping that capability, when it can;
+    otherwise the test is skipped."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("runs as root, which ignores folder permissions, and setpriv (to drop that) is missing")
+    prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+    probe = tmp_path / "probe"
+    probe.mkdir(mode=0o555)
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-c", PROBE, str(probe)], capture_output=True, text=True,
+                              check=False)
+    finally:
+        probe.chmod(0o755)
+    if done.stdout.strip() != "denied":
+        pytest.skip("runs as root, which ignores folder permissions, and cannot drop that privilege here")
+    return prefix
+
+
+@pytest.fixture
+def run_read_only(unprivileged_prefix: list[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_read_only(folder, *argv)``: the console script (under :func:`unprivileged_prefix`)
+    with ``folder`` read-only (0o555) meanwhile."""
+    def run(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+        folder.chmod(0o555)
+        try:
+            return run_console_script(*argv, prefix=unprivileged_prefix)
+        finally:
+            folder.chmod(0o755)
+
+    return run
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``full_disk(module, function, name, after=0)``: ``module.function(target, payload)`` (an
+    atomic writer) fails half-way with ENOSPC, as on a full disk, for the writes of a file called
+    ``name`` after the first ``after``; it goes through the real atomic writer, which must leave
+    no temporary file behind. ``monkeypatch.undo()`` frees the disk again."""
+    from regionspot import fileio
+
+    def fill(module: object, function: str, name: str, after: int = 0) -> None:
+        real, writes = getattr(module, function), [0]
+
+        def write(target: Path, payload: object) -> None:
+            writes[0] += Path(target).name == name
+            if Path(target).name != name or writes[0] <= after:
+                real(target, payload)
+                return
+
+            def half(stream: IO[bytes]) -> None:
+                stream.write(payload[: len(payload) // 2] if isinstance(payload, bytes) else b"half a file")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            fileio.atomic_write(Path(target), half)
+
+        monkeypatch.setattr(module, function, write)
+
+    return fill

@@ -25,10 +25,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from regionspot.weights import CheckpointError
     from regionspot.ops.boxes import BoxError
     from regionspot.ops.image import ImageLoadError
+    from regionspot.train.errors import TrainingError
     from regionspot.vocab import VocabularyError
 
     return (BackboneLoadError, BoxError, CacheError, CheckpointError, ConfigError, DatasetError, DeviceError,
-            ImageLoadError, VocabularyError, FileNotFoundError)
+            ImageLoadError, TrainingError, VocabularyError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:

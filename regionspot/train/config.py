@@ -1,15 +1,28 @@
 """Training configuration: nested dataclasses (YAML only serialises them; ``key=value`` on the
 command line overrides fields, list items by index: ``datasets.0.ratio=2``).
 
-Defaults are SPEC's recipe (AdamW 2.5e-5, weight decay 1e-4, 1000 warm-up iterations, batch 16
-images, lr / 10 at 350k and 420k of 450k iterations, clipping at 1.0, focal loss 0.25 / 2).
+Defaults are the paper's training recipe, with the values of the authors' released configs
+(AdamW 2.5e-5, weight decay 1e-4, 1000 warm-up iterations, batch 16 images, lr / 10 at 350k and
+420k of 450k iterations, clipping at 1.0, focal loss 0.25 / 2).
+
+Impossible values are refused with a :class:`~regionspot.config.ConfigError` naming the field
+when a :class:`TrainConfig` is built (from YAML, ``--set`` overrides or Python), before any
+model loads. Field ranges are stated in the field's ``metadata``: ``min`` and ``below`` as
+:func:`regionspot.config.check_limits` reads them, plus ``above`` (an exclusive lower bound:
+a learning rate of 0 trains nothing) and ``max`` (an inclusive upper bound).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
-from regionspot.config import RegionSpotConfig
+from regionspot.config import ConfigError, RegionSpotConfig, check_limits
+
+POSITIVE = {"above": 0.0}
+AT_LEAST_ONE = {"min": 1}
+NOT_NEGATIVE = {"min": 0}
 
 
 @dataclass
@@ -18,7 +31,7 @@ class DatasetConfig:
 
     ``vocabulary``: None takes the category names of the JSON (cleaned for prompts); otherwise a
     vocabulary spec (file or built-in name) whose i-th name is the i-th category in id order.
-    ``ratio``: sampling weight among datasets (SPEC: equal). ``max_vocabulary``: for very large
+    ``ratio``: sampling weight among datasets (equal in the authors' release). ``max_vocabulary``: for very large
     vocabularies (V3Det, ~13k names) score each batch against its positives plus sampled
     negatives up to this many names (None: the whole vocabulary). ``token_cache``: folder of the
     SAM token cache made by ``regionspot extract-tokens`` (None: run SAM online).
@@ -28,41 +41,45 @@ class DatasetConfig:
     name: str = "coco"
     annotations: str = ""
     images: str = ""
-    ratio: float = 1.0
+    ratio: float = field(default=1.0, metadata=POSITIVE)
     vocabulary: str | None = None
-    max_vocabulary: int | None = None
+    max_vocabulary: int | None = field(default=None, metadata=AT_LEAST_ONE)
     token_cache: str | None = None
     memory_cache: str | None = None
 
 
 @dataclass
 class AugmentConfig:
-    """SPEC: horizontal flip, short edge resized to [min_short, max_short], random crop."""
+    """The paper's training augmentation, as in the authors' release: horizontal flip, short edge
+    resized to [min_short, max_short] (480-800 there), random crop."""
 
     flip: bool = True
-    min_short: int = 480
-    max_short: int = 800
-    max_long: int = 1333
+    min_short: int = field(default=480, metadata=AT_LEAST_ONE)
+    max_short: int = field(default=800, metadata=AT_LEAST_ONE)
+    max_long: int = field(default=1333, metadata=AT_LEAST_ONE)
     crop: bool = True
-    crop_min_fraction: float = 0.5
+    crop_min_fraction: float = field(default=0.5, metadata={"above": 0.0, "max": 1.0})
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 2.5e-5
-    weight_decay: float = 1e-4
-    warmup_iterations: int = 1000
+    """AdamW and its schedule. ``grad_clip`` <= 0 switches clipping off."""
+
+    lr: float = field(default=2.5e-5, metadata=POSITIVE)
+    weight_decay: float = field(default=1e-4, metadata=NOT_NEGATIVE)
+    warmup_iterations: int = field(default=1000, metadata=NOT_NEGATIVE)
     decay_at: list[int] = field(default_factory=lambda: [350_000, 420_000])
-    decay_factor: float = 0.1
+    decay_factor: float = field(default=0.1, metadata=POSITIVE)
     grad_clip: float = 1.0
 
 
 @dataclass
 class LossConfig:
-    """Sigmoid focal loss against one-hot targets over the batch's vocabulary."""
+    """Sigmoid focal loss against one-hot targets over the batch's vocabulary (``alpha`` < 0:
+    no class weighting)."""
 
-    alpha: float = 0.25
-    gamma: float = 2.0
+    alpha: float = field(default=0.25, metadata={"max": 1.0})
+    gamma: float = field(default=2.0, metadata=NOT_NEGATIVE)
 
 
 @dataclass
@@ -80,15 +97,48 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    batch_size: int = 16
-    max_regions_per_image: int = 100
-    iterations: int = 450_000
-    eval_every: int = 5_000
-    checkpoint_every: int = 1_000
-    log_every: int = 20
+    batch_size: int = field(default=16, metadata=AT_LEAST_ONE)
+    max_regions_per_image: int = field(default=100, metadata=AT_LEAST_ONE)
+    iterations: int = field(default=450_000, metadata=AT_LEAST_ONE)
+    eval_every: int = field(default=5_000, metadata=AT_LEAST_ONE)
+    checkpoint_every: int = field(default=1_000, metadata=AT_LEAST_ONE)
+    log_every: int = field(default=20, metadata=AT_LEAST_ONE)
     output_dir: str = "runs/regionspot"
     init_from: str | None = None
-    seed: int = 0
+    seed: int = field(default=0, metadata=NOT_NEGATIVE)
     device: str = "auto"
     amp: bool = True
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=NOT_NEGATIVE)
+
+    def __post_init__(self) -> None:
+        check_train_config(self)
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """ConfigError naming the first field of ``config`` (at any depth) outside its range, or
+    the first pair of fields that contradict each other."""
+    _check_ranges(config, "")
+    if config.augment.min_short > config.augment.max_short:
+        raise ConfigError(f"augment.min_short {config.augment.min_short} must not exceed augment.max_short "
+                          f"{config.augment.max_short}")
+    negative = [step for step in config.optim.decay_at if step < 0]
+    if negative:
+        raise ConfigError(f"optim.decay_at: steps must be at least 0, got {negative}")
+
+
+def _check_ranges(config: Any, where: str) -> None:
+    """:func:`check_limits` and the ``above`` / ``max`` bounds of ``config`` and of every
+    dataclass inside it (list items by index)."""
+    check_limits(config, where)
+    for spec in dataclasses.fields(config):
+        value = getattr(config, spec.name)
+        path = f"{where}.{spec.name}" if where else spec.name
+        above, most = spec.metadata.get("above"), spec.metadata.get("max")
+        if value is not None and above is not None and not value > above:
+            raise ConfigError(f"{path} must be above {above:g}, got {value!r}")
+        if value is not None and most is not None and not value <= most:
+            raise ConfigError(f"{path} must be at most {most:g}, got {value!r}")
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if dataclasses.is_dataclass(item) and not isinstance(item, type):
+                _check_ranges(item, f"{path}.{index}" if isinstance(value, list) else path)

@@ -3,7 +3,8 @@
 ``metrics.csv`` has the columns ``step, split, name, value`` - one row per (step, split, metric
 name), so a metric added later in a run needs no new column. Rows are flushed as they are
 written; on ``--resume`` :meth:`MetricsLog.truncate_after` drops rows logged after the restored
-checkpoint, so they are not duplicated when those steps are trained again.
+checkpoint, so they are not duplicated when those steps are trained again. A damaged file (a
+torn line, garbage, a wrong header) is repaired on opening: see :class:`MetricsLog`.
 """
 
 from __future__ import annotations
@@ -13,29 +14,37 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from regionspot.fileio import atomic_write_bytes
+
 COLUMNS = ("step", "split", "name", "value")
+HEADER_LINE = ",".join(COLUMNS).encode()
 LEARNING_RATE_NAMES = ("lr", "learning_rate")
+Row = dict[str, object]
 
 
 class MetricsLog:
     """Append-only CSV of ``step, split, name, value`` rows (one writer: rank 0).
 
-    Opening an existing file keeps its rows; a torn last line (a process killed while writing)
-    is cut off, so the next row starts on a line of its own.
+    Opening an existing file keeps the rows that parse and drops every other line - a torn last
+    line (a process killed while writing), garbage, a wrong header - rewriting the file and
+    saying so once through ``warn`` (default: a :class:`UserWarning`). When more than a torn
+    last line goes, the file as it was is first copied to ``metrics.csv.damaged``. Metrics are
+    not the weights: a damaged log never stops a run.
     """
 
-    def __init__(self, csv_path: str | Path) -> None:
+    def __init__(self, csv_path: str | Path, warn: Callable[[str], None] | None = None) -> None:
         self.csv_path = Path(csv_path)
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         if not self.csv_path.is_file() or self.csv_path.stat().st_size == 0:
             self._rewrite([])
         else:
-            self._cut_torn_tail()
+            self._repair(warn or _warn)
 
     def append(self, step: int, split: str, values: Mapping[str, float]) -> None:
         """Add one row per entry of ``values`` (metric name -> number) for ``(step, split)``."""
@@ -46,7 +55,7 @@ class MetricsLog:
             for name, value in values.items():
                 writer.writerow([int(step), split, name, repr(float(value))])
 
-    def rows(self) -> list[dict[str, object]]:
+    def rows(self) -> list[Row]:
         """All rows in file order as ``{"step": int, "split": str, "name": str, "value": float}``."""
         return _read_rows(self.csv_path)
 
@@ -58,7 +67,7 @@ class MetricsLog:
             self._rewrite(kept)
         return len(rows) - len(kept)
 
-    def _rewrite(self, rows: list[dict[str, object]]) -> None:
+    def _rewrite(self, rows: list[Row]) -> None:
         temporary = self.csv_path.with_name(f".{self.csv_path.name}.tmp")
         with temporary.open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -70,38 +79,85 @@ class MetricsLog:
             os.fsync(handle.fileno())
         os.replace(temporary, self.csv_path)
 
-    def _cut_torn_tail(self) -> None:
+    def _repair(self, warn: Callable[[str], None]) -> None:
+        """Keep the rows that parse; rewrite the file without the other lines, if there are any."""
         data = self.csv_path.read_bytes()
-        if data.endswith(b"\n"):
+        rows, bad = _parse(data)
+        if not bad:
+            if not data.startswith(HEADER_LINE):
+                self._rewrite(rows)  # rows without a header line: add it, nothing is lost
             return
-        cut = data.rfind(b"\n") + 1
-        warnings.warn(f"{self.csv_path}: dropping a torn last line {data[cut:]!r}", stacklevel=3)
-        with self.csv_path.open("r+b") as handle:
-            handle.truncate(cut)
-        if cut == 0:
-            self._rewrite([])
+        saved = ""
+        if len(bad) > 1 or not bad[0].torn or not data.startswith(HEADER_LINE):  # more than a torn row
+            backup = self.csv_path.with_name(f"{self.csv_path.name}.damaged")
+            atomic_write_bytes(backup, data)
+            saved = f"; the file as it was is saved as {backup}"
+        self._rewrite(rows)
+        lines = "1 line that is not a metrics row" if len(bad) == 1 else f"{len(bad)} lines that are not metrics rows"
+        warn(f"{self.csv_path}: kept {len(rows)} row{'' if len(rows) == 1 else 's'} and dropped {lines} "
+             f"(first: {bad[0].describe()}){saved}")
 
 
-def _read_rows(csv_path: Path) -> list[dict[str, object]]:
-    text = csv_path.read_text()
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        warnings.warn(f"{csv_path}: ignoring a torn last line {lines[-1]!r}", stacklevel=3)
-        lines = lines[:-1]
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if header is None:
-        return []
-    if tuple(header) != COLUMNS:
-        raise ValueError(f"{csv_path} is not a metrics log: header {header}, expected {list(COLUMNS)}")
-    rows = []
-    for number, record in enumerate(reader, start=2):
-        try:
-            step, split, name, value = record
-            rows.append({"step": int(step), "split": split, "name": name, "value": float(value)})
-        except ValueError:
-            raise ValueError(f"{csv_path}:{number}: malformed row {record}") from None
+@dataclass(frozen=True)
+class BadLine:
+    """A line of a metrics log that is not a row: ``torn`` when it is the last one and lacks
+    its newline (its writer was killed half-way)."""
+
+    number: int
+    content: bytes
+    torn: bool
+
+    def describe(self) -> str:
+        """``line N: 'its first 60 bytes'`` (non-ASCII and control bytes escaped)."""
+        how = ", torn by an interrupted write" if self.torn else ""
+        return f"line {self.number}{how}: {repr(self.content[:60])[1:]}"
+
+
+def _parse(data: bytes) -> tuple[list[Row], list[BadLine]]:
+    """The rows of a metrics log's bytes and its lines that are not rows (a first line equal to
+    the header and blank lines are neither)."""
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline, else a line cut short
+    rows: list[Row] = []
+    bad: list[BadLine] = []
+    for number, raw in enumerate(lines, start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip() or (number == 1 and raw == HEADER_LINE):
+            continue
+        row = _parse_row(raw)
+        if row is None:
+            bad.append(BadLine(number, raw, torn=False))
+        else:
+            rows.append(row)
+    if tail.strip():
+        bad.append(BadLine(len(lines) + 1, tail, torn=True))
+    return rows, bad
+
+
+def _parse_row(raw: bytes) -> Row | None:
+    """One ``step,split,name,value`` line as a row, or None when it is not one."""
+    try:
+        record = next(csv.reader([raw.decode("utf-8")]))
+        step, split, name, value = record
+        row: Row = {"step": int(step), "split": split, "name": name, "value": float(value)}
+    except (UnicodeDecodeError, csv.Error, StopIteration, ValueError):
+        return None
+    return row if int(step) >= 0 else None
+
+
+def _read_rows(csv_path: Path) -> list[Row]:
+    """The rows of a metrics log; a line that is not a row is a ValueError naming it, except a
+    torn last line (a writer still at work, or killed), which is left out with a warning."""
+    rows, bad = _parse(csv_path.read_bytes())
+    for line in bad:
+        if not line.torn:
+            raise ValueError(f"{csv_path}: {line.describe()} is not a metrics row ({','.join(COLUMNS)})")
+        warnings.warn(f"{csv_path}: ignoring {line.describe()}", stacklevel=3)
     return rows
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=4)
 
 
 # ----------------------------------------------------------------------------- plotting
@@ -146,7 +202,7 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, smoothing: int | Non
 SeriesMap = dict[str, dict[str, tuple[list[int], list[float]]]]
 
 
-def _series(rows: list[dict[str, object]]) -> SeriesMap:
+def _series(rows: list[Row]) -> SeriesMap:
     """name -> split -> (steps, values), sorted by step (last value wins for a repeated step)."""
     points: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:

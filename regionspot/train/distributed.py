@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from regionspot.devices import DEVICE_CHOICES, choose_device  # noqa: F401 - re-exported for callers here
+from regionspot.train.errors import LaunchError
 
 ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -49,29 +50,58 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
 
     Under torchrun each process uses ``cuda:LOCAL_RANK`` (with backend nccl) when the device is
     CUDA, else the CPU (gloo). If a process group is already initialised it is reused.
-    Raises ``RuntimeError`` naming the missing variables when the environment is incomplete.
+    Raises :class:`~regionspot.train.errors.LaunchError`, saying how to launch, when the
+    environment is incomplete or inconsistent (``WORLD_SIZE`` set by hand, not by torchrun) or
+    the group cannot be joined.
     """
     if dist.is_available() and dist.is_initialized():
         return _context_from_group(device_preference)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _environment_number("WORLD_SIZE", "1")
     if world_size <= 1:
         device = choose_device(device_preference)
         if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            device = torch.device("cuda", _environment_number("LOCAL_RANK", "0"))
         return DistributedContext(0, 1, 0, device, None)
     missing = [name for name in ENV_VARIABLES if not os.environ.get(name)]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={world_size} but {missing} are not set; start with torchrun "
-                           f"--nproc_per_node=N, which sets {list(ENV_VARIABLES)}")
+        raise LaunchError(f"WORLD_SIZE={world_size} is set but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not: this is not a torchrun launch; "
+                          f"{launch_hint(world_size)}")
     if not dist.is_available():
-        raise RuntimeError("torch.distributed is not available in this torch build")
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        raise LaunchError("torch.distributed is not available in this torch build; run a single process "
+                          "(unset WORLD_SIZE)")
+    rank, local_rank = _environment_number("RANK"), _environment_number("LOCAL_RANK")
+    _environment_number("MASTER_PORT")  # a port number: refused here rather than deep in torch
+    if not (rank < world_size and local_rank <= rank):
+        raise LaunchError(f"RANK={rank} and LOCAL_RANK={local_rank} do not fit WORLD_SIZE={world_size}; "
+                          f"{launch_hint(world_size)}")
     device = _process_device(device_preference, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     options: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
-                            timeout=timedelta(minutes=timeout_minutes), **options)
+    try:
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                                timeout=timedelta(minutes=timeout_minutes), **options)
+    except (RuntimeError, ValueError) as exc:  # torch's DistError family subclasses RuntimeError
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        reason = " ".join(str(exc).split())[:200]
+        raise LaunchError(f"rank {rank} of {world_size} could not join the process group at {where} ({reason}); "
+                          f"{launch_hint(world_size)}") from None
     return DistributedContext(rank, world_size, local_rank, device, backend)
+
+
+def launch_hint(world_size: int | str = "N") -> str:
+    """How to start data-parallel training (or a single process), for error messages."""
+    return (f"start data-parallel training with 'torchrun --nproc_per_node={world_size} -m regionspot train "
+            "CONFIG', which sets all of " + ", ".join(ENV_VARIABLES) + ", or unset WORLD_SIZE to train in one "
+            "process")
+
+
+def _environment_number(name: str, default: str | None = None) -> int:
+    """The whole number >= 0 in environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name) or default
+    if text is None or not text.strip().isdigit():
+        raise LaunchError(f"{name}={text!r} is not a whole number >= 0; {launch_hint()}")
+    return int(text)
 
 
 def _process_device(preference: str, local_rank: int) -> torch.device:
@@ -79,8 +109,8 @@ def _process_device(preference: str, local_rank: int) -> torch.device:
     if device.type != "cuda":
         return device
     if local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"LOCAL_RANK {local_rank} has no GPU: {torch.cuda.device_count()} visible; "
-                           f"use --nproc_per_node <= the number of GPUs")
+        raise LaunchError(f"LOCAL_RANK {local_rank} has no GPU: {torch.cuda.device_count()} visible; "
+                          f"use --nproc_per_node <= the number of GPUs")
     torch.cuda.set_device(local_rank)
     return torch.device("cuda", local_rank)
 

@@ -1,4 +1,5 @@
-"""The training loss of SPEC: sigmoid focal loss against one-hot targets over the whole vocabulary.
+"""The training loss of the paper's recipe (alpha 0.25, gamma 2 in the authors' release): sigmoid
+focal loss against one-hot targets over the whole vocabulary.
 
 Every region is scored against every name of its batch's dataset vocabulary (``N`` names); the
 region's own class is the one positive, all other names are negatives. The loss is summed over all

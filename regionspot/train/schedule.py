@@ -1,4 +1,5 @@
-"""Optimiser, learning-rate schedule and gradient clipping of SPEC's recipe.
+"""Optimiser, learning-rate schedule and gradient clipping of the paper's training recipe
+(values as in the authors' released configs).
 
 AdamW (lr 2.5e-5, weight decay 1e-4), a linear warm-up over the first 1000 iterations, the
 learning rate divided by 10 at 350k and 420k iterations, gradients clipped at norm 1.0.
@@ -27,7 +28,7 @@ def learning_rate_factor(step: int, warmup_iterations: int, decay_at: Sequence[i
     Linear warm-up: ``(step + 1) / warmup_iterations`` while ``step < warmup_iterations`` (so the
     first step uses ``1 / warmup_iterations`` of the rate, never 0, and step ``warmup - 1`` the
     full rate); then 1. Multiplied by ``decay_factor`` once for every entry of ``decay_at`` that
-    is ``<= step`` (SPEC: 0.1 at 350k and 420k, so steps >= 420k use lr / 100). The two parts
+    is ``<= step`` (the authors' release: 0.1 at 350k and 420k, so steps >= 420k use lr / 100). The two parts
     multiply, should a decay fall inside the warm-up.
     """
     if step < 0:

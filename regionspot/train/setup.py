@@ -13,19 +13,18 @@ from regionspot.datasets.coco_format import CocoDataset
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint
 from regionspot.model.regionspot import RegionSpot, fitted_fusion_config
 from regionspot.train.batches import DataSource
-from regionspot.train.config import DatasetConfig, TrainConfig
+from regionspot.train.config import DatasetConfig, TrainConfig, check_train_config
 
 
 def check_config(config: TrainConfig, world_size: int) -> None:
-    """Refuse configurations that cannot train correctly, with the field to change."""
+    """Refuse configurations that cannot train correctly, with the field to change. The field
+    ranges are checked again (:func:`check_train_config`), for a config changed after it was built."""
+    check_train_config(config)
     if not config.datasets:
         raise ConfigError("datasets: at least one dataset is needed")
-    if config.batch_size < 1 or config.batch_size % world_size:
+    if config.batch_size % world_size:
         raise ConfigError(f"batch_size {config.batch_size} must be a positive multiple of the number of "
                           f"processes ({world_size})")
-    for key in ("iterations", "eval_every", "checkpoint_every", "log_every", "max_regions_per_image"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"{key} must be at least 1")
     names = [d.name for d in config.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"dataset names must be distinct, got {names}")
@@ -39,8 +38,6 @@ def check_config(config: TrainConfig, world_size: int) -> None:
         if dataset.memory_cache and augmenting:
             raise ConfigError(f"datasets {dataset.name}: a CLIP memory cache holds un-augmented images; "
                               "set augment.flip=false and augment.crop=false to use it")
-        if dataset.ratio <= 0:
-            raise ConfigError(f"datasets {dataset.name}: ratio must be positive")
 
 
 def build_training_model(config: TrainConfig) -> RegionSpot:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from regionspot.train.batches import DataSource, RegionBatch, build_batch
 from regionspot.train.config import TrainConfig
 from regionspot.train.curves import MetricsLog, plot_curves
 from regionspot.train.distributed import DistributedContext, all_reduce_sum
+from regionspot.train.errors import TrainingDivergedError
 from regionspot.train.evaluate import evaluate_top1
 from regionspot.train.loss import region_accuracy, sigmoid_focal_loss
 from regionspot.train.schedule import build_optimizer, build_scheduler, clip_gradients
@@ -62,7 +64,7 @@ class Trainer:
         self.log: MetricsLog | None = None
         if ctx.is_main:
             with self._writing(self.output / "metrics.csv"):
-                self.log = MetricsLog(self.output / "metrics.csv")
+                self.log = MetricsLog(self.output / "metrics.csv", warn=print_warning)
         if resume:
             self._resume()
         self.trained = self._wrap_for_data_parallel()
@@ -80,6 +82,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
+        self._adopt_learning_rate()
         rng_states = state["rng"]
         if len(rng_states) != self.ctx.world_size and self.ctx.is_main:
             print(f"note: resuming {len(rng_states)}-process state on {self.ctx.world_size} processes: data order "
@@ -90,6 +93,20 @@ class Trainer:
                 self.log.truncate_after(self.step)
         if self.ctx.is_main:
             print(f"resumed from {path.parent} at step {self.step}")
+
+    def _adopt_learning_rate(self) -> None:
+        """``--resume --set optim.lr=...``: the restored optimizer and scheduler carry the saved
+        run's base learning rate; the configured one replaces it (the usual remedy after a
+        divergence). Unchanged when they agree, so an ordinary resume stays exact."""
+        rate, saved = self.config.optim.lr, self.scheduler.base_lrs
+        if all(base == rate for base in saved):
+            return
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        self.scheduler.base_lrs = [rate] * len(saved)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"], group["lr"] = rate, rate * factor
+        if self.ctx.is_main:
+            print(f"note: optim.lr {rate:g} replaces the saved run's {saved[0]:g} from step {self.step} on")
 
     def save(self) -> None:
         """Write the training state (rank 0 writes; every rank contributes its RNG state)."""
@@ -111,12 +128,12 @@ class Trainer:
         except OSError as exc:
             raise CheckpointError(f"{write_failure(path, exc)}; {self._kept()}") from None
 
-    def _kept(self) -> str:
-        """What survives a failed write, for error messages."""
+    def _kept(self, how: str = ": continue with --resume") -> str:
+        """What survives a failed write or a divergence, for error messages."""
         latest = latest_training_state(self.output / "checkpoints")
         if latest is None:
             return "no training state had been saved yet"
-        return f"the last saved training state {latest} is kept: continue with --resume"
+        return f"the last saved training state {latest} is kept{how}"
 
     def _gather_rng_states(self) -> list[Any]:
         state = capture_rng_state()
@@ -202,7 +219,7 @@ class Trainer:
     def _after_step(self, values: dict[str, float], bar: tqdm) -> None:
         config, step = self.config, self.step
         if not math.isfinite(values["loss"]):
-            raise FloatingPointError(f"loss is {values['loss']} at step {step}; lower optim.lr")
+            raise self._diverged(values["loss"])
         bar.update(1)
         bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.2f}")
         if self.log is not None and (step % config.log_every == 0 or step == config.iterations):
@@ -217,6 +234,14 @@ class Trainer:
                 bar.write(f"step {step}: eval " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if step % config.checkpoint_every == 0 and step < config.iterations:
             self.save()
+
+    def _diverged(self, loss: float) -> TrainingDivergedError:
+        """The error for a non-finite loss at the step just taken: nothing of it is saved."""
+        rate = self.config.optim.lr
+        return TrainingDivergedError(
+            f"the loss is {loss} at step {self.step}: training diverged; "
+            f"{self._kept(' (--resume continues from it)')}; lower the learning rate (optim.lr is {rate:g}, e.g. "
+            f"--set optim.lr={rate / 10:g}) and check the data (boxes, images, token caches)")
 
     def _finish(self, seconds: float) -> Path:
         final = self.output / "final"
@@ -255,3 +280,8 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def print_warning(message: str) -> None:
+    """One ``warning: ...`` line on stderr."""
+    print(f"warning: {message}", file=sys.stderr)

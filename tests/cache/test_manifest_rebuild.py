@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_token_cache import coco_subset, count_encodes
 
 from regionspot.backbones.sam import build_region_tokenizer
 from regionspot.cache.shards import MANIFEST, CacheError, shard_file_name
@@ -22,8 +21,8 @@ IMAGE_IDS = (25, 30, 34)
 
 
 @pytest.fixture(scope="module")
-def dataset(coco_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> CocoDataset:
-    path = coco_subset(coco_sample, tmp_path_factory.mktemp("annotations"), IMAGE_IDS)
+def dataset(coco_sample: Path, write_coco_subset, tmp_path_factory: pytest.TempPathFactory) -> CocoDataset:
+    path = write_coco_subset(coco_sample, tmp_path_factory.mktemp("annotations") / "subset.json", IMAGE_IDS)
     return CocoDataset(path, coco_sample / "images", name="subset")
 
 
@@ -41,9 +40,9 @@ def reference(dataset: CocoDataset, tokenizer, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture
-def encoded(tokenizer, monkeypatch) -> list[tuple[int, int]]:
+def encoded(tokenizer, count_encodes) -> list[tuple[int, int]]:
     """The (H, W) of every image the SAM image encoder runs on from now on."""
-    return count_encodes(tokenizer, monkeypatch)
+    return count_encodes(tokenizer)
 
 
 def copy_cache(source: Path, target: Path) -> Path:

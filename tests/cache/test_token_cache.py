@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +29,6 @@ from regionspot.config import SamBackboneConfig
 from regionspot.datasets.coco_format import CocoDataset
 
 SUBSET = (25, 30, 34)  # 2 + 2 + 1 boxes
-
-
-def coco_subset(coco_sample: Path, folder: Path, image_ids=SUBSET, name: str = "subset.json") -> Path:
-    """A copy of the COCO sample's annotations restricted to ``image_ids`` (written under tmp)."""
-    document = json.loads((coco_sample / "annotations.json").read_text())
-    document["images"] = [i for i in document["images"] if i["id"] in image_ids]
-    document["annotations"] = [a for a in document["annotations"] if a["image_id"] in image_ids]
-    path = folder / name
-    path.write_text(json.dumps(document))
-    return path
 
 
 def tiny_sam_model(seed: int = 0) -> SamModel:
@@ -65,8 +56,8 @@ def tokenizer(sam_model: SamModel):
 
 
 @pytest.fixture(scope="module")
-def dataset(coco_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> CocoDataset:
-    path = coco_subset(coco_sample, tmp_path_factory.mktemp("annotations"))
+def dataset(coco_sample: Path, write_coco_subset, tmp_path_factory: pytest.TempPathFactory) -> CocoDataset:
+    path = write_coco_subset(coco_sample, tmp_path_factory.mktemp("annotations") / "subset.json", SUBSET)
     return CocoDataset(path, coco_sample / "images", name="subset")
 
 
@@ -75,19 +66,6 @@ def cache_dir(dataset: CocoDataset, tokenizer, tmp_path_factory: pytest.TempPath
     folder = tmp_path_factory.mktemp("tokens")
     extract_tokens(dataset, tokenizer, folder, shard_size=2, progress=False)
     return folder
-
-
-def count_encodes(tokenizer, monkeypatch) -> list[tuple[int, int]]:
-    """Record the (H, W) of every image the tokenizer's image encoder runs on."""
-    calls: list[tuple[int, int]] = []
-    real = tokenizer.encode_image
-
-    def counting(image):
-        calls.append(image.shape[:2])
-        return real(image)
-
-    monkeypatch.setattr(tokenizer, "encode_image", counting)
-    return calls
 
 
 def test_cached_tokens_equal_the_tokenizer_tokens(cache_dir: Path, dataset: CocoDataset, tokenizer) -> None:
@@ -126,8 +104,8 @@ def test_fingerprint_follows_weights_and_settings_not_paths(sam_model: SamModel,
 
 
 def test_resume_recomputes_only_missing_shards(dataset: CocoDataset, tokenizer, tmp_path: Path,
-                                               monkeypatch) -> None:
-    calls = count_encodes(tokenizer, monkeypatch)
+                                               count_encodes: Callable) -> None:
+    calls = count_encodes(tokenizer)
     partial = extract_tokens(dataset, tokenizer, tmp_path, shard_size=1, progress=False, stop_after_shards=1)
     assert not partial.complete and partial.missing_shards == [1, 2]
     assert len(calls) == 2  # one image, two flip states
@@ -146,7 +124,7 @@ def test_resume_recomputes_only_missing_shards(dataset: CocoDataset, tokenizer, 
 
 
 def test_a_corrupt_shard_is_refused_then_repaired(dataset: CocoDataset, tokenizer, tmp_path: Path,
-                                                  monkeypatch) -> None:
+                                                  count_encodes: Callable) -> None:
     extract_tokens(dataset, tokenizer, tmp_path, shard_size=1, progress=False)
     flipped_byte, truncated = tmp_path / shard_file_name(1), tmp_path / shard_file_name(2)
     data = bytearray(flipped_byte.read_bytes())
@@ -159,7 +137,7 @@ def test_a_corrupt_shard_is_refused_then_repaired(dataset: CocoDataset, tokenize
         with pytest.raises(CacheError, match=rf"{re.escape(str(path))} is corrupt.*delete {re.escape(str(path))} "
                                              r"and re-run `regionspot extract-tokens`"):
             cache.tokens(image_id)
-    calls = count_encodes(tokenizer, monkeypatch)
+    calls = count_encodes(tokenizer)
     stats = extract_tokens(dataset, tokenizer, tmp_path, shard_size=1, progress=False).extract_stats
     assert (stats.shards_skipped, stats.shards_computed) == (1, 2) and len(calls) == 4
     repaired = TokenCache.open(tmp_path, tokenizer, dataset=dataset)
@@ -185,8 +163,9 @@ def test_a_cache_of_another_backbone_is_refused(cache_dir: Path, sam_model: SamM
         TokenCache.open(cache_dir, expected={"colour": "blue"})
 
 
-def test_a_cache_of_another_annotation_file_is_refused(cache_dir: Path, coco_sample: Path, tmp_path: Path) -> None:
-    other = CocoDataset(coco_subset(coco_sample, tmp_path, image_ids=(25, 30)), coco_sample / "images")
+def test_a_cache_of_another_annotation_file_is_refused(cache_dir: Path, coco_sample: Path, write_coco_subset,
+                                                       tmp_path: Path) -> None:
+    other = CocoDataset(write_coco_subset(coco_sample, tmp_path / "subset.json", (25, 30)), coco_sample / "images")
     with pytest.raises(CacheError, match=r"made from another annotation file: cache has .*subset.json"):
         TokenCache.open(cache_dir, dataset=other)
     same_file = CocoDataset(_annotations_of(cache_dir), coco_sample / "images", min_box_size=200.0)
@@ -221,8 +200,9 @@ def test_no_flip_cache_has_no_flipped_tokens(dataset: CocoDataset, tokenizer, tm
 
 
 @pytest.mark.slow  # about 10 s: six MobileSAM image encodings on two CPU cores
-def test_real_mobile_sam_end_to_end(mobile_sam_checkpoint: Path, coco_sample: Path, tmp_path: Path) -> None:
-    dataset = CocoDataset(coco_subset(coco_sample, tmp_path, image_ids=(30, 34)), coco_sample / "images")
+def test_real_mobile_sam_end_to_end(mobile_sam_checkpoint: Path, coco_sample: Path, write_coco_subset,
+                                    tmp_path: Path) -> None:
+    dataset = CocoDataset(write_coco_subset(coco_sample, tmp_path / "subset.json", (30, 34)), coco_sample / "images")
     mobile = build_region_tokenizer(SamBackboneConfig(name_or_path=str(mobile_sam_checkpoint)))
     cache = extract_tokens(dataset, mobile, tmp_path / "cache", shard_size=1, progress=False)
     cache = TokenCache.open(tmp_path / "cache", mobile, dataset=dataset)

@@ -50,21 +50,61 @@ def test_reopening_keeps_rows_and_cuts_a_torn_line(tmp_path: Path) -> None:
     MetricsLog(path).append(10, "train", {"loss": 1.0})
     with path.open("a") as handle:
         handle.write("20,train,lo")  # killed mid-row
-    with pytest.warns(UserWarning, match="torn"):
+    with pytest.warns(UserWarning, match=r"kept 1 row and dropped 1 line .*line 3, torn by an interrupted write: "
+                                         r"'20,train,lo'\)$"):
         log = MetricsLog(path)
     log.append(20, "train", {"loss": 0.9})
     assert [(r["step"], r["value"]) for r in log.rows()] == [(10, 1.0), (20, 0.9)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]  # an ordinary torn line needs no copy
 
 
-def test_malformed_files_are_errors(tmp_path: Path) -> None:
-    other = tmp_path / "other.csv"
-    other.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not a metrics log"):
-        MetricsLog(other).rows()
+HEADER, ROWS = "step,split,name,value", ["1,train,loss,0.5", "2,train,loss,0.25"]
+GOOD = "\n".join([HEADER, *ROWS, ""]).encode()
+DAMAGED = {  # file content -> (rows kept, lines dropped, the first dropped line as the warning shows it)
+    "garbage": (GOOD + b"hello world\n3,train,loss,abc\n3,train,loss\n-1,train,loss,1\n", 2, 4,
+                "line 4: 'hello world'"),
+    "a wrong header": (GOOD.replace(b"value", b"valu"), 2, 1, "line 1: 'step,split,name,valu'"),
+    "binary noise": (GOOD + b"\x00\xff\xfe\n", 2, 1, "line 4: '\\x00\\xff\\xfe'"),
+    "noise without a newline": (b"\x1b[2J\x00garbage", 0, 1,
+                                r"line 1, torn by an interrupted write: '\x1b[2J\x00garbage'"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED))
+def test_opening_a_damaged_log_keeps_the_rows_that_parse(damage: str, tmp_path: Path) -> None:
+    content, kept, dropped, first = DAMAGED[damage]
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(content)
+    messages: list[str] = []
+    log = MetricsLog(path, warn=messages.append)
+    lines = "1 line that is not a metrics row" if dropped == 1 else f"{dropped} lines that are not metrics rows"
+    expected = (f"{path}: kept {kept} row{'' if kept == 1 else 's'} and dropped {lines} (first: {first}); the file "
+                f"as it was is saved as {path}.damaged")
+    assert messages == [expected]
+    assert (tmp_path / "metrics.csv.damaged").read_bytes() == content  # nothing is lost
+    assert path.read_text().splitlines() == [HEADER, *ROWS[:kept]]  # the log itself is clean again
+    assert [row["step"] for row in log.rows()] == [1, 2][:kept]
+    log.append(3, "train", {"loss": 0.125})
+    assert MetricsLog(path, warn=messages.append).rows()[-1]["step"] == 3 and len(messages) == 1
+
+
+def test_harmless_oddities_are_fixed_silently(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    path.write_bytes(b"1,train,loss,0.5\r\n\n2,train,loss,0.25\n")  # no header, CRLF, a blank line
+    log = MetricsLog(path, warn=pytest.fail)
+    assert [r["step"] for r in log.rows()] == [1, 2]
+    assert path.read_text().splitlines()[0] == "step,split,name,value"
+
+
+def test_reading_a_malformed_file_is_an_error(tmp_path: Path) -> None:
     broken = tmp_path / "broken.csv"
     broken.write_text("step,split,name,value\n1,train,loss,abc\n2,train,loss,1\n")
-    with pytest.raises(ValueError, match=":2: malformed"):
-        MetricsLog(broken).rows()
+    with pytest.raises(ValueError, match=r"broken.csv: line 2: '1,train,loss,abc' is not a metrics row"):
+        plot_curves(broken, tmp_path / "curves.png")
+    broken.write_text("step,split,name,value\n2,tr")
+    with pytest.warns(UserWarning, match="ignoring line 2, torn"):
+        plot_curves(broken, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").is_file()
 
 
 def test_centred_mean() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from regionspot.train.distributed import (ENV_VARIABLES, DistributedContext, all_gather_object, all_reduce_mean,
                                           all_reduce_sum, barrier, broadcast_object, choose_device,
                                           init_distributed, shutdown)
+from regionspot.train.errors import LaunchError
 from regionspot.train.loss import sigmoid_focal_loss
 
 WORLD = 2
@@ -115,13 +116,44 @@ def test_single_process_needs_no_group(monkeypatch: pytest.MonkeyPatch) -> None:
     assert init_distributed("cpu").backend is None
 
 
-def test_incomplete_environment_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+HINT = ("start data-parallel training with 'torchrun --nproc_per_node={n} -m regionspot train CONFIG', which sets "
+        "all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or unset WORLD_SIZE to train in one process")
+BAD_LAUNCHES = {  # the environment -> the message
+    "WORLD_SIZE by hand": ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT "
+                           "are not: this is not a torchrun launch; " + HINT.format(n=2)),
+    "one variable missing": ({"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost"},
+                             "WORLD_SIZE=4 is set but MASTER_PORT is not: this is not a torchrun launch; "
+                             + HINT.format(n=4)),
+    "not a number": ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a whole number >= 0; " + HINT.format(n="N")),
+    "a rank outside the world": ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "localhost",
+                                  "MASTER_PORT": "29500"},
+                                 "RANK=2 and LOCAL_RANK=0 do not fit WORLD_SIZE=2; " + HINT.format(n=2)),
+    "a bad port": ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "localhost",
+                    "MASTER_PORT": "http"}, "MASTER_PORT='http' is not a whole number >= 0; " + HINT.format(n="N")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAUNCHES))
+def test_a_launch_without_torchrun_is_one_clear_error(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    environment, message = BAD_LAUNCHES[case]
     for name in ENV_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "0")
-    with pytest.raises(RuntimeError, match="LOCAL_RANK.*MASTER_ADDR.*MASTER_PORT.*torchrun"):
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(LaunchError) as caught:
         init_distributed("cpu")
+    assert str(caught.value) == message
+    assert isinstance(caught.value, RuntimeError) and not dist.is_initialized()
+
+
+def test_a_group_that_cannot_be_joined_is_a_launch_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()  # nobody listens there: rank 1 waits for a rank 0 that never comes
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in (("RANK", "1"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(LaunchError, match=rf"^rank 1 of 2 could not join the process group at 127.0.0.1:{port} "
+                                          r"\(.*timed out.*\); start data-parallel training with 'torchrun"):
+        init_distributed("cpu", timeout_minutes=0.02)
     assert not dist.is_initialized()
 
 

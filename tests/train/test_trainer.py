@@ -1,5 +1,6 @@
 """Training end to end on the real COCO sample with real MobileSAM tokens and the real CLIP text
-bank (SPEC's "no CLIP vision" ablation): learning, exact resume after SIGKILL, 2-process DDP."""
+bank (the paper's "no CLIP vision" ablation, Table 6a; Table 4a in arXiv v1): learning, exact
+resume after SIGKILL, 2-process DDP."""
 
 from __future__ import annotations
 
