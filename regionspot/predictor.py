@@ -8,18 +8,24 @@ zero-shot CLIP recognizer, see :mod:`regionspot.model.recognizer`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from regionspot.backbones.protocols import SamImageEmbedding
+from regionspot.backbones.protocols import (
+    PREDICT_SAM,
+    PREDICT_TEXT,
+    RegionTokenizer,
+    SamImageEmbedding,
+)
 from regionspot.devices import autocast
-from regionspot.model.recognizer import RegionBatch, Recognizer
+from regionspot.model.recognizer import Recognizer, RegionBatch
 from regionspot.ops.boxes import validate_boxes
 from regionspot.ops.image import load_image
-from regionspot.proposals.auto import AutoProposalConfig, Proposals, propose_regions
+from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionProposer
 from regionspot.results import RegionResult
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
@@ -59,6 +65,11 @@ class RegionPredictor:
     sent together (the paper's Table 5: regions attend to each other); ``together=False`` scores
     each box as if sent alone. With ``fusion.region_self_attention=False`` or the zero-shot
     recognizer a box's result never depends on the others.
+
+    The model's backbones are checked once against what each feature needs (see
+    :mod:`regionspot.backbones.protocols`): at the first ``predict`` and at the first ``propose``;
+    an adapter without a needed member fails there with a
+    :class:`~regionspot.backbones.protocols.BackboneCapabilityError` naming it.
     """
 
     def __init__(self, model: Recognizer, region_batch_size: int = 64) -> None:
@@ -67,6 +78,8 @@ class RegionPredictor:
         self.model = model
         self.region_batch_size = region_batch_size
         self.encoded: EncodedImage | None = None
+        self._tokenizer: RegionTokenizer | None = None  # the model's SAM side, once checked for predict
+        self._proposer: RegionProposer | None = None  # made (and its SAM side checked) by the first propose
 
     @torch.inference_mode()
     def set_image(self, image: Any, sam_embedding: SamImageEmbedding | None = None) -> None:
@@ -119,11 +132,11 @@ class RegionPredictor:
                              "has no attention maps")
         names = validate_vocabulary(parse_vocabulary(vocabulary))
         clipped = validate_boxes(boxes, encoded.size)
-        model = self.model
+        model, tokenizer = self.model, self._predict_tokenizer()
         text = model.text_embeddings(names)
         need_masks = with_masks or model.needs_region_masks
         with autocast(model.device, model.precision):
-            regions = model.region_tokenizer.encode_regions(
+            regions = tokenizer.encode_regions(
                 encoded.sam, torch.as_tensor(clipped, dtype=torch.float32), with_masks=need_masks)
             masks = None if regions.mask_logits is None else self._masks_at_image_size(regions.mask_logits)
             scored = model.score_regions(RegionBatch(
@@ -143,9 +156,21 @@ class RegionPredictor:
     @torch.inference_mode()
     def propose(self, config: AutoProposalConfig | None = None) -> Proposals:
         """Class-agnostic ``auto`` boxes of the current image from SAM's point-grid masks
-        (:func:`regionspot.proposals.auto.propose_regions`), best first, ready for ``predict``."""
+        (:class:`regionspot.proposals.auto.RegionProposer`), best first, ready for ``predict``.
+        The first call checks that the SAM adapter has ``encode_points``
+        (:class:`~regionspot.proposals.auto.ProposalBackboneError` otherwise)."""
         encoded = self._encoded("propose")
-        return propose_regions(self.model.region_tokenizer, encoded.sam, config)
+        if self._proposer is None:
+            self._proposer = RegionProposer(self.model.region_tokenizer)
+        return self._proposer(encoded.sam, config)
+
+    def _predict_tokenizer(self) -> RegionTokenizer:
+        """The model's SAM side, its members and the text side's checked for ``predict`` on the
+        first call (:data:`~regionspot.backbones.protocols.PREDICT_SAM`, ``PREDICT_TEXT``)."""
+        if self._tokenizer is None:
+            PREDICT_TEXT.require(self.model.text_embedder)
+            self._tokenizer = PREDICT_SAM.require(self.model.region_tokenizer)
+        return self._tokenizer
 
     def _encoded(self, what: str) -> EncodedImage:
         if self.encoded is None:
@@ -161,8 +186,7 @@ class RegionPredictor:
         per_chunk = max(1, min(self.region_batch_size, MASK_PASTE_PIXELS // max(1, height * width)))
         masks = np.empty((mask_logits.shape[0], height, width), dtype=bool)
         for start in range(0, mask_logits.shape[0], per_chunk):
-            logits = self.model.region_tokenizer.masks_to_image(self.encoded.sam,
-                                                                mask_logits[start:start + per_chunk])
+            logits = self._predict_tokenizer().masks_to_image(self.encoded.sam, mask_logits[start:start + per_chunk])
             masks[start:start + logits.shape[0]] = (logits > 0).cpu().numpy()
             del logits
         return masks

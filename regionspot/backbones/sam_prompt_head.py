@@ -6,8 +6,8 @@ their submodules, so the token can be read at the three places of the paper's Ta
 
 * ``"prompt_encoder"``: the box's sparse prompt embedding, the mean of its two corner
   embeddings (``hidden`` = 256 wide);
-* ``"transformer"`` (default, SPEC): the chosen mask token as it leaves the decoder's two-way
-  transformer, after the final token-to-image attention and final LayerNorm, before the
+* ``"transformer"`` (default; the paper's choice): the chosen mask token as it leaves the
+  decoder's two-way transformer, after the final token-to-image attention and final LayerNorm, before the
   hypernetwork MLP (256 wide);
 * ``"hypernet_mlp"``: the output of that mask token's hypernetwork MLP (``hidden / 8`` = 32).
 

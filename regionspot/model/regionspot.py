@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer, TextEmbedder
+from regionspot.backbones.protocols import REGIONSPOT_CLIP, ImageMemoryEncoder, RegionTokenizer, TextEmbedder
 from regionspot.config import (ClipBackboneConfig, ConfigError, FusionConfig, RegionSpotConfig, SamBackboneConfig,
                                TextConfig, apply_overrides)
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
@@ -48,7 +48,7 @@ class RegionSpot(nn.Module):
         super().__init__()
         self.config = config
         self.region_tokenizer = region_tokenizer
-        self.image_encoder = image_encoder
+        self.image_encoder = None if image_encoder is None else REGIONSPOT_CLIP.require(image_encoder)
         self.text_embedder = text_embedder
         self.fusion = fusion if fusion is not None else RegionFusion(config.fusion,
                                                                       cross_attention=image_encoder is not None)

@@ -15,15 +15,27 @@ trained head. It shares the predictor API of RegionSpot (``set_image``, ``predic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regionspot.backbones.protocols import RegionTokenizer, TextEmbedder
-from regionspot.config import ZERO_SHOT_METHODS, ConfigError, ZeroShotConfig, apply_overrides
+from regionspot.backbones.protocols import (
+    CROP_CLIP,
+    PREDICT_TEXT,
+    PooledImageEncoder,
+    RegionTokenizer,
+    TextEmbedder,
+)
+from regionspot.config import (
+    ZERO_SHOT_METHODS,
+    ConfigError,
+    ZeroShotConfig,
+    apply_overrides,
+)
 from regionspot.devices import full_precision
 from regionspot.model.recognizer import RegionBatch, RegionScores
 from regionspot.model.text_memo import TextEmbeddingMemo
@@ -38,51 +50,45 @@ CLIP_LOGIT_SCALE = 100.0
 CROP_BATCH = 64
 
 
-class PooledImageEncoder(Protocol):
-    """What crop scoring needs of CLIP's vision tower (:class:`~regionspot.backbones.clip_vision.
-    ClipVisionMemory` has it): HxWx3 uint8 -> [3, S, S] preprocessing, the tower's pixel ``mean``,
-    and unit pooled, projected embeddings [B, projection_dim] of [B, 3, S, S] pixels."""
-
-    projection_dim: int | None
-    mean: tuple[float, ...]
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor: ...
-
-    def encode_pooled(self, pixel_values: torch.Tensor) -> torch.Tensor: ...
-
-
 def check_pooled_encoder(image_encoder: object, text_dim: int, method: str) -> PooledImageEncoder:
-    """``image_encoder`` as a :class:`PooledImageEncoder` when it has a visual projection as wide
-    as the text embeddings; else :class:`ConfigError` saying what is missing."""
+    """``image_encoder`` as a :class:`~regionspot.backbones.protocols.PooledImageEncoder` when it
+    has the members the crop baselines need (:data:`~regionspot.backbones.protocols.CROP_CLIP`)
+    and a visual projection as wide as the text embeddings; else :class:`ConfigError` (a
+    :class:`~regionspot.backbones.protocols.BackboneCapabilityError` for a missing member)
+    saying what is missing."""
     if image_encoder is None:
         raise ConfigError(f"method {method!r} needs CLIP's vision tower, but this model was built without "
                           "CLIP vision (clip.enabled=false)")
-    projection_dim = getattr(image_encoder, "projection_dim", None)
-    if projection_dim is None or not callable(getattr(image_encoder, "encode_pooled", None)):
+    encoder = CROP_CLIP.require(image_encoder)
+    if encoder.projection_dim is None:
         raise ConfigError(f"method {method!r} needs CLIP's pooled image embedding, but the CLIP vision "
                           "weights have no visual projection (load CLIPModel or CLIPVisionModelWithProjection "
                           "weights)")
-    if int(projection_dim) != int(text_dim):
+    if int(encoder.projection_dim) != int(text_dim):
         raise ConfigError(f"method {method!r} compares CLIP image and text embeddings, but the pooled image "
-                          f"embedding is {projection_dim}-d and the text embedding {text_dim}-d: use the "
+                          f"embedding is {encoder.projection_dim}-d and the text embedding {text_dim}-d: use the "
                           "text tower of the same CLIP model")
-    return image_encoder  # type: ignore[return-value]
+    return encoder
 
 
 class ZeroShotCLIP(nn.Module):
     """SAM + CLIP, no trained head: a :class:`~regionspot.model.recognizer.Recognizer` whose
     ``method`` is ``clip-mask-crop`` or ``clip-crop`` (see the module docstring). Backbones are
-    injected (shared, frozen); build one with :meth:`from_config` or :meth:`from_model`."""
+    injected (shared, frozen); build one with :meth:`from_config` or :meth:`from_model`.
 
-    def __init__(self, config: ZeroShotConfig, region_tokenizer: RegionTokenizer, image_encoder: Any,
+    ``image_encoder`` and ``text_embedder`` are checked here, once, against what the crop
+    baselines need (:data:`~regionspot.backbones.protocols.CROP_CLIP`, ``PREDICT_TEXT``); the
+    SAM side is checked by the predictor's first ``predict``."""
+
+    def __init__(self, config: ZeroShotConfig, region_tokenizer: RegionTokenizer, image_encoder: object,
                  text_embedder: TextEmbedder) -> None:
         super().__init__()
         if config.method not in ZERO_SHOT_METHODS:
             raise ConfigError(f"zero-shot method {config.method!r} is not one of {list(ZERO_SHOT_METHODS)}")
         self.config = config
         self.region_tokenizer = region_tokenizer
-        self.image_encoder = check_pooled_encoder(image_encoder, text_embedder.embed_dim, config.method)
-        self.text_embedder = text_embedder
+        self.text_embedder = PREDICT_TEXT.require(text_embedder)
+        self.image_encoder = check_pooled_encoder(image_encoder, self.text_embedder.embed_dim, config.method)
         self.precision = "fp32"
         self.origin: dict[str, Any] = {"head": "none (zero-shot)"}
         self.fill = neutral_fill(self.image_encoder.mean)
@@ -138,7 +144,7 @@ class ZeroShotCLIP(nn.Module):
         return parameter.device if parameter is not None else torch.device("cpu")
 
     def describe_backbones(self) -> dict[str, Any]:
-        return {"sam": self.region_tokenizer.describe(), "clip_vision": self.image_encoder.describe(),  # type: ignore[attr-defined]
+        return {"sam": self.region_tokenizer.describe(), "clip_vision": self.image_encoder.describe(),
                 "text": self.text_embedder.describe()}
 
     def describe(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@ zero-shot recognizer). Images are ``HxWx3`` uint8 RGB; boxes xyxy in absolute pi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

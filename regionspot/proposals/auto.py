@@ -21,13 +21,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from regionspot.backbones.protocols import PointPromptable, SamImageEmbedding
+from regionspot.backbones.protocols import (
+    BackboneCapabilityError,
+    Capability,
+    PointPromptable,
+    SamImageEmbedding,
+)
 from regionspot.config import ConfigError
 from regionspot.ops.boxes import box_sizes, clip_boxes, masks_to_boxes, nms
 
 
-class ProposalBackboneError(ConfigError, TypeError):
-    """The SAM-side backbone cannot decode point prompts, so it cannot propose regions."""
+class ProposalBackboneError(BackboneCapabilityError):
+    """The SAM-side backbone cannot decode point prompts, so it cannot propose regions (a
+    :class:`ConfigError` and a TypeError)."""
+
+
+#: What ``propose`` needs of the SAM adapter (see :mod:`regionspot.backbones.protocols`).
+PROPOSE_SAM = Capability[PointPromptable]("propose", "SAM", PointPromptable, error=ProposalBackboneError,
+                                          hint="use a SAM-family backbone, or pass boxes")
 
 
 @dataclass
@@ -139,36 +150,43 @@ def _kept_masks(tokenizer: PointPromptable, embedding: SamImageEmbedding, points
     return boxes[big_enough], iou.cpu().double().numpy()[big_enough]
 
 
-def propose_regions(tokenizer: PointPromptable, embedding: SamImageEmbedding,
-                    config: AutoProposalConfig | None = None, progress: bool = False) -> Proposals:
-    """Class-agnostic boxes of one encoded image (see the module docstring).
+class RegionProposer:
+    """``auto`` proposals from one SAM adapter, whose point prompts are checked once, here.
 
-    ``tokenizer``: a SAM-family tokenizer with ``encode_points`` (every built-in one has it);
-    ``embedding``: its ``encode_image`` output; ``progress``: show a tqdm bar over point batches.
-    Raises :class:`ProposalBackboneError` (a ConfigError and TypeError) for a backbone without
-    point prompts and :class:`ConfigError` for bad config values.
+    ``tokenizer``: a SAM-family adapter with ``encode_points`` and ``image_input_size`` (every
+    built-in one has them); anything else is a :class:`ProposalBackboneError` (a ConfigError
+    and TypeError) naming its class. Call it with an image's ``encode_image`` output.
     """
-    config = check_auto_config(config if config is not None else AutoProposalConfig())
-    if not callable(getattr(tokenizer, "encode_points", None)):
-        raise ProposalBackboneError(f"backbone {_backbone_name(tokenizer)} cannot decode point prompts "
-                                    "(no encode_points), so it cannot make 'auto' proposals; use a SAM-family "
-                                    "backbone or pass boxes")
-    points = torch.as_tensor(point_grid(config.points_per_side, embedding.original_size), dtype=torch.float32)
-    boxes, scores = [np.zeros((0, 4))], [np.zeros(0)]
-    with torch.inference_mode():
-        for batch in tqdm(points.split(config.points_per_batch), desc="auto proposals", unit="batch",
-                          disable=not progress):
-            batch_boxes, batch_scores = _kept_masks(tokenizer, embedding, batch, config)
-            boxes.append(batch_boxes)
-            scores.append(batch_scores)
-    all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
-    kept = nms(all_boxes, all_scores, config.box_nms_thresh)[: config.max_proposals]
-    return Proposals(boxes=all_boxes[kept], scores=all_scores[kept].clip(0.0, 1.0))
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = PROPOSE_SAM.require(tokenizer)
+
+    def __call__(self, embedding: SamImageEmbedding, config: AutoProposalConfig | None = None,
+                 progress: bool = False) -> Proposals:
+        """Class-agnostic boxes of one encoded image (see the module docstring). ``progress``:
+        show a tqdm bar over point batches. Raises :class:`ConfigError` for bad config values."""
+        config = check_auto_config(config if config is not None else AutoProposalConfig())
+        points = torch.as_tensor(point_grid(config.points_per_side, embedding.original_size), dtype=torch.float32)
+        boxes, scores = [np.zeros((0, 4))], [np.zeros(0)]
+        with torch.inference_mode():
+            for batch in tqdm(points.split(config.points_per_batch), desc="auto proposals", unit="batch",
+                              disable=not progress):
+                batch_boxes, batch_scores = _kept_masks(self.tokenizer, embedding, batch, config)
+                boxes.append(batch_boxes)
+                scores.append(batch_scores)
+        all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+        kept = nms(all_boxes, all_scores, config.box_nms_thresh)[: config.max_proposals]
+        return Proposals(boxes=all_boxes[kept], scores=all_scores[kept].clip(0.0, 1.0))
 
 
-def _backbone_name(tokenizer: object) -> str:
-    describe = getattr(tokenizer, "describe", None)
-    if callable(describe):
-        details = describe()
-        return f"{details.get('family', type(tokenizer).__name__)!r} ({details.get('name_or_path', '?')})"
-    return type(tokenizer).__name__
+def propose_regions(tokenizer: object, embedding: SamImageEmbedding,
+                    config: AutoProposalConfig | None = None, progress: bool = False) -> Proposals:
+    """Class-agnostic boxes of one encoded image: :class:`RegionProposer` made and called once
+    (so the adapter is checked on every call; hold a :class:`RegionProposer` to check it once).
+
+    ``tokenizer``: a SAM-family adapter with ``encode_points``; ``embedding``: its
+    ``encode_image`` output; ``progress``: show a tqdm bar over point batches. Raises
+    :class:`ProposalBackboneError` for an adapter without point prompts and
+    :class:`ConfigError` for bad config values.
+    """
+    return RegionProposer(tokenizer)(embedding, config, progress)

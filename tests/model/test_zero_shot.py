@@ -11,7 +11,11 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, CLIPModel
 
-from regionspot.backbones.clip_vision import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, preprocess_image
+from regionspot.backbones.clip_vision import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    preprocess_image,
+)
 from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding
 from regionspot.backbones.templates import build_prompts, resolve_templates
 from regionspot.backbones.text import build_text_embedder

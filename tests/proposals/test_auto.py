@@ -15,8 +15,13 @@ from regionspot.config import ConfigError
 from regionspot.ops.boxes import box_iou_xyxy, xywh_to_xyxy
 from regionspot.ops.image import load_image
 from regionspot.predictor import PredictorStateError
-from regionspot.proposals import (AutoProposalConfig, ProposalBackboneError, Proposals, check_auto_config,
-                                  propose_regions)
+from regionspot.proposals import (
+    AutoProposalConfig,
+    ProposalBackboneError,
+    Proposals,
+    check_auto_config,
+    propose_regions,
+)
 from regionspot.proposals.auto import point_grid, stability_scores
 
 # --- configuration ------------------------------------------------------------------------------
@@ -141,8 +146,9 @@ def test_a_backbone_without_point_prompts_is_refused_clearly():
         def describe(self) -> dict[str, object]:
             return {"family": "boxes_only", "name_or_path": "x.pt"}
 
-    with pytest.raises(ProposalBackboneError, match="'boxes_only' .*cannot decode point prompts") as info:
-        propose_regions(BoxesOnly(), EMBEDDING)  # type: ignore[arg-type]
+    with pytest.raises(ProposalBackboneError, match=r"^propose needs a SAM adapter with encode_points\(embedding, "
+                       r"points\); BoxesOnly does not have it: use a SAM-family backbone, or pass boxes$") as info:
+        propose_regions(BoxesOnly(), EMBEDDING)
     assert isinstance(info.value, TypeError) and isinstance(info.value, ConfigError)
     with pytest.raises(ConfigError, match="points_per_side"):
         propose_regions(ScriptedDecoder(), EMBEDDING, AutoProposalConfig(points_per_side=0))
