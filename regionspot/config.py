@@ -126,6 +126,21 @@ class ZeroShotConfig:
     method: ZeroShotMethod = "clip-mask-crop"
 
 
+@dataclass
+class AugmentConfig:
+    """The paper's training augmentation, as in the authors' release: horizontal flip, short edge
+    resized to [min_short, max_short] (480-800 there), random crop. Applied by
+    :mod:`regionspot.datasets.augment`; a training config holds it as ``augment``
+    (:class:`regionspot.train.config.TrainConfig`, which also checks the ``above`` / ``max`` bounds)."""
+
+    flip: bool = True
+    min_short: int = field(default=480, metadata={"min": 1})
+    max_short: int = field(default=800, metadata={"min": 1})
+    max_long: int = field(default=1333, metadata={"min": 1})
+    crop: bool = True
+    crop_min_fraction: float = field(default=0.5, metadata={"above": 0.0, "max": 1.0})
+
+
 C = TypeVar("C")
 
 

@@ -4,11 +4,15 @@ An atomic write goes to a temporary file ``.<name>.<random>.tmp`` in the target'
 flushed and fsynced, renamed over the target, and the folder is fsynced: the target holds its
 old content or all of the new, never a part. A writer killed mid-way leaves only the
 temporary file, which :func:`remove_stale_temporaries` clears.
+
+Also here: :func:`write_failure`, the one wording of "this file could not be written, and why"
+used by caches, training runs and checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -68,3 +72,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_failure(target: Path, exc: OSError) -> str:
+    """``cannot write PATH: REASON; REMEDY`` for an OSError raised while writing ``target`` (a full
+    disk, a read-only or foreign folder, ...). PATH is the file or folder the error names (a
+    folder that could not be made, say), else ``target``; never a temporary file."""
+    named = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
+    temporary = named is not None and named.name.startswith(".") and named.name.endswith(TEMP_SUFFIX)
+    path = named if named is not None and not temporary else target
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        remedy = "free some disk space"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        remedy = f"make {path.parent} writable or choose another folder"
+    else:
+        remedy = "fix the storage problem"
+    return f"cannot write {path}: {reason}; {remedy}"

@@ -8,17 +8,12 @@ tensors (``tensors_sha256``). When the manifest is unreadable, :func:`recover_sh
 its entries from the shard files that prove intact and made with the same settings; everything
 else is recomputed. Shards written before this metadata existed cannot be verified and are
 recomputed.
-
-Also here: :func:`write_failure`, the one wording of "this file could not be written, and why"
-used by caches, training runs and checkpoints.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +22,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load as load_safetensors
-
-from regionspot.fileio import TEMP_SUFFIX
 
 SHARD_PATTERN = re.compile(r"^shard-(\d{5,})\.safetensors$")
 METADATA_KEY = "regionspot-shard"
@@ -150,20 +143,3 @@ def _verified_entry(name: str, index: int, data: bytes, record: Mapping[str, Any
     if tensors_digest(tensors) != record.get("tensors_sha256"):
         return None
     return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "image_ids": image_ids}
-
-
-def write_failure(target: Path, exc: OSError) -> str:
-    """``cannot write PATH: REASON; REMEDY`` for an OSError raised while writing ``target`` (a full
-    disk, a read-only or foreign folder, ...). PATH is the file or folder the error names (a
-    folder that could not be made, say), else ``target``; never a temporary file."""
-    named = Path(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else None
-    temporary = named is not None and named.name.startswith(".") and named.name.endswith(TEMP_SUFFIX)
-    path = named if named is not None and not temporary else target
-    reason = exc.strerror or str(exc) or type(exc).__name__
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        remedy = "free some disk space"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        remedy = f"make {path.parent} writable or choose another folder"
-    else:
-        remedy = "fix the storage problem"
-    return f"cannot write {path}: {reason}; {remedy}"

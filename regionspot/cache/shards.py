@@ -48,9 +48,12 @@ from regionspot.cache.integrity import (
     meta_digest,
     recover_shards,
     shard_metadata,
+)
+from regionspot.fileio import (
+    atomic_write_bytes,
+    remove_stale_temporaries,
     write_failure,
 )
-from regionspot.fileio import atomic_write_bytes, remove_stale_temporaries
 
 MANIFEST = "manifest.json"
 STORE_FORMAT = "regionspot-shards"
@@ -134,7 +137,7 @@ def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
 @contextmanager
 def reported_writes(folder: Path, target: Path | None = None, kept: int | None = None) -> Iterator[None]:
     """OSError while writing ``target`` (default: ``folder``) in cache ``folder`` -> one
-    CacheError naming the file (see :func:`~regionspot.cache.integrity.write_failure`), why, and
+    CacheError naming the file (see :func:`~regionspot.fileio.write_failure`), why, and
     that the finished shards (``kept`` of them, when known) are kept."""
     try:
         yield

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def run_model(args: argparse.Namespace) -> int:
     """A model (or CLIP baseline) over the dataset, under torchrun split across processes."""
     from regionspot.eval.runner import run_evaluation
-    from regionspot.train.distributed import init_distributed, shutdown
+    from regionspot.processes import init_distributed, shutdown
 
     config = config_from_args(args)
     if config.annotations is None:

@@ -25,11 +25,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from regionspot.weights import CheckpointError
     from regionspot.ops.boxes import BoxError
     from regionspot.ops.image import ImageLoadError
+    from regionspot.processes import LaunchError
     from regionspot.train.errors import TrainingError
     from regionspot.vocab import VocabularyError
 
     return (BackboneLoadError, BoxError, CacheError, CheckpointError, ConfigError, DatasetError, DeviceError,
-            ImageLoadError, TrainingError, VocabularyError, FileNotFoundError)
+            ImageLoadError, LaunchError, TrainingError, VocabularyError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:

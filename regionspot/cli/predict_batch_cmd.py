@@ -39,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from regionspot.eval.batch_predict import run_batch_prediction
-    from regionspot.train.distributed import init_distributed, shutdown
+    from regionspot.processes import init_distributed, shutdown
 
     if args.topk is not None:
         args.pairs_per_box = args.topk

@@ -36,8 +36,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from regionspot.config import apply_overrides, load_config
+    from regionspot.processes import barrier, init_distributed, shutdown
     from regionspot.train.config import TrainConfig
-    from regionspot.train.distributed import barrier, init_distributed, shutdown
     from regionspot.train.trainer import Trainer
 
     merge_legacy_overrides(args)  # already done by regionspot.cli.main.main; kept for direct callers

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from regionspot.train.config import AugmentConfig
+from regionspot.config import AugmentConfig
 
 __all__ = ["AugmentParams", "draw_augment", "identity_augment", "augment_image", "augment_boxes",
            "resized_size"]

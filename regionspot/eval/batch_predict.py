@@ -37,7 +37,7 @@ from regionspot.eval.jobs import (
 )
 from regionspot.eval.protocol import category_index
 from regionspot.eval.sharding import map_sharded
-from regionspot.train.distributed import DistributedContext
+from regionspot.processes import DistributedContext
 from regionspot.vocab import (
     BUILTIN_VOCABULARIES,
     builtin_category_ids,

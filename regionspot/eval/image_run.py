@@ -18,7 +18,7 @@ from regionspot.eval.jobs import BoxSource, ImageJob
 from regionspot.eval.protocol import classes_per_box, pairs_to_coco, select_pairs, usable_boxes
 from regionspot.ops.masks import encode_rle
 from regionspot.results import RegionResult
-from regionspot.train.distributed import DistributedContext
+from regionspot.processes import DistributedContext
 
 if TYPE_CHECKING:
     from regionspot.eval.methods import RegionClassifier

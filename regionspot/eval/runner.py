@@ -34,7 +34,7 @@ from regionspot.eval.protocol import (category_index, detections_cap, evaluator_
 from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
 from regionspot.eval.sharding import map_sharded, world_description
 from regionspot.model.loader import describe_model, describe_origin
-from regionspot.train.distributed import DistributedContext
+from regionspot.processes import DistributedContext
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model

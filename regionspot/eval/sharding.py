@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from regionspot.train.distributed import DistributedContext
+from regionspot.processes import DistributedContext
 
 Item = TypeVar("Item")
 Output = TypeVar("Output")

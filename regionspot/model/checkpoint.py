@@ -17,9 +17,8 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
-from regionspot.cache.integrity import write_failure
 from regionspot.config import ConfigError, RegionSpotConfig, from_dict, to_dict
-from regionspot.fileio import atomic_write_bytes, file_sha256
+from regionspot.fileio import atomic_write_bytes, file_sha256, write_failure
 from regionspot.weights import CheckpointError
 
 CONFIG_NAME = "config.json"

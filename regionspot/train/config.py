@@ -10,6 +10,9 @@ when a :class:`TrainConfig` is built (from YAML, ``--set`` overrides or Python),
 model loads. Field ranges are stated in the field's ``metadata``: ``min`` and ``below`` as
 :func:`regionspot.config.check_limits` reads them, plus ``above`` (an exclusive lower bound:
 a learning rate of 0 trains nothing) and ``max`` (an inclusive upper bound).
+
+:class:`~regionspot.config.AugmentConfig` (the ``augment`` section) lives in
+:mod:`regionspot.config`, below the data layer that applies it; it is importable from here too.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from regionspot.config import ConfigError, RegionSpotConfig, check_limits
+from regionspot.config import AugmentConfig, ConfigError, RegionSpotConfig, check_limits
 
 POSITIVE = {"above": 0.0}
 AT_LEAST_ONE = {"min": 1}
@@ -46,19 +49,6 @@ class DatasetConfig:
     max_vocabulary: int | None = field(default=None, metadata=AT_LEAST_ONE)
     token_cache: str | None = None
     memory_cache: str | None = None
-
-
-@dataclass
-class AugmentConfig:
-    """The paper's training augmentation, as in the authors' release: horizontal flip, short edge
-    resized to [min_short, max_short] (480-800 there), random crop."""
-
-    flip: bool = True
-    min_short: int = field(default=480, metadata=AT_LEAST_ONE)
-    max_short: int = field(default=800, metadata=AT_LEAST_ONE)
-    max_long: int = field(default=1333, metadata=AT_LEAST_ONE)
-    crop: bool = True
-    crop_min_fraction: float = field(default=0.5, metadata={"above": 0.0, "max": 1.0})
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Errors of a training run that the user can act on; the command line reports each as one
 ``error: ...`` line with exit status 2 (:func:`regionspot.cli.main.user_error_types`).
 
-Kept free of heavy imports, so that the command line can name these types cheaply.
+Kept free of heavy imports, so that the command line can name these types cheaply. A launch that
+is not a usable ``torchrun`` environment is a :class:`regionspot.processes.LaunchError` (shared
+with evaluation, so defined below both).
 """
 
 from __future__ import annotations
@@ -13,8 +15,3 @@ class TrainingError(Exception):
 
 class TrainingDivergedError(TrainingError, FloatingPointError):
     """The loss became NaN or infinite (a learning rate too high, or broken data)."""
-
-
-class LaunchError(TrainingError, RuntimeError):
-    """The process environment does not describe a usable data-parallel launch (e.g. ``WORLD_SIZE``
-    set by hand without the other variables that ``torchrun`` sets)."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from regionspot.model.regionspot import RegionSpot
+from regionspot.processes import DistributedContext, all_reduce_sum
 from regionspot.train.batches import DataSource, build_batch
-from regionspot.train.distributed import DistributedContext, all_reduce_sum
 from regionspot.train.loss import region_accuracy, sigmoid_focal_loss
 
 

@@ -9,7 +9,7 @@ Distributed training: :class:`torch.nn.parallel.DistributedDataParallel` *averag
 over the ``W`` processes. For the gradient to equal the single-process gradient of the whole
 global batch (sum over all regions / global region count), every process must divide its local
 sum by ``global_region_count / W``, i.e. by the all-reduced *mean* region count per process
-(:func:`regionspot.train.distributed.all_reduce_mean` of the local count). Dividing by the local
+(:func:`regionspot.processes.all_reduce_mean` of the local count). Dividing by the local
 count instead would weight the regions of a process with few regions more heavily, and dividing
 by the global count would shrink the gradient by ``W``.
 """

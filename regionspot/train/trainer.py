@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from regionspot.cache.integrity import write_failure
 from regionspot.config import save_config, to_dict
 from regionspot.datasets.mixture import plan_batch, rank_range
+from regionspot.fileio import write_failure
 from regionspot.model.regionspot import RegionSpot
+from regionspot.processes import DistributedContext, all_reduce_sum
 from regionspot.train.batches import DataSource, RegionBatch, build_batch
 from regionspot.train.config import TrainConfig
 from regionspot.train.curves import MetricsLog, plot_curves
-from regionspot.train.distributed import DistributedContext, all_reduce_sum
 from regionspot.train.errors import TrainingDivergedError
 from regionspot.train.evaluate import evaluate_top1
 from regionspot.train.loss import region_accuracy, sigmoid_focal_loss

@@ -115,9 +115,9 @@ def trained_configs(monkeypatch) -> list:
     """Runs ``regionspot train`` up to the Trainer, recording the config it gets instead of training."""
     import torch
 
-    import regionspot.train.distributed as distributed
     import regionspot.train.trainer as trainer
-    from regionspot.train.distributed import DistributedContext
+    from regionspot import processes
+    from regionspot.processes import DistributedContext
 
     seen: list = []
 
@@ -130,7 +130,7 @@ def trained_configs(monkeypatch) -> list:
 
     context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend=None)
     monkeypatch.setattr(trainer, "Trainer", FakeTrainer)
-    monkeypatch.setattr(distributed, "init_distributed", lambda *args, **kwargs: context)
+    monkeypatch.setattr(processes, "init_distributed", lambda *args, **kwargs: context)
     return seen
 
 

@@ -11,7 +11,7 @@ from regionspot.datasets.augment import (
     AugmentParams, augment_boxes, augment_image, draw_augment, identity_augment, resized_size,
 )
 from regionspot.ops.image import load_image
-from regionspot.train.config import AugmentConfig
+from regionspot.config import AugmentConfig
 
 SMALL = AugmentConfig(min_short=120, max_short=200, max_long=300)
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from regionspot.eval.sharding import interleave, map_sharded, shard_indices
-from regionspot.train.distributed import DistributedContext
+from regionspot.processes import DistributedContext
 
 
 def test_shards_cover_every_item_once_and_merge_in_order() -> None:

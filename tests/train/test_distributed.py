@@ -14,10 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from regionspot.train.distributed import (ENV_VARIABLES, DistributedContext, all_gather_object, all_reduce_mean,
-                                          all_reduce_sum, barrier, broadcast_object, choose_device,
-                                          init_distributed, shutdown)
-from regionspot.train.errors import LaunchError
+from regionspot.devices import choose_device
+from regionspot.processes import (ENV_VARIABLES, DistributedContext, LaunchError, all_gather_object, all_reduce_mean,
+                                  all_reduce_sum, barrier, broadcast_object, init_distributed, shutdown)
 from regionspot.train.loss import sigmoid_focal_loss
 
 WORLD = 2

@@ -15,9 +15,9 @@ import torch
 
 from regionspot.cli.main import main
 from regionspot.config import ConfigError, apply_overrides, load_config
+from regionspot.processes import ENV_VARIABLES, DistributedContext
 from regionspot.train import trainer
 from regionspot.train.config import OptimConfig, TrainConfig
-from regionspot.train.distributed import ENV_VARIABLES, DistributedContext
 
 ADVICE = "lower the learning rate (optim.lr is {lr}, e.g. --set optim.lr={lower}) and check the data (boxes, " \
          "images, token caches)"

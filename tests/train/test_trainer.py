@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from regionspot.config import apply_overrides, load_config, save_config
 from regionspot.model.regionspot import RegionSpot
+from regionspot.processes import DistributedContext
 from regionspot.train.config import TrainConfig
-from regionspot.train.distributed import DistributedContext
 from regionspot.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,9 +1,11 @@
-"""Data-parallel plumbing: one process per device under ``torchrun``, or a single process.
+"""Processes of one run: one process per device under ``torchrun``, or a single process.
 
+Shared by training, evaluation and batch prediction (and their commands), so it sits below them.
 ``torchrun --nproc_per_node=N -m regionspot train ...`` sets ``RANK``, ``WORLD_SIZE``,
-``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and
-joins the process group (nccl on CUDA, gloo on CPU). Without them, or with ``WORLD_SIZE=1``, the
-run is a single process with no process group, and every collective below is the identity.
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them, picks
+this process's device and joins the process group (nccl on CUDA, gloo on CPU). Without them, or
+with ``WORLD_SIZE=1``, the run is a single process with no process group, and every collective
+below is the identity.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from regionspot.devices import DEVICE_CHOICES, choose_device  # noqa: F401 - re-exported for callers here
-from regionspot.train.errors import LaunchError
+from regionspot.devices import choose_device
 
 ENV_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+class LaunchError(RuntimeError):
+    """The process environment does not describe a usable data-parallel launch (e.g. ``WORLD_SIZE``
+    set by hand without the other variables that ``torchrun`` sets). The command line reports it as
+    one ``error: ...`` line (:func:`regionspot.cli.main.user_error_types`)."""
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,8 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
 
     Under torchrun each process uses ``cuda:LOCAL_RANK`` (with backend nccl) when the device is
     CUDA, else the CPU (gloo). If a process group is already initialised it is reused.
-    Raises :class:`~regionspot.train.errors.LaunchError`, saying how to launch, when the
-    environment is incomplete or inconsistent (``WORLD_SIZE`` set by hand, not by torchrun) or
-    the group cannot be joined.
+    Raises :class:`LaunchError`, saying how to launch, when the environment is incomplete or
+    inconsistent (``WORLD_SIZE`` set by hand, not by torchrun) or the group cannot be joined.
     """
     if dist.is_available() and dist.is_initialized():
         return _context_from_group(device_preference)
