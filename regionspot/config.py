@@ -169,8 +169,8 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
 
 def check_limits(config: Any, where: str = "") -> None:
     """ConfigError for a field of dataclass instance ``config`` outside the range its ``metadata``
-    states: ``min`` (inclusive), ``below`` (exclusive), ``multiple_of`` (the name of a sibling
-    field). None values are not checked (an optional field left unset)."""
+    states: ``min`` / ``max`` (inclusive), ``above`` / ``below`` (exclusive), ``multiple_of`` (the
+    name of a sibling field). None values are not checked (an optional field left unset)."""
     for spec in dataclasses.fields(config):
         value = getattr(config, spec.name)
         if value is None or not spec.metadata:
@@ -181,6 +181,11 @@ def check_limits(config: Any, where: str = "") -> None:
             raise ConfigError(f"{path} must be at least {low}, got {value!r}")
         if below is not None and not value < below:
             raise ConfigError(f"{path} must be below {below}, got {value!r}")
+        above, most = spec.metadata.get("above"), spec.metadata.get("max")
+        if above is not None and not value > above:
+            raise ConfigError(f"{path} must be above {above:g}, got {value!r}")
+        if most is not None and not value <= most:
+            raise ConfigError(f"{path} must be at most {most:g}, got {value!r}")
         other = getattr(config, divisor) if divisor else None
         if isinstance(other, int) and other >= 1 and value % other:
             sibling = f"{where}.{divisor}" if where else divisor

@@ -7,9 +7,9 @@ Defaults are the paper's training recipe, with the values of the authors' releas
 
 Impossible values are refused with a :class:`~regionspot.config.ConfigError` naming the field
 when a :class:`TrainConfig` is built (from YAML, ``--set`` overrides or Python), before any
-model loads. Field ranges are stated in the field's ``metadata``: ``min`` and ``below`` as
-:func:`regionspot.config.check_limits` reads them, plus ``above`` (an exclusive lower bound:
-a learning rate of 0 trains nothing) and ``max`` (an inclusive upper bound).
+model loads. Field ranges are stated in the field's ``metadata`` as
+:func:`regionspot.config.check_limits` reads them (``above`` 0 for a learning rate: 0 trains
+nothing).
 
 :class:`~regionspot.config.AugmentConfig` (the ``augment`` section) lives in
 :mod:`regionspot.config`, below the data layer that applies it; it is importable from here too.
@@ -117,17 +117,11 @@ def check_train_config(config: TrainConfig) -> None:
 
 
 def _check_ranges(config: Any, where: str) -> None:
-    """:func:`check_limits` and the ``above`` / ``max`` bounds of ``config`` and of every
-    dataclass inside it (list items by index)."""
+    """:func:`check_limits` on ``config`` and on every dataclass inside it (list items by index)."""
     check_limits(config, where)
     for spec in dataclasses.fields(config):
         value = getattr(config, spec.name)
         path = f"{where}.{spec.name}" if where else spec.name
-        above, most = spec.metadata.get("above"), spec.metadata.get("max")
-        if value is not None and above is not None and not value > above:
-            raise ConfigError(f"{path} must be above {above:g}, got {value!r}")
-        if value is not None and most is not None and not value <= most:
-            raise ConfigError(f"{path} must be at most {most:g}, got {value!r}")
         items = value if isinstance(value, list) else [value]
         for index, item in enumerate(items):
             if dataclasses.is_dataclass(item) and not isinstance(item, type):
