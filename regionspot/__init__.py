@@ -13,8 +13,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["RegionSpot", "RegionPredictor", "RegionResult", "RegionSpotConfig", "ZeroShotCLIP", "load",
-           "__version__"]
+__all__ = [
+    "RegionPredictor",
+    "RegionResult",
+    "RegionSpot",
+    "RegionSpotConfig",
+    "ZeroShotCLIP",
+    "__version__",
+    "load",
+]
 
 
 def __getattr__(name: str) -> Any:

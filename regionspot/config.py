@@ -13,11 +13,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import yaml
 
 from regionspot.presets import DEFAULT_CLIP, DEFAULT_SAM
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 TokenPlace = Literal["prompt_encoder", "transformer", "hypernet_mlp"]
 TOKEN_PLACES: tuple[str, ...] = typing.get_args(TokenPlace)
@@ -30,6 +33,14 @@ ZERO_SHOT_METHODS: tuple[str, ...] = typing.get_args(ZeroShotMethod)
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong (unknown key, wrong type, bad choice)."""
+
+
+def as_zero_shot_method(name: str) -> ZeroShotMethod:
+    """``name`` as a :data:`ZeroShotMethod`, or ConfigError naming the choices."""
+    for method in typing.get_args(ZeroShotMethod):
+        if name == method:
+            return method  # typing.get_args is untyped (Any)
+    raise ConfigError(f"zero-shot method {name!r} is not one of {list(ZERO_SHOT_METHODS)}")
 
 
 @dataclass
@@ -141,7 +152,7 @@ class AugmentConfig:
     crop_min_fraction: float = field(default=0.5, metadata={"above": 0.0, "max": 1.0})
 
 
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -194,7 +205,7 @@ def check_limits(config: Any, where: str = "") -> None:
 
 def _convert(hint: Any, raw: Any, path: str) -> Any:
     """Convert ``raw`` to the type ``hint`` (dataclass, Literal, Optional, scalars)."""
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, raw, where=path)
     origin = typing.get_origin(hint)
     if origin is list:
@@ -211,9 +222,9 @@ def _convert(hint: Any, raw: Any, path: str) -> Any:
         return raw
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         errors = []
         for arg in args:
             if arg is type(None):

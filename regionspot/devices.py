@@ -9,7 +9,7 @@ precision runs the towers and the head under ``torch.autocast``; scores and boxe
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -73,13 +73,13 @@ def check_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str) -> ContextManager[object]:
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[object]:
     """``torch.autocast`` in ``precision`` on ``device`` (a no-op context for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
-def full_precision(device: torch.device) -> ContextManager[object]:
+def full_precision(device: torch.device) -> AbstractContextManager[object]:
     """A region inside :func:`autocast` that computes in float32 again (final scores)."""
     return torch.autocast(device_type=device.type, enabled=False)

@@ -16,8 +16,9 @@ import errno
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 TEMP_SUFFIX = ".tmp"
 

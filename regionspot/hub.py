@@ -20,8 +20,9 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from regionspot.config import RegionSpotConfig, ZeroShotConfig

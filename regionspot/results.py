@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -92,14 +93,14 @@ class RegionResult:
         """A subset of the regions (an index, a slice, indices or a boolean mask)."""
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
-        pick = lambda a: None if a is None else a[index]  # noqa: E731
         positions = np.arange(len(self))[index]
         extras = {key: _take(value, index, positions) if is_per_region(value) else value
                   for key, value in self.extras.items()}
         return RegionResult(
             boxes=self.boxes[index], topk_ids=self.topk_ids[index], topk_scores=self.topk_scores[index],
-            vocabulary=self.vocabulary, image_size=self.image_size, masks=pick(self.masks),
-            mask_scores=pick(self.mask_scores), extras=extras,
+            vocabulary=self.vocabulary, image_size=self.image_size,
+            masks=None if self.masks is None else self.masks[index],
+            mask_scores=None if self.mask_scores is None else self.mask_scores[index], extras=extras,
         )
 
     @property
@@ -120,8 +121,8 @@ class RegionResult:
     @property
     def topk(self) -> list[list[tuple[str, float]]]:
         """Per region, the (name, score) pairs best first."""
-        return [[(self.vocabulary[i], float(s)) for i, s in zip(ids, scores)]
-                for ids, scores in zip(self.topk_ids, self.topk_scores)]
+        return [[(self.vocabulary[i], float(s)) for i, s in zip(ids, scores, strict=True)]
+                for ids, scores in zip(self.topk_ids, self.topk_scores, strict=True)]
 
     def to_dict(self, include_masks: bool = True) -> dict[str, Any]:
         """The JSON document of ``regionspot predict``: image size, vocabulary, and per region

@@ -245,10 +245,8 @@ def _read_vocabulary_file(path: Path) -> list[str]:
         raise VocabularyError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
     except OSError as exc:
         raise VocabularyError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    if path.suffix.casefold() == ".json":
-        names = _read_json_names(path, text)
-    else:
-        names = _read_text_names(path, text)
+    read_names = _read_json_names if path.suffix.casefold() == ".json" else _read_text_names
+    names = read_names(path, text)
     if not names:
         raise VocabularyError(f"{path}: the vocabulary file holds no names")
     return names

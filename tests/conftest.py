@@ -228,8 +228,8 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("regionspot")
 PROBE = "import sys\ntry:\n    open(sys.argv[1] + '/x', 'w')\nexcept PermissionError:\n    print('denied')\n"
 
 
-def run_console_script(*argv: str, prefix: tuple[str, ...] | list[str] = (),
-                       env: dict[str, str | None] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_console_script(*argv: str, prefix: tuple[str, ...] | list[str] = (), env: dict[str, str | None] | None = None,
+                       timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the ``regionspot`` console script (``python -m regionspot`` without one) after
     ``prefix``, with the environment changed by ``env`` (None: unset); output captured as text,
     exit status not checked."""

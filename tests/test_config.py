@@ -2,8 +2,17 @@ from __future__ import annotations
 
 import pytest
 
-from regionspot.config import (ConfigError, FusionConfig, RegionSpotConfig, apply_overrides, from_dict,
-                               load_config, save_config, to_dict)
+from regionspot.config import (
+    ConfigError,
+    FusionConfig,
+    RegionSpotConfig,
+    apply_overrides,
+    as_zero_shot_method,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 def test_dotted_overrides_are_typed():
@@ -20,7 +29,7 @@ def test_dotted_overrides_are_typed():
     assert RegionSpotConfig().fusion.depth == 3, "overrides must not change the original"
 
 
-@pytest.mark.parametrize("override, message", [
+@pytest.mark.parametrize(("override", "message"), [
     ("fusion.depht=2", "unknown key"),
     ("fusion.depth=two", "expected int"),
     ("fusion.depth=1.5", "expected an integer"),
@@ -67,3 +76,10 @@ def test_lists_of_sections_and_scalars():
     data["datasets"][0]["bogus"] = 1
     with pytest.raises(ConfigError, match=r"datasets\.0: unknown key"):
         from_dict(TrainConfig, data)
+
+
+def test_zero_shot_method_names_are_checked():
+    assert as_zero_shot_method("clip-crop") == "clip-crop"
+    assert as_zero_shot_method("clip-mask-crop") == "clip-mask-crop"
+    with pytest.raises(ConfigError, match=r"'regionspot' is not one of \['clip-mask-crop', 'clip-crop'\]"):
+        as_zero_shot_method("regionspot")

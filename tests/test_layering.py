@@ -159,7 +159,7 @@ def test_cli_command_modules_exist() -> None:
     assert len(commands) >= 5
 
 
-@pytest.mark.parametrize("module, source, expected", [
+@pytest.mark.parametrize(("module", "source", "expected"), [
     ("regionspot.eval.runner", "def f():\n    from regionspot.train.config import TrainConfig\n",
      "regionspot.eval.runner:2 -> regionspot.train.config (eval and train sit side by side)"),
     ("regionspot.datasets.augment",
@@ -176,7 +176,7 @@ def test_checker_finds_upward_imports(module: str, source: str, expected: str) -
     assert upward_imports(module, source) == [expected]
 
 
-@pytest.mark.parametrize("module, source", [
+@pytest.mark.parametrize(("module", "source"), [
     ("regionspot.model.checkpoint", "from regionspot import __version__\n"),
     ("regionspot.cli.main", "from regionspot.cli import eval_cmd, predict_cmd\n"),
     ("regionspot.train.trainer", "import torch.distributed\nfrom regionspot.processes import barrier\n"),

@@ -52,7 +52,7 @@ def test_result_shapes_scores_and_topk_order(predictor, photo_and_boxes) -> None
 def test_masks_stay_inside_their_boxes_mostly(predictor, photo_and_boxes) -> None:
     _, boxes = photo_and_boxes
     result = predictor.predict(boxes, VOCABULARY)
-    for mask, (x1, y1, x2, y2) in zip(result.masks, boxes.round().astype(int)):
+    for mask, (x1, y1, x2, y2) in zip(result.masks, boxes.round().astype(int), strict=True):
         inside = mask[max(y1 - 2, 0):y2 + 2, max(x1 - 2, 0):x2 + 2].sum()
         assert inside / mask.sum() > 0.9
 
@@ -98,7 +98,7 @@ def test_attention_maps(predictor, photo_and_boxes) -> None:
     assert result.masks is None
 
 
-@pytest.mark.parametrize("boxes, error, message", [
+@pytest.mark.parametrize(("boxes", "error", "message"), [
     ([], BoxError, "no boxes"),
     ([[10, 10, float("nan"), 50]], BoxError, "NaN"),
     ([[100, 10, 50, 50]], BoxError, "inverted"),
@@ -109,7 +109,7 @@ def test_bad_boxes(predictor, boxes, error, message) -> None:
         predictor.predict(boxes, VOCABULARY)
 
 
-@pytest.mark.parametrize("vocabulary, message", [
+@pytest.mark.parametrize(("vocabulary", "message"), [
     ([], "empty"),
     (["cat", "Cat "], "duplicate"),
     (["cat", ""], "empty"),
@@ -141,5 +141,5 @@ def test_grayscale_rgba_and_corrupt_images(mobile_sam_model, photo_and_boxes, tm
     predictor.set_image(tmp_path / "rgba.png")
     assert predictor.predict([[10, 10, 200, 200]], ["cat"]).masks.shape[1:] == rgb.shape[:2]
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with pytest.raises(ImageLoadError, match="broken.jpg"):
+    with pytest.raises(ImageLoadError, match=r"broken\.jpg"):
         predictor.set_image(tmp_path / "broken.jpg")

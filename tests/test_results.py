@@ -52,7 +52,7 @@ def test_to_coco_emits_topk_pairs_with_category_ids():
         make_result().to_coco(image_id=1, category_ids=[1])
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(("change", "message"), [
     ({"topk_scores": np.array([[1.5, 0.2], [0.6, 0.5]])}, r"\[0, 1\]"),
     ({"topk_ids": np.array([[5, 0], [2, 1]])}, "outside the vocabulary"),
     ({"masks": np.zeros((2, 3, 3), bool)}, "masks must be"),
@@ -79,7 +79,7 @@ def make_rich_result(count: int = 5) -> RegionResult:
     )
 
 
-@pytest.mark.parametrize("index, expected", [
+@pytest.mark.parametrize(("index", "expected"), [
     (3, [3]),
     (-1, [4]),
     (np.int64(1), [1]),

@@ -10,8 +10,18 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from regionspot.ops.image import load_image
-from regionspot.viz import (HEAT_RAMP, PALETTE, contrast_text_color, draw_attention, draw_attention_figure,
-                            draw_regions, heat_colors, region_color, save_figure, upsample_attention)
+from regionspot.viz import (
+    HEAT_RAMP,
+    PALETTE,
+    contrast_text_color,
+    draw_attention,
+    draw_attention_figure,
+    draw_regions,
+    heat_colors,
+    region_color,
+    save_figure,
+    upsample_attention,
+)
 
 
 def _grey(height: int, width: int, value: int = 90) -> np.ndarray:
@@ -192,7 +202,7 @@ def test_contrast_text_color() -> None:
     assert contrast_text_color((0, 0, 128)) == (255, 255, 255)
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize(("kwargs", "match"), [
     (dict(labels=["a"]), "2 boxes but 1 labels"),
     (dict(scores=np.array([0.1])), "2 boxes but 1 scores"),
     (dict(masks=np.zeros((2, 10, 11), bool)), "masks must have shape"),
@@ -236,9 +246,12 @@ def test_save_figure_array_and_jpeg(tmp_path: Path) -> None:
     assert Image.open(jpg).format == "JPEG"
 
 
-@pytest.mark.parametrize("name", ["no_suffix", "x.notaformat"])
-def test_save_figure_bad_suffix(tmp_path: Path, name: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("name", "message"), [
+    ("no_suffix", r"no_suffix: give a file suffix such as \.png or \.jpg"),
+    ("x.notaformat", r"unknown file extension: \.notaformat"),  # PIL's own message
+])
+def test_save_figure_bad_suffix(tmp_path: Path, name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         save_figure(_grey(5, 5), tmp_path / name)
 
 
@@ -309,7 +322,7 @@ def test_upsample_attention_spans_the_whole_image() -> None:
     assert upsample_attention(np.zeros((3, 3)), 6, 6).max() == 0  # all-zero map stays zero
 
 
-@pytest.mark.parametrize("attention, match", [
+@pytest.mark.parametrize(("attention", "match"), [
     (np.ones(16), "2-D"), (np.zeros((0, 0)), "2-D"), (np.full((2, 2), np.nan), "finite"),
     (-np.ones((2, 2)), "non-negative"),
 ])
@@ -342,7 +355,7 @@ def test_draw_attention_alpha_zero_keeps_the_photo_outside_the_box() -> None:
     np.testing.assert_array_equal(out[30:, 30:], image[30:, 30:])
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(("kwargs", "match"), [
     (dict(alpha=1.5), "alpha"), (dict(box=[0, 0, np.inf, 4]), "NaN or infinite"),
     (dict(box=[0, 0, 4]), r"shape \(R, 4\)"), (dict(attention=np.ones((2, 2, 2))), "2-D"),
 ])

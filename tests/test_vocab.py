@@ -50,7 +50,7 @@ def test_coco_builtin(shared_data: Path) -> None:
     assert ids[0] == 1 and ids[-1] == 90 and 12 not in ids  # COCO ids have gaps
     assert ids == sorted(ids)
     source = json.loads((shared_data / "vocab" / "coco_categories.json").read_text())
-    assert dict(zip(ids, names)) == {c["id"]: c["name"] for c in source}
+    assert dict(zip(ids, names, strict=True)) == {c["id"]: c["name"] for c in source}
 
 
 def test_objects365_builtin_uses_cleaned_names(shared_data: Path) -> None:
@@ -68,8 +68,8 @@ def test_builtins_are_valid_vocabularies(name: str) -> None:
     assert validate_vocabulary(names) == names
 
 
-@pytest.mark.parametrize("spelling,count", [("LVIS", 1203), ("Lvis_V1", 1203), ("COCO", 80),
-                                            ("Objects365", 365), ("o365", 365), (" coco ", 80)])
+@pytest.mark.parametrize(("spelling", "count"), [("LVIS", 1203), ("Lvis_V1", 1203), ("COCO", 80),
+                                                 ("Objects365", 365), ("o365", 365), (" coco ", 80)])
 def test_builtin_names_case_insensitive_and_aliases(spelling: str, count: int) -> None:
     assert len(builtin_vocabulary(spelling)) == count
     assert len(parse_vocabulary(spelling)) == count
@@ -82,7 +82,7 @@ def test_builtin_returns_fresh_lists() -> None:
 
 
 def test_unknown_builtin() -> None:
-    with pytest.raises(VocabularyError, match="unknown built-in vocabulary 'imagenet'.*lvis, coco, objects365"):
+    with pytest.raises(VocabularyError, match=r"unknown built-in vocabulary 'imagenet'.*lvis, coco, objects365"):
         builtin_vocabulary("imagenet")
     with pytest.raises(VocabularyError, match="unknown built-in"):
         builtin_category_ids("nope")
@@ -154,7 +154,7 @@ def test_empty_vocabulary(spec: object) -> None:
         parse_vocabulary(spec)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("spec,index", [(["cat", "  "], 1), (["", "dog"], 0), ("cat,,dog", 1), ("cat, dog,", 2)])
+@pytest.mark.parametrize(("spec", "index"), [(["cat", "  "], 1), (["", "dog"], 0), ("cat,,dog", 1), ("cat, dog,", 2)])
 def test_empty_name(spec: object, index: int) -> None:
     with pytest.raises(VocabularyError, match=f"entry {index} is an empty name"):
         parse_vocabulary(spec)  # type: ignore[arg-type]
@@ -162,13 +162,13 @@ def test_empty_name(spec: object, index: int) -> None:
 
 @pytest.mark.parametrize("bad", [None, 3, b"cat", ["nested"]])
 def test_non_string_name(bad: object) -> None:
-    with pytest.raises(VocabularyError, match="entry 1 is .* not a string"):
+    with pytest.raises(VocabularyError, match=r"entry 1 is .* not a string"):
         validate_vocabulary(["cat", bad])  # type: ignore[list-item]
 
 
 @pytest.mark.parametrize("bad", ["cat\ndog", "cat\tdog", "a\x00b"])
 def test_control_characters_rejected(bad: str) -> None:
-    with pytest.raises(VocabularyError, match="entry 1 .* control character"):
+    with pytest.raises(VocabularyError, match=r"entry 1 .* control character"):
         validate_vocabulary(["ok", bad])
 
 
@@ -184,7 +184,7 @@ def test_duplicates_named_in_message() -> None:
 
 
 def test_duplicates_in_inline_and_file(tmp_path: Path) -> None:
-    with pytest.raises(VocabularyError, match="duplicated.*'cat'"):
+    with pytest.raises(VocabularyError, match=r"duplicated.*'cat'"):
         parse_vocabulary("cat, dog, CAT")
     path = tmp_path / "dup.txt"
     path.write_text("a\nb\na\n")
@@ -197,7 +197,7 @@ def test_validate_strips_and_keeps_order() -> None:
 
 
 def test_validate_rejects_a_bare_string() -> None:
-    with pytest.raises(VocabularyError, match="list of names.*parse_vocabulary"):
+    with pytest.raises(VocabularyError, match=r"list of names.*parse_vocabulary"):
         validate_vocabulary("cat, dog")  # type: ignore[arg-type]
 
 
@@ -238,10 +238,10 @@ def test_invalid_json(tmp_path: Path) -> None:
     assert "bad.json" in str(info.value)
 
 
-@pytest.mark.parametrize("payload,match", [({"names": ["a"]}, "expected a JSON list"),
-                                            ("cat", "expected a JSON list"),
-                                            (["a", 3], "item 1 must be a string"),
-                                            ([{"label": "a"}], "item 0 must be a string")])
+@pytest.mark.parametrize(("payload", "match"), [({"names": ["a"]}, "expected a JSON list"),
+                                                ("cat", "expected a JSON list"),
+                                                (["a", 3], "item 1 must be a string"),
+                                                ([{"label": "a"}], "item 0 must be a string")])
 def test_malformed_json(tmp_path: Path, payload: object, match: str) -> None:
     path = tmp_path / "v.json"
     path.write_text(json.dumps(payload))
@@ -272,11 +272,11 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 
 
 def test_error_is_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="the vocabulary is empty"):
         parse_vocabulary("")
 
 
-@pytest.mark.parametrize("names, message", [
+@pytest.mark.parametrize(("names", "message"), [
     (["cat", "_"], "entry 1 '_' is empty once cleaned"),
     (["-other"], "empty once cleaned"),
     (["x" * (MAX_NAME_CHARS + 1)], f"at most {MAX_NAME_CHARS}"),
@@ -287,7 +287,7 @@ def test_names_a_prompt_cannot_use_are_refused(names: list[str], message: str) -
     assert validate_vocabulary(["y" * MAX_NAME_CHARS, "bow_(weapon)"])[1] == "bow_(weapon)"
 
 
-@pytest.mark.parametrize("name, problem", [
+@pytest.mark.parametrize(("name", "problem"), [
     (5, "is int 5, not a string"),
     (None, "is NoneType None, not a string"),
     ("  ", "is an empty name"),

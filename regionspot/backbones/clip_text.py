@@ -16,16 +16,24 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoTokenizer, CLIPModel, CLIPTextModel, CLIPTextModelWithProjection
-from transformers import CLIPTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    CLIPModel,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from regionspot.backbones.clip_vision import TINY_VOCAB_SIZE, check_loading_info, tiny_clip_config
-from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
+from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained, load_hf_pretrained_with_info
 from regionspot.backbones.protocols import freeze
 from regionspot.backbones.templates import build_prompts, resolve_templates
 from regionspot.backbones.text_cache import NameRowTable, TextEmbeddingDiskCache
@@ -87,19 +95,20 @@ class ClipTextEmbedder(torch.nn.Module):
         freeze(self)
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kwargs: object) -> "ClipTextEmbedder":
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> ClipTextEmbedder:
         """Load the text tower and tokenizer from a Hub id or a folder saved from ``CLIPModel``
         or ``CLIPTextModelWithProjection``; ``kwargs`` go to the constructor."""
         text_model, projection = _load_text_tower(name_or_path)
-        tokenizer = load_hf_pretrained(AutoTokenizer, name_or_path, what=TEXT_ROLE)
-        return cls(text_model, projection, tokenizer, name=name_or_path, **kwargs)  # type: ignore[arg-type]
+        # AutoTokenizer.from_pretrained returns the concrete tokenizer class, not an AutoTokenizer
+        tokenizer = cast(PreTrainedTokenizerBase, load_hf_pretrained(AutoTokenizer, name_or_path, what=TEXT_ROLE))
+        return cls(text_model, projection, tokenizer, name=name_or_path, **kwargs)
 
     @classmethod
     def from_clip_model(
-        cls, model: CLIPModel | CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase, **kwargs: object
-    ) -> "ClipTextEmbedder":
+        cls, model: CLIPModel | CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase, **kwargs: Any
+    ) -> ClipTextEmbedder:
         """Wrap an in-memory model's text tower (shared, not copied; it becomes frozen)."""
-        return cls(model.text_model, model.text_projection, tokenizer, **kwargs)  # type: ignore[arg-type]
+        return cls(model.text_model, model.text_projection, tokenizer, **kwargs)
 
     @property
     def cache_path(self) -> Path:
@@ -226,7 +235,7 @@ def text_tower_fingerprint(
     vocab_text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
     digest.update(f"{type(tokenizer).__name__}|{tokenizer.model_max_length}|".encode())
     digest.update(vocab_text.encode())
-    tensors = list(text_model.state_dict().items()) + [("text_projection", projection.weight)]
+    tensors = [*text_model.state_dict().items(), ("text_projection", projection.weight)]
     for key, tensor in tensors:
         flat = tensor.detach().cpu().contiguous().view(-1)
         digest.update(f"{key}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
@@ -239,14 +248,14 @@ def _load_text_tower(name_or_path: str) -> tuple[CLIPTextModel, torch.nn.Linear]
     config = load_hf_pretrained(AutoConfig, name_or_path, what=TEXT_ROLE)
     model_type = getattr(config, "model_type", None)
     if model_type == "clip":
-        model, info = load_hf_pretrained(CLIPModel, name_or_path, what=TEXT_ROLE, output_loading_info=True)
+        model, info = load_hf_pretrained_with_info(CLIPModel, name_or_path, what=TEXT_ROLE)
         check_loading_info(name_or_path, info, prefixes=("text_model.", "text_projection."))
         return model.text_model, model.text_projection
-    if model_type == "clip_text_model" and "CLIPTextModelWithProjection" in (config.architectures or []):
-        model, info = load_hf_pretrained(CLIPTextModelWithProjection, name_or_path, what=TEXT_ROLE,
-                                         output_loading_info=True)
+    architectures = getattr(config, "architectures", None) or []
+    if model_type == "clip_text_model" and "CLIPTextModelWithProjection" in architectures:
+        projected, info = load_hf_pretrained_with_info(CLIPTextModelWithProjection, name_or_path, what=TEXT_ROLE)
         check_loading_info(name_or_path, info, prefixes=("",))
-        return model.text_model, model.text_projection
+        return projected.text_model, projected.text_projection
     raise BackboneLoadError(f"{name_or_path!r} ({model_type!r}) has no CLIP text tower with a projection "
                             "(expected a CLIPModel or CLIPTextModelWithProjection)")
 
@@ -265,7 +274,7 @@ def tiny_clip_tokenizer() -> CLIPTokenizer:
         vocab[left + right] = len(vocab)
     vocab["<|startoftext|>"] = TINY_VOCAB_SIZE - 2
     vocab["<|endoftext|>"] = TINY_VOCAB_SIZE - 1
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)  # type: ignore[arg-type]  # BPE takes pairs
 
 
 def save_tiny_clip(folder: str | os.PathLike[str], seed: int = 0) -> Path:

@@ -10,20 +10,31 @@ exactly ``last_hidden_state`` (the post-norm is only applied to the pooled class
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoConfig, CLIPConfig, CLIPModel, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
+from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained, load_hf_pretrained_with_info
 from regionspot.backbones.protocols import freeze
 from regionspot.config import ClipBackboneConfig
 
 OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+
+def square_side(value: object, name: str) -> int:
+    """A vision config's ``image_size``/``patch_size`` as one side: transformers also allows a
+    pair, which CLIP's square input can only take when both sides are equal."""
+    if isinstance(value, list | tuple) and len(value) == 2 and value[0] == value[1]:
+        value = value[0]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise BackboneLoadError(f"CLIP vision config {name} = {value!r}: expected one positive integer (square)")
+    return value
 
 
 class ClipVisionMemory(torch.nn.Module):
@@ -49,8 +60,8 @@ class ClipVisionMemory(torch.nn.Module):
         self.vision_model = vision_model
         self.projection = projection
         vision_config = vision_model.config
-        self.native_image_size: int = int(vision_config.image_size)
-        self.patch_size: int = int(vision_config.patch_size)
+        self.native_image_size = square_side(vision_config.image_size, "image_size")
+        self.patch_size = square_side(vision_config.patch_size, "patch_size")
         self.width: int = int(vision_config.hidden_size)
         self.image_size: int = int(image_size) if image_size else self.native_image_size
         if self.image_size < self.patch_size:
@@ -64,7 +75,7 @@ class ClipVisionMemory(torch.nn.Module):
     @classmethod
     def from_pretrained(
         cls, name_or_path: str, *, image_size: int | None = None, use_class_token: bool = True
-    ) -> "ClipVisionMemory":
+    ) -> ClipVisionMemory:
         """Load from a Hub id or a folder saved from ``CLIPModel``, ``CLIPVisionModel`` or
         ``CLIPVisionModelWithProjection``. Mean/std come from the folder's
         ``preprocessor_config.json`` when present, else OpenAI CLIP's."""
@@ -83,7 +94,7 @@ class ClipVisionMemory(torch.nn.Module):
         mean: Sequence[float] = OPENAI_CLIP_MEAN,
         std: Sequence[float] = OPENAI_CLIP_STD,
         name: str = "<in-memory>",
-    ) -> "ClipVisionMemory":
+    ) -> ClipVisionMemory:
         """Wrap the vision tower and visual projection of an in-memory ``CLIPModel`` (shared,
         not copied: the model's vision parameters become frozen)."""
         return cls(model.vision_model, model.visual_projection, image_size=image_size,
@@ -209,25 +220,26 @@ def _load_vision_tower(name_or_path: str) -> tuple[CLIPVisionModel, torch.nn.Lin
     config = load_hf_pretrained(AutoConfig, name_or_path)
     model_type = getattr(config, "model_type", None)
     if model_type == "clip":
-        model, info = load_hf_pretrained(CLIPModel, name_or_path, output_loading_info=True)
+        model, info = load_hf_pretrained_with_info(CLIPModel, name_or_path)
         check_loading_info(name_or_path, info, prefixes=("vision_model.", "visual_projection."))
         return model.vision_model, model.visual_projection
     if model_type == "clip_vision_model":
         architectures = getattr(config, "architectures", None) or []
-        cls = CLIPVisionModelWithProjection if "CLIPVisionModelWithProjection" in architectures else CLIPVisionModel
-        model, info = load_hf_pretrained(cls, name_or_path, output_loading_info=True)
+        if "CLIPVisionModelWithProjection" in architectures:
+            projected, info = load_hf_pretrained_with_info(CLIPVisionModelWithProjection, name_or_path)
+            check_loading_info(name_or_path, info, prefixes=("",))
+            return projected.vision_model, projected.visual_projection
+        vision, info = load_hf_pretrained_with_info(CLIPVisionModel, name_or_path)
         check_loading_info(name_or_path, info, prefixes=("",))
-        if isinstance(model, CLIPVisionModelWithProjection):
-            return model.vision_model, model.visual_projection
-        return model, None
+        return vision, None
     raise BackboneLoadError(f"{name_or_path!r} is a {model_type!r} model, not a CLIP model "
                             "(expected model_type 'clip' or 'clip_vision_model')")
 
 
-def check_loading_info(name_or_path: str, info: dict[str, object], prefixes: tuple[str, ...]) -> None:
+def check_loading_info(name_or_path: str, info: dict[str, Any], prefixes: tuple[str, ...]) -> None:
     """Raise when weights of the kept modules were missing or mismatched in the checkpoint."""
-    missing = [k for k in info.get("missing_keys", ()) if k.startswith(prefixes)]  # type: ignore[union-attr]
-    mismatched = [str(k) for k in info.get("mismatched_keys", ())]  # type: ignore[union-attr]
+    missing = [str(k) for k in info.get("missing_keys", ()) if str(k).startswith(prefixes)]
+    mismatched = [str(k) for k in info.get("mismatched_keys", ())]
     if missing or mismatched:
         raise BackboneLoadError(f"{name_or_path!r}: incomplete CLIP weights; missing {sorted(missing)[:10]}, "
                                 f"mismatched {sorted(mismatched)[:10]}")

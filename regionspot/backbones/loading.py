@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, TypeVar, cast
 
-from regionspot.hub import (CLIP_ROLE, SAM_ROLE, TEXT_ROLE, HubUnavailableError, fix_hint, offline_cause,
-                            prepare_hub_load)
+from regionspot.hub import (
+    CLIP_ROLE,
+    SAM_ROLE,
+    TEXT_ROLE,
+    HubUnavailableError,
+    fix_hint,
+    offline_cause,
+    prepare_hub_load,
+)
 
 M = TypeVar("M")
 
@@ -59,7 +67,7 @@ def load_hf_pretrained(cls: type[M], name_or_path: str, *, what: str | None = No
     where = f"{'Hugging Face Hub id' if from_hub else 'local folder'} {name_or_path!r}"
     try:
         with quiet_weight_loading():
-            return cls.from_pretrained(name_or_path, **{**hub_kwargs, **kwargs})  # type: ignore[attr-defined]
+            return cls.from_pretrained(name_or_path, **{**hub_kwargs, **kwargs})  # type: ignore[attr-defined]  # a transformers class
     except (OSError, ValueError) as exc:
         hint = ""
         if hub_kwargs.get("local_files_only"):
@@ -69,3 +77,12 @@ def load_hf_pretrained(cls: type[M], name_or_path: str, *, what: str | None = No
             hint = f" If this machine cannot reach the Hub: {fix_hint(name_or_path, role)}."
         detail = " ".join(str(exc).split()).rstrip(". ")
         raise BackboneLoadError(f"could not load {cls.__name__} from {where}: {detail}.{hint}") from exc
+
+
+
+def load_hf_pretrained_with_info(cls: type[M], name_or_path: str, *, what: str | None = None,
+                                 **kwargs: Any) -> tuple[M, dict[str, Any]]:
+    """:func:`load_hf_pretrained` that also returns transformers' loading info (its
+    ``missing_keys``, ``unexpected_keys`` and ``mismatched_keys``), for a strict check."""
+    loaded = load_hf_pretrained(cls, name_or_path, what=what, output_loading_info=True, **kwargs)
+    return cast("tuple[M, dict[str, Any]]", loaded)

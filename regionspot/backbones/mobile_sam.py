@@ -50,7 +50,7 @@ def mobile_sam_tokenizer(state_dict: Mapping[str, torch.Tensor], token_place: st
     """A frozen :class:`SamRegionTokenizer` from an in-memory MobileSAM state dict."""
     encoder, head, dropped = mobile_sam_modules(state_dict, f"MobileSAM checkpoint {name_or_path}",
                                                 token_place, multimask)
-    details = {"variant": "tiny_vit_5m", "dropped_keys": dropped}
+    details: dict[str, object] = {"variant": "tiny_vit_5m", "dropped_keys": dropped}
     return SamRegionTokenizer(encoder, head, family="mobile_sam", name_or_path=name_or_path, details=details)
 
 

@@ -273,7 +273,7 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     module.eval()
-    module.train = _stay_in_eval.__get__(module)  # type: ignore[method-assign]
+    module.train = _stay_in_eval.__get__(module)  # type: ignore[method-assign]  # on purpose: frozen stays eval
     return module
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 import torch
 from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig, SamVisionConfig
@@ -22,6 +23,8 @@ from transformers import SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfig
 from regionspot.weights import CheckpointError, preview
 
 StateDict = dict[str, torch.Tensor]
+
+SubConfig = TypeVar("SubConfig", SamVisionConfig, SamPromptEncoderConfig, SamMaskDecoderConfig)
 
 PE_ORIGINAL = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"
 PE_HF = ("shared_image_embedding.positional_embedding", "prompt_encoder.shared_embedding.positional_embedding")
@@ -125,7 +128,7 @@ def original_to_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     for key in keys:
         value = state_dict[key]
         if key == PE_ORIGINAL:
-            out.update({name: value for name in PE_HF})
+            out.update(dict.fromkeys(PE_HF, value))
             continue
         mlp = MLP_ORIGINAL.match(key)
         if mlp:
@@ -234,6 +237,15 @@ def _vision_config_from_original(state_dict: Mapping[str, torch.Tensor]) -> SamV
     )
 
 
+def sam_sub_config(config: SamConfig, name: str, kind: type[SubConfig]) -> SubConfig:
+    """``config.<name>`` as ``kind``: transformers types a sub-config loosely (dict, config or
+    None) although a built ``SamConfig`` always holds the config object."""
+    sub_config = getattr(config, name)
+    if not isinstance(sub_config, kind):
+        raise TypeError(f"SamConfig.{name} is a {type(sub_config).__name__}, expected {kind.__name__}")
+    return sub_config
+
+
 def vit_variant_name(config: SamVisionConfig) -> str:
     """``vit_b``/``vit_l``/``vit_h`` for the released sizes, else ``vit_custom``."""
     return SAM_VIT_VARIANTS.get((config.hidden_size, config.num_hidden_layers), "vit_custom")
@@ -275,7 +287,6 @@ def _sam_config_from_original(state_dict: Mapping[str, torch.Tensor], vision_con
     image_size = vision_config.image_size
     prompt = SamPromptEncoderConfig(
         hidden_size=hidden, image_size=image_size, patch_size=vision_config.patch_size,
-        image_embedding_size=image_size // vision_config.patch_size,
         mask_input_channels=state_dict["prompt_encoder.mask_downscaling.3.weight"].shape[0],
         num_point_embeddings=_count_indexed(state_dict, r"^prompt_encoder\.point_embeddings\.(\d+)\."),
     )
@@ -287,7 +298,7 @@ def read_checkpoint(path: str) -> StateDict:
     wraps the state dict under ``model`` or ``state_dict`` is unwrapped."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling and zip errors have many types
+    except Exception as exc:  # unpickling and zip errors have many types
         raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint: {exc}") from exc
     for wrapper in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):

@@ -13,12 +13,13 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from transformers import SamModel
+from transformers import SamModel, SamVisionConfig
 
-from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained
+from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained_with_info
 from regionspot.backbones.sam_convert import (
     original_to_hf,
     sam_config_from_original,
+    sam_sub_config,
     vit_variant_name,
 )
 from regionspot.backbones.sam_prompt_head import SamPromptHead, SamRegionTokenizer
@@ -40,7 +41,7 @@ class HFSamImageEncoder(nn.Module):
 def load_hf_sam_model(name_or_path: str) -> SamModel:
     """``SamModel`` from a Hub id or local folder. Any missing, unexpected or mismatched weight
     is a :class:`BackboneLoadError` (``from_pretrained`` alone would only warn)."""
-    model, info = load_hf_pretrained(SamModel, name_or_path, output_loading_info=True)
+    model, info = load_hf_pretrained_with_info(SamModel, name_or_path)
     problems = {key: sorted(info.get(key) or []) for key in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     problems = {key: [str(item) for item in items] for key, items in problems.items() if items}
     if problems:
@@ -60,7 +61,7 @@ def hf_sam_tokenizer(model: SamModel, token_place: str = "transformer", multimas
                      name_or_path: str | None = None) -> SamRegionTokenizer:
     """Wrap ``model`` (frozen in place: its parameters stop requiring gradients) as a
     :class:`SamRegionTokenizer`."""
-    vision = model.config.vision_config
+    vision = sam_sub_config(model.config, "vision_config", SamVisionConfig)
     details = {
         "variant": vit_variant_name(vision),
         "vision_hidden_size": vision.hidden_size,

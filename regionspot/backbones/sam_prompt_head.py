@@ -31,15 +31,18 @@ SAM mean/std, zero padding bottom/right), box scaling, mask post-processing, and
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from transformers import SamConfig, SamModel
+from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamPromptEncoder
 
 from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding, freeze
+from regionspot.backbones.sam_convert import sam_sub_config
 from regionspot.backbones.sam_two_way import two_way_transformer
 from regionspot.config import TOKEN_PLACES
 from regionspot.devices import full_precision
@@ -79,9 +82,11 @@ class SamPromptHead(nn.Module):
     def from_config(cls, config: SamConfig, token_place: str = "transformer", multimask: bool = False,
                     chunk_size: int = 32) -> SamPromptHead:
         """Fresh (randomly initialised) modules shaped by ``config``; load weights afterwards."""
-        config.mask_decoder_config._attn_implementation = config._attn_implementation or "sdpa"
-        return cls(SamPositionalEmbedding(config.vision_config), SamPromptEncoder(config),
-                   SamMaskDecoder(config.mask_decoder_config), token_place, multimask, chunk_size)
+        decoder_config = sam_sub_config(config, "mask_decoder_config", SamMaskDecoderConfig)
+        decoder_config._attn_implementation = config._attn_implementation or "sdpa"
+        positional = SamPositionalEmbedding(sam_sub_config(config, "vision_config", SamVisionConfig))
+        return cls(positional, SamPromptEncoder(config), SamMaskDecoder(decoder_config), token_place, multimask,
+                   chunk_size)
 
     @classmethod
     def from_sam_model(cls, model: SamModel, token_place: str = "transformer", multimask: bool = False,
@@ -97,8 +102,17 @@ class SamPromptHead(nn.Module):
     @property
     def token_dim(self) -> int:
         """256 for ``prompt_encoder``/``transformer``, ``hidden / 8`` (32) for ``hypernet_mlp``."""
-        mlp = self.mask_decoder.output_hypernetworks_mlps[0]
-        return mlp.proj_out.out_features if self.token_place == "hypernet_mlp" else self.hidden_size
+        return self.hypernet_dim if self.token_place == "hypernet_mlp" else self.hidden_size
+
+    @property
+    def hypernet_dim(self) -> int:
+        """Output width of the mask decoder's hypernetwork MLPs (``hidden / 8``)."""
+        proj_out = self.mask_decoder.output_hypernetworks_mlps[0].proj_out
+        return int(cast(nn.Linear, proj_out).out_features)
+
+    def _point_embedding(self, label: int) -> torch.Tensor:
+        """``[1, C]``: SAM's learned embedding for point label ``label`` (2, 3: box corners)."""
+        return cast(nn.Embedding, self.prompt_encoder.point_embed[label]).weight
 
     @property
     def input_image_size(self) -> int:
@@ -125,8 +139,7 @@ class SamPromptHead(nn.Module):
         padding) -> ``[R, 2, C]`` corner embeddings (top-left, bottom-right)."""
         corners = (boxes + 0.5).reshape(-1, 2, 2) / self.input_image_size  # pixel centres, in [0, 1]
         embedding = self.fourier_features(corners)
-        point_embed = self.prompt_encoder.point_embed
-        return embedding + torch.cat([point_embed[2].weight, point_embed[3].weight], dim=0)
+        return embedding + torch.cat([self._point_embedding(2), self._point_embedding(3)], dim=0)
 
     def forward(self, image_embeddings: torch.Tensor, boxes: torch.Tensor, with_masks: bool = True) -> RegionTokens:
         """``image_embeddings``: ``[1, C, h, w]`` of one image; ``boxes``: ``[R, 4]`` xyxy in the
@@ -138,7 +151,7 @@ class SamPromptHead(nn.Module):
             raise ValueError(f"boxes must be [R, 4] with R >= 1, got {tuple(boxes.shape)}")
         image, image_pe, grid = self._image_side(image_embeddings)
         parts = [self._decode(image, image_pe, grid, chunk, with_masks) for chunk in boxes.split(self.chunk_size)]
-        tokens, masks, scores = zip(*parts)
+        tokens, masks, scores = zip(*parts, strict=True)
         return RegionTokens(tokens=torch.cat(tokens), mask_logits=torch.cat(masks) if with_masks else None,
                             mask_scores=torch.cat(scores))
 
@@ -147,7 +160,7 @@ class SamPromptHead(nn.Module):
         foreground prompt (label 1), followed by SAM's padding point (label -1), which SAM's prompt
         encoder appends when no box comes with the points."""
         coords = (points + 0.5) / self.input_image_size  # pixel centres, in [0, 1]
-        foreground = self.fourier_features(coords) + self.prompt_encoder.point_embed[1].weight
+        foreground = self.fourier_features(coords) + self._point_embedding(1)
         padding = self.prompt_encoder.not_a_point_embed.weight.expand_as(foreground)
         return torch.stack([foreground, padding], dim=1)
 
@@ -163,7 +176,7 @@ class SamPromptHead(nn.Module):
             raise ValueError(f"points must be [P, 2] with P >= 1, got {tuple(points.shape)}")
         image, image_pe, grid = self._image_side(image_embeddings)
         parts = [self._decode_points(image, image_pe, grid, chunk) for chunk in points.split(self.chunk_size)]
-        masks, ious = zip(*parts)
+        masks, ious = zip(*parts, strict=True)
         return torch.cat(masks), torch.cat(ious)
 
     def _image_side(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -211,19 +224,20 @@ class SamPromptHead(nn.Module):
         mask_token = hidden[rows, 1 + choice]  # [n, C]
         needs_hyper = with_masks or self.token_place == "hypernet_mlp"
         hyper = self._hypernetwork(mask_token, choice) if needs_hyper else None  # [n, C/8]
-        masks = self._masks(image_out, hyper, grid) if with_masks else None
+        masks = self._masks(image_out, hyper, grid) if hyper is not None and with_masks else None
         if self.token_place == "prompt_encoder":
             token = sparse.mean(dim=1)
         elif self.token_place == "transformer":
             token = mask_token
         else:
+            assert hyper is not None  # computed above for the hypernet_mlp place
             token = hyper
         return token, masks, iou[rows, choice]
 
     def _hypernetwork(self, mask_token: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
         """Run each box's chosen mask token through that token's hypernetwork MLP: ``[n, C/8]``."""
         mlps = self.mask_decoder.output_hypernetworks_mlps
-        out = mask_token.new_empty(mask_token.shape[0], mlps[0].proj_out.out_features)
+        out = mask_token.new_empty(mask_token.shape[0], self.hypernet_dim)
         for index in choice.unique().tolist():
             rows = choice == index
             out[rows] = mlps[index](mask_token[rows])

@@ -20,9 +20,15 @@ Shapes: ``n`` boxes, ``T`` prompt tokens, ``L = h*w`` image tokens, ``C`` = 256 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # the modules this file drives (transformers' SAM; pinned in pyproject.toml)
+    from transformers.models.sam.modeling_sam import SamAttention, SamTwoWayAttentionBlock, SamTwoWayTransformer
 
 
 def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -36,7 +42,7 @@ def _head_weights(linear: nn.Linear, heads: int) -> torch.Tensor:
     return linear.weight.reshape(heads, -1, linear.weight.shape[-1])
 
 
-def _self_attention(attn: nn.Module, query: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def _self_attention(attn: SamAttention, query: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """Plain attention among the T prompt tokens of each box: [n, T, C] -> [n, T, C]."""
     heads = attn.num_attention_heads
     q, k, v = (_split(p(x), heads) for p, x in ((attn.q_proj, query), (attn.k_proj, query), (attn.v_proj, value)))
@@ -44,7 +50,7 @@ def _self_attention(attn: nn.Module, query: torch.Tensor, value: torch.Tensor) -
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def tokens_to_shared_image(attn: nn.Module, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+def tokens_to_shared_image(attn: SamAttention, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
                            ) -> torch.Tensor:
     """Token-to-image attention when the image side is the same for all boxes.
 
@@ -66,7 +72,7 @@ def softmax_last(x: torch.Tensor) -> torch.Tensor:
     return x.div_(x.sum(dim=-1, keepdim=True))
 
 
-def tokens_to_image(attn: nn.Module, query: torch.Tensor, values: torch.Tensor, image_pe: torch.Tensor,
+def tokens_to_image(attn: SamAttention, query: torch.Tensor, values: torch.Tensor, image_pe: torch.Tensor,
                     keys: torch.Tensor | None = None) -> torch.Tensor:
     """Token-to-image attention with a different image side per box, re-associated.
 
@@ -88,7 +94,7 @@ def tokens_to_image(attn: nn.Module, query: torch.Tensor, values: torch.Tensor, 
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def image_to_tokens(attn: nn.Module, image: torch.Tensor, image_query: torch.Tensor, token_keys: torch.Tensor,
+def image_to_tokens(attn: SamAttention, image: torch.Tensor, image_query: torch.Tensor, token_keys: torch.Tensor,
                     token_values: torch.Tensor, image_q: torch.Tensor | None = None) -> torch.Tensor:
     """The image side after image-to-token attention, ``image + attention(image -> tokens)``.
 
@@ -116,7 +122,7 @@ def image_to_tokens(attn: nn.Module, image: torch.Tensor, image_query: torch.Ten
     return torch.baddbmm(image.expand(n, -1, -1), weights, v_out)
 
 
-def two_way_transformer(transformer: nn.Module, point_embeddings: torch.Tensor, image: torch.Tensor,
+def two_way_transformer(transformer: SamTwoWayTransformer, point_embeddings: torch.Tensor, image: torch.Tensor,
                         image_pe: torch.Tensor, final_tokens: int | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """``SamTwoWayTransformer`` for n boxes of one image.
@@ -128,7 +134,7 @@ def two_way_transformer(transformer: nn.Module, point_embeddings: torch.Tensor, 
     after the final attention and norm, image side [n, L, C])."""
     queries, keys = point_embeddings, image
     shared = True
-    for index, layer in enumerate(transformer.layers):
+    for index, layer in enumerate(cast("Iterable[SamTwoWayAttentionBlock]", transformer.layers)):
         if index == 0 and layer.skip_first_layer_pe:
             queries = _self_attention(layer.self_attn, queries, queries)
         else:

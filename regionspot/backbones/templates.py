@@ -8,7 +8,7 @@ embeddings (see :mod:`regionspot.backbones.clip_text`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from regionspot.vocab import clean_category_name
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ class TextBankEmbedder:
         Raises :class:`UnknownCategoryError` listing up to 10 names the bank lacks.
         """
         indices = [self.index_of(name) for name in names]
-        unknown = [name for name, index in zip(names, indices) if index is None]
+        unknown = [name for name, index in zip(names, indices, strict=True) if index is None]
         if unknown:
             shown = ", ".join(repr(n) for n in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
             raise UnknownCategoryError(

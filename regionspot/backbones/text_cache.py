@@ -13,8 +13,8 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import torch
 from safetensors import safe_open

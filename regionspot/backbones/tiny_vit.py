@@ -107,6 +107,8 @@ class WindowAttention(nn.Module):
     ``qkv`` output is laid out per head as ``[q | k | v]`` (each head_dim wide).
     """
 
+    bias_index: torch.Tensor  # [N, N] buffer: which learned bias each (query, key) pair uses
+
     def __init__(self, dim: int, num_heads: int, window: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -172,7 +174,7 @@ class TinyViTBlock(nn.Module):
         self.local_conv = ConvBN(dim, dim, 3, groups=dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, channels = x.shape
+        height, width = x.shape[1:3]
         windows, padded = window_partition(x, self.window)
         x = x + window_unpartition(self.attn(windows), self.window, padded, (height, width))
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -13,13 +13,16 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from regionspot.backbones.protocols import CROP_CLIP, REGIONSPOT_CLIP, PooledImageEncoder
 from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig
 
 if TYPE_CHECKING:
@@ -120,6 +123,11 @@ def crop_batch(image: np.ndarray, boxes: np.ndarray, preprocess: Callable[[np.nd
     return torch.stack(crops)
 
 
+def time_crops(encoder: PooledImageEncoder, image: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
+    """One CLIP-crop baseline forward: crop, preprocess and encode every box of ``image``."""
+    return encoder.encode_pooled(crop_batch(image, boxes, encoder.preprocess))
+
+
 def run_predict_bench(
     sam_checkpoint: str | Path,
     image: np.ndarray,
@@ -138,12 +146,14 @@ def run_predict_bench(
 
     target = choose_device(device)
     model = (model if model is not None else build_bench_model(sam_checkpoint)).to(target)
+    memory_encoder = REGIONSPOT_CLIP.require(model.image_encoder)
+    encoder = CROP_CLIP.require(model.image_encoder)
     predictor = model.predictor()
     size = (int(image.shape[0]), int(image.shape[1]))
     vocabulary = [f"category {i}" for i in range(vocabulary_size)]
     progress("timing image encoders ...")
     sam_ms = median_ms(lambda: model.region_tokenizer.encode_image(image), repeats)
-    clip_ms = median_ms(lambda: model.image_encoder.encode_image(model.image_encoder.preprocess(image)[None]), repeats)
+    clip_ms = median_ms(lambda: memory_encoder.encode_image(memory_encoder.preprocess(image)[None]), repeats)
     predictor.set_image(image)
     predictor.predict(random_boxes(1, size), vocabulary)  # caches the vocabulary's text embeddings
     result = PredictBenchResult(machine=machine_info(target), image_size=size, vocabulary_size=vocabulary_size,
@@ -151,23 +161,22 @@ def run_predict_bench(
     for count in box_counts:
         progress(f"timing {count} region(s) ...")
         boxes = random_boxes(count, size, seed=count)
-        total = median_ms(lambda: predictor.predict(boxes, vocabulary, with_masks=False), repeats)
-        with_masks = median_ms(lambda: predictor.predict(boxes, vocabulary, with_masks=True), repeats)
+        total = median_ms(partial(predictor.predict, boxes, vocabulary, with_masks=False), repeats)
+        with_masks = median_ms(partial(predictor.predict, boxes, vocabulary, with_masks=True), repeats)
         result.regions.append({"boxes": count, "total_ms": total, "per_region_ms": total / count,
                                "total_with_masks_ms": with_masks})
     progress("timing CLIP ViT-B/16 on crops ...")
-    encoder = model.image_encoder
     single = crop_batch(image, random_boxes(1, size), encoder.preprocess)
     result.clip_crop_single_ms = median_ms(lambda: encoder.encode_pooled(single), repeats)
     for count in box_counts:
         boxes = random_boxes(count, size, seed=count)
-        crops_ms = median_ms(lambda: encoder.encode_pooled(crop_batch(image, boxes, encoder.preprocess)), repeats)
+        crops_ms = median_ms(partial(time_crops, encoder, image, boxes), repeats)
         result.clip_crop_batched_ms_per_crop[count] = crops_ms / count
     result.zero_shot = time_zero_shot(model, image, box_counts, vocabulary, repeats, progress)
     return result
 
 
-def time_zero_shot(model, image: np.ndarray, box_counts: Sequence[int], vocabulary: list[str], repeats: int,
+def time_zero_shot(model: RegionSpot, image: np.ndarray, box_counts: Sequence[int], vocabulary: list[str], repeats: int,
                    progress: Callable[[str], None]) -> list[dict[str, float]]:
     """The zero-shot recognizer (the default model: CLIP on SAM-mask crops) through the same
     predictor on the same towers: SAM encoding once per image, then per call SAM masks and one
@@ -181,7 +190,7 @@ def time_zero_shot(model, image: np.ndarray, box_counts: Sequence[int], vocabula
     for count in box_counts:
         progress(f"timing the zero-shot recognizer on {count} region(s) ...")
         boxes = random_boxes(count, size, seed=count)
-        total = median_ms(lambda: predictor.predict(boxes, vocabulary, with_masks=False), repeats)
+        total = median_ms(partial(predictor.predict, boxes, vocabulary, with_masks=False), repeats)
         rows.append({"boxes": count, "set_image_ms": encode_ms, "predict_ms": total,
                      "per_image_ms": encode_ms + total})
     return rows
@@ -220,7 +229,7 @@ def format_table(result: PredictBenchResult) -> str:
         encode = result.sam_image_encode_ms + result.clip_image_encode_ms
         lines += ["", "per image, head vs zero-shot clip-mask-crop (set_image + predict, no masks in the output):",
                   f"{'boxes':>6} {'head ms':>10} {'zero-shot ms':>13}"]
-        for row, zero in zip(result.regions, result.zero_shot):
+        for row, zero in zip(result.regions, result.zero_shot, strict=True):
             lines.append(f"{int(row['boxes']):>6} {encode + row['total_ms']:>10.0f} {zero['per_image_ms']:>13.0f}")
     return "\n".join(lines)
 

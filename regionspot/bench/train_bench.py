@@ -88,6 +88,7 @@ def _measure(mode: str, sam: str, annotations: str, images: str, caches: dict[st
 
 def build_caches(sam: str, annotations: str, images: str, folder: Path) -> float:
     """Token and memory caches for the bench images; returns extraction seconds per image."""
+    from regionspot.backbones.protocols import REGIONSPOT_CLIP
     from regionspot.bench.predict_bench import build_bench_model
     from regionspot.cache.memory_cache import extract_memories
     from regionspot.cache.token_cache import extract_tokens
@@ -98,7 +99,7 @@ def build_caches(sam: str, annotations: str, images: str, folder: Path) -> float
     started = time.perf_counter()
     extract_tokens(dataset, model.region_tokenizer, folder / "tokens", flips=(False, True), progress=True)
     per_image = (time.perf_counter() - started) / len(dataset)
-    extract_memories(dataset, model.image_encoder, folder / "memory", progress=True)
+    extract_memories(dataset, REGIONSPOT_CLIP.require(model.image_encoder), folder / "memory", progress=True)
     return per_image
 
 

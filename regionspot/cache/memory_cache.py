@@ -46,7 +46,7 @@ from regionspot.datasets.coco_format import CocoDataset, ImageRecord
 MEMORY_FORMAT = "regionspot-clip-memory"
 MEMORY_VERSION = 1
 ENCODE_BATCH = 8
-MEMORY_INFORMATIONAL = tuple(k for k in INFORMATIONAL if not k.startswith("backbone.")) + ("backbone.name",)
+MEMORY_INFORMATIONAL = (*(k for k in INFORMATIONAL if not k.startswith("backbone.")), "backbone.name")
 
 
 class MemoryCacheError(CacheError):
@@ -88,7 +88,7 @@ def _memory_shard(dataset: CocoDataset, encoder: ImageMemoryEncoder, records: Se
         if not torch.isfinite(memory).all():
             raise CacheError(f"{dataset.name}: CLIP memory out of float16 range in images "
                              f"{[r.image_id for r in batch]}")
-        for record, item in zip(batch, memory):
+        for record, item in zip(batch, memory, strict=True):
             tensors[f"{record.image_id}/memory"] = item.clone()
             tick()
     return tensors

@@ -17,9 +17,9 @@ Writers (:func:`open_for_writing`) resume: a finished shard whose file still has
 sha256 is skipped, everything else is recomputed. Each shard also records in its own header what
 the manifest says of it (:mod:`regionspot.cache.integrity`), so a manifest that no longer parses
 is rebuilt from the intact shards instead of forcing a full recompute. A full disk or an
-unwritable folder ends as a CacheError naming the file and why; finished shards stay. Readers (:class:`ShardReader`) check a shard's
-sha256 and that its tensors parse the first time they open it, and raise :class:`CacheError`
-naming the shard and saying how to repair it.
+unwritable folder ends as a CacheError naming the file and why; finished shards stay. Readers
+(:class:`ShardReader`) check a shard's sha256 and that its tensors parse the first time they
+open it, and raise :class:`CacheError` naming the shard and saying how to repair it.
 
 Only one writer per folder at a time (there is no lock).
 """
@@ -88,7 +88,7 @@ def meta_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any],
     return lines
 
 
-class DamagedManifest(CacheError):
+class DamagedManifestError(CacheError):
     """A manifest that cannot be parsed (truncated or corrupt); ``reason`` says how. Writers
     rebuild it from the shards (see :mod:`regionspot.cache.integrity`)."""
 
@@ -100,7 +100,7 @@ class DamagedManifest(CacheError):
 
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The parsed manifest of ``folder``; CacheError when missing, unreadable, of another
-    format or version, or :class:`DamagedManifest` when it does not parse."""
+    format or version, or :class:`DamagedManifestError` when it does not parse."""
     path = folder / MANIFEST
     if not path.is_file():
         raise CacheError(f"no cache at {folder} ({MANIFEST} is missing); create it with "
@@ -110,7 +110,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     except OSError as exc:
         raise CacheError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (ValueError, RecursionError) as exc:  # truncated or garbled JSON, bytes that are not UTF-8
-        raise DamagedManifest(path, str(exc)) from None
+        raise DamagedManifestError(path, str(exc)) from None
     if isinstance(manifest, dict) and manifest.get("format") not in (None, STORE_FORMAT):
         raise CacheError(f"{path} is not a regionspot cache manifest (format {manifest['format']!r}, expected "
                          f"{STORE_FORMAT!r}); choose another folder")
@@ -122,7 +122,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
             raise ValueError("no format or no shards")
         int(manifest["num_shards"]), int(manifest["shard_size"]), dict(manifest["meta"])
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DamagedManifest(path, f"{type(exc).__name__}: {exc}") from None
+        raise DamagedManifestError(path, f"{type(exc).__name__}: {exc}") from None
     return manifest
 
 
@@ -185,14 +185,14 @@ def open_for_writing(folder: Path, meta: Mapping[str, Any], *, num_shards: int, 
                      ignore: Sequence[str] = ()) -> ShardWriter:
     """Start or resume filling ``folder``.
 
-    A new (or empty) folder gets a fresh manifest; a non-empty folder without one is refused. A folder with a manifest must have been made
-    with the same ``meta`` (dotted keys in ``ignore`` excepted, e.g. informational paths),
-    ``num_shards`` and ``shard_size``, else CacheError (never overwrite another cache). Finished
-    shards whose file is missing or whose sha256 no longer matches are dropped from the manifest
-    (they will be recomputed); orphan temporary files of a killed run are removed. A manifest
-    that does not parse (or is missing beside shard files) is rebuilt from the shards that
-    prove intact and made with these settings, with one warning line on stderr. Writing
-    problems (full disk, read-only folder) raise CacheError naming the file and why.
+    A new (or empty) folder gets a fresh manifest; a non-empty folder without one is refused. A
+    folder with a manifest must have been made with the same ``meta`` (dotted keys in ``ignore``
+    excepted, e.g. informational paths), ``num_shards`` and ``shard_size``, else CacheError (never
+    overwrite another cache). Finished shards whose file is missing or whose sha256 no longer
+    matches are dropped from the manifest (they will be recomputed); orphan temporary files of a
+    killed run are removed. A manifest that does not parse (or is missing beside shard files) is
+    rebuilt from the shards that prove intact and made with these settings, with one warning line on
+    stderr. Writing problems (full disk, read-only folder) raise CacheError naming the file and why.
     """
     wanted = {"format": STORE_FORMAT, "version": STORE_VERSION, "meta": json_normal(dict(meta)),
               "shard_size": shard_size, "num_shards": num_shards, "shards": {}}
@@ -223,12 +223,13 @@ def _existing_manifest(folder: Path, wanted: dict[str, Any], digest: str) -> dic
         if strangers and all(SHARD_PATTERN.match(name) for name in strangers):
             return _rebuild_manifest(folder, wanted, digest, f"{MANIFEST} is missing")
         if strangers:
-            raise CacheError(f"{folder} is not empty ({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''})"
+            listed = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+            raise CacheError(f"{folder} is not empty ({listed})"
                              f" but holds no cache ({MANIFEST} is missing); give a new or empty folder")
         return None
     try:
         return read_manifest(folder)
-    except DamagedManifest as exc:
+    except DamagedManifestError as exc:
         return _rebuild_manifest(folder, wanted, digest, exc.reason)
 
 
@@ -371,6 +372,10 @@ def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T],
     skipped_items = sum(len(items[i * size:(i + 1) * size]) for i in done)
     with tqdm(total=len(items), initial=skipped_items, desc=desc, unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
+
+        def advance() -> None:
+            bar.update(1)
+
         for index in range(writer.num_shards):
             if index in done:
                 continue
@@ -378,7 +383,7 @@ def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T],
                 stats.stopped = True
                 break
             chunk = items[index * size:(index + 1) * size]
-            tensors = compute(chunk, lambda: bar.update(1))
+            tensors = compute(chunk, advance)
             writer.write(index, tensors, [image_id(item) for item in chunk])
             stats.shards_computed += 1
             stats.images_computed += len(chunk)

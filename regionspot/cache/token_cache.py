@@ -66,8 +66,8 @@ def tensors_fingerprint(module: torch.nn.Module, settings: Mapping[str, Any]) ->
     in name order (name, dtype, shape, raw bytes). The same weights loaded from another file or
     folder give the same fingerprint; so do copies on another device."""
     digest = hashlib.sha256(json.dumps(dict(settings), sort_keys=True, default=str).encode())
-    tensors = dict(module.named_parameters())
-    tensors.update(dict(module.named_buffers()))
+    tensors: dict[str, torch.Tensor] = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
     update_tensors_digest(digest, tensors)
     return digest.hexdigest()
 
@@ -157,7 +157,7 @@ def _token_shard(dataset: CocoDataset, tokenizer: RegionTokenizer, flips: tuple[
     tensors: dict[str, torch.Tensor] = {}
     with ThreadPoolExecutor(max_workers=PREFETCH_THREADS) as pool:  # decode the next images meanwhile
         images = pool.map(dataset.load_image, records)
-        for record, image in zip(records, images):
+        for record, image in zip(records, images, strict=True):
             _record_tokens(tensors, dataset.name, record, image, tokenizer, flips)
             tick()
     return tensors

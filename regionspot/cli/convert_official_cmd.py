@@ -35,8 +35,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from regionspot.model.checkpoint import write_checkpoint
-    from regionspot.model.official import (conversion_record, convert_official_state, guess_variant,
-                                           read_official_checkpoint, with_backbones)
+    from regionspot.model.official import (
+        conversion_record,
+        convert_official_state,
+        guess_variant,
+        read_official_checkpoint,
+        with_backbones,
+    )
     from regionspot.presets import BY_VARIANT
     from regionspot.weights import CheckpointError
 

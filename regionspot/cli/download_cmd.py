@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from regionspot.cli.arguments import add_overrides_argument, add_progress_argument
 from regionspot.cli.model_args import add_model_arguments
-from regionspot.hub import (CHECKPOINT_ROLE, hub_cache_dir, hub_models_for_config, is_cached, is_local,
-                            offline_cause, unavailable_message)
+from regionspot.hub import (
+    CHECKPOINT_ROLE,
+    hub_cache_dir,
+    hub_models_for_config,
+    is_cached,
+    is_local,
+    offline_cause,
+    unavailable_message,
+)
 
 if TYPE_CHECKING:
     from regionspot.config import RegionSpotConfig, ZeroShotConfig

@@ -13,9 +13,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, positive_int
 from regionspot.config import TOKEN_PLACES, ClipBackboneConfig, ConfigError, SamBackboneConfig
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     current: Path | None = None
     done: set[Path] = set()  # datasets sharing a folder (e.g. train and eval) are extracted once
     try:
-        for job, dataset in zip(plan.jobs, datasets):
+        for job, dataset in zip(plan.jobs, datasets, strict=True):
             if job.token_out.resolve() not in done:
                 current = job.token_out
                 _extract_tokens(job, dataset, tokenizer, plan, not args.no_progress, args.shard_size)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 EXIT_USER_ERROR = 2
 
@@ -22,12 +22,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from regionspot.config import ConfigError
     from regionspot.datasets.coco_format import DatasetError
     from regionspot.devices import DeviceError
-    from regionspot.weights import CheckpointError
     from regionspot.ops.boxes import BoxError
     from regionspot.ops.image import ImageLoadError
     from regionspot.processes import LaunchError
     from regionspot.train.errors import TrainingError
     from regionspot.vocab import VocabularyError
+    from regionspot.weights import CheckpointError
 
     return (BackboneLoadError, BoxError, CacheError, CheckpointError, ConfigError, DatasetError, DeviceError,
             ImageLoadError, LaunchError, TrainingError, VocabularyError, FileNotFoundError)
@@ -36,9 +36,20 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 def build_parser() -> argparse.ArgumentParser:
     """The ``regionspot`` parser; every (nested) subcommand parser states option defaults in its help."""
     from regionspot import __version__
+    from regionspot.cli import (
+        bench_cmd,
+        convert_cmd,
+        convert_official_cmd,
+        download_cmd,
+        eval_cmd,
+        extract_cmd,
+        info_cmd,
+        predict_batch_cmd,
+        predict_cmd,
+        serve_cmd,
+        train_cmd,
+    )
     from regionspot.cli.arguments import RegionspotArgumentParser
-    from regionspot.cli import (bench_cmd, convert_cmd, convert_official_cmd, eval_cmd, extract_cmd, info_cmd,
-                                predict_batch_cmd, predict_cmd, serve_cmd, train_cmd, download_cmd)
 
     parser = RegionspotArgumentParser(
         prog="regionspot",

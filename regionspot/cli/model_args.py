@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from regionspot.config import ClipBackboneConfig, SamBackboneConfig
 from regionspot.devices import PRECISIONS as PRECISION_CHOICES
-from regionspot.presets import VARIANTS as VARIANT_CHOICES
 from regionspot.model.recognizer import METHODS as METHOD_CHOICES
+from regionspot.presets import VARIANTS as VARIANT_CHOICES
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model, ModelSource

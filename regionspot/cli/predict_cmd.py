@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                                with_attention=bool(args.attention))
     description = model.describe()
     write_document(args, result, names, description)
-    for box, label, score in zip(result.boxes, result.labels, result.scores):
+    for box, label, score in zip(result.boxes, result.labels, result.scores, strict=True):
         print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
     write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(description))
     return 0

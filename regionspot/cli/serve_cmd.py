@@ -5,11 +5,20 @@ the zero-shot recognizer answers, and ``/v1/info`` and the page say so."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import TYPE_CHECKING
 
-from regionspot.cli.arguments import (add_legacy_overrides_argument, add_overrides_argument, add_progress_argument,
-                                      port_number)
+from regionspot.cli.arguments import (
+    add_legacy_overrides_argument,
+    add_overrides_argument,
+    add_progress_argument,
+    port_number,
+)
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
+
+if TYPE_CHECKING:
+    from regionspot.serve.config import ServeConfig
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -41,7 +50,7 @@ def server_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def load_serve_config(config_path: str | None, overrides: list[str]):
+def load_serve_config(config_path: str | None, overrides: list[str]) -> ServeConfig:
     """ServeConfig from defaults or ``config_path``, with dotted overrides, checked."""
     from regionspot.config import apply_overrides, load_config
     from regionspot.serve.config import ServeConfig, check_serve_config
@@ -68,9 +77,7 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(model, config)
     url = server_url(args.host, args.port)
     print(f"regionspot serve: {url}  (web page {url}/, API description {url}/docs; Ctrl-C stops)", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled after shutting down
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled after shutting down
-        pass
     print("regionspot serve: stopped", flush=True)
     return 0

@@ -21,8 +21,14 @@ from PIL import Image
 
 from regionspot.config import AugmentConfig
 
-__all__ = ["AugmentParams", "draw_augment", "identity_augment", "augment_image", "augment_boxes",
-           "resized_size"]
+__all__ = [
+    "AugmentParams",
+    "augment_boxes",
+    "augment_image",
+    "draw_augment",
+    "identity_augment",
+    "resized_size",
+]
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ def augment_image(image: np.ndarray, params: AugmentParams) -> np.ndarray:
     if params.flip:
         image = image[:, ::-1]
     if (new_h, new_w) != image.shape[:2]:
-        resized = Image.fromarray(np.ascontiguousarray(image)).resize((new_w, new_h), Image.BILINEAR)
+        resized = Image.fromarray(np.ascontiguousarray(image)).resize((new_w, new_h), Image.Resampling.BILINEAR)
         image = np.asarray(resized)
     x1, y1, x2, y2 = params.crop
     return np.ascontiguousarray(image[y1:y2, x1:x2])
@@ -170,7 +176,7 @@ def _check_size(image_size: tuple[int, int]) -> tuple[int, int]:
 def _check_crop(image_size: tuple[int, int], params: AugmentParams) -> tuple[int, int]:
     """The resized size; raises if the crop does not lie inside it."""
     new_h, new_w = resized_size(_check_size(image_size), params.scale)
-    x1, y1, x2, y2 = params.crop
+    _, _, x2, y2 = params.crop
     if x2 > new_w or y2 > new_h:
         raise ValueError(f"crop {params.crop} does not fit the {new_w}x{new_h} resized image "
                          f"(parameters drawn for another image size?)")

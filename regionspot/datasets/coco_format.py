@@ -235,8 +235,10 @@ def count_text(entries: list[Any], chosen: list[int], kind: str, problem: str, k
     where = f"{kind}[{index}]" + (f" (id {entry['id']!r})" if named else "")
     if key is None:
         shown = f" = {entry!r:.100}"
+    elif key in entry:
+        shown = f": {key} = {entry[key]!r:.100}"
     else:
-        shown = f": {key} = {entry[key]!r:.100}" if key in entry else f": no {key}"
+        shown = f": no {key}"
     count = len(chosen)
     return f"{count} of {counted(len(entries), kind)} {inflect(count, f'{problem}; [it|the first] is')} {where}{shown}"
 
@@ -346,7 +348,7 @@ def _image_record(image: dict[str, Any], annotations: list[dict[str, Any]], labe
     if not valid.any():
         return None
     stats.kept += int(valid.sum())
-    kept = [a for a, ok in zip(kept, valid) if ok]
+    kept = [a for a, ok in zip(kept, valid, strict=True) if ok]
     return ImageRecord(
         image_id=int(image["id"]), file_name=image_file_name(image), height=height, width=width,
         boxes=boxes[valid].astype(np.float32),

@@ -18,8 +18,14 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from regionspot.datasets.coco_format import (DatasetError, category_name_problem, image_file_name, is_xywh,
-                                             read_annotations, repeated)
+from regionspot.datasets.coco_format import (
+    DatasetError,
+    category_name_problem,
+    image_file_name,
+    is_xywh,
+    read_annotations,
+    repeated,
+)
 from regionspot.vocab import clean_category_name
 
 __all__ = ["CocoCheckReport", "check_coco", "read_image_header", "read_image_size"]
@@ -103,8 +109,8 @@ class CocoCheckReport:
         if self.unknown_image:
             found.append(f"{self.unknown_image} annotations name an image id that is not listed")
         if self.duplicate_image_ids or self.duplicate_annotation_ids or self.duplicate_category_ids:
-            found.append(f"duplicate ids: {self.duplicate_image_ids} image, {self.duplicate_annotation_ids} annotation, "
-                         f"{self.duplicate_category_ids} category")
+            found.append(f"duplicate ids: {self.duplicate_image_ids} image, "
+                         f"{self.duplicate_annotation_ids} annotation, {self.duplicate_category_ids} category")
         if self.unusable_names:
             found.append(f"{self.unusable_names} category names cannot be text prompts, e.g. "
                          f"{self.unusable_name_examples}")

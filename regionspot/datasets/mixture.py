@@ -32,13 +32,22 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-__all__ = ["BatchPlan", "plan_batch", "rank_slice", "rank_range", "derive_rng",
-           "STREAM_DATASET", "STREAM_EPOCH", "STREAM_AUGMENT", "STREAM_VOCABULARY"]
+__all__ = [
+    "STREAM_AUGMENT",
+    "STREAM_DATASET",
+    "STREAM_EPOCH",
+    "STREAM_VOCABULARY",
+    "BatchPlan",
+    "derive_rng",
+    "plan_batch",
+    "rank_range",
+    "rank_slice",
+]
 
 # Independent random streams derived from the same (seed, step): the first key after the step.
 STREAM_DATASET = 0

@@ -24,13 +24,14 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
-from regionspot.vocab import clean_category_name
 from regionspot.datasets.coco_format import DatasetError
 from regionspot.datasets.convert import read_image_header
+from regionspot.vocab import clean_category_name
 
 __all__ = ["BOX_COLUMNS", "ConversionReport", "coco_categories", "convert_openimages", "read_class_descriptions"]
 
@@ -104,7 +105,8 @@ def read_class_descriptions(path: str | Path) -> list[tuple[str, str]]:
 def coco_categories(classes: list[tuple[str, str]]) -> list[dict[str, Any]]:
     """COCO categories (ids 1..C) with cleaned names; raises :class:`DatasetError` when two
     names are equal after cleaning (case-folded), which a vocabulary cannot hold."""
-    categories, seen = [], {}
+    categories: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     for index, (mid, display) in enumerate(classes, 1):
         try:
             name = clean_category_name(display)

@@ -36,8 +36,8 @@ The protocol:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils

@@ -98,7 +98,7 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
         written: list[dict[str, Any]] = [detection for output in outputs for detection in output.detections]
     else:
         written = [output.document or empty_document(job, names, str(config.method))
-                   for job, output in zip(jobs, outputs)]
+                   for job, output in zip(jobs, outputs, strict=True)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(written, indent=None if output_format == "coco" else 1) + "\n", encoding="utf-8")

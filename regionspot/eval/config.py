@@ -21,8 +21,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from regionspot.config import ConfigError
-from regionspot.model.loader import (ARCHITECTURE_KEYS, INPUT_KEYS, ModelSource,  # noqa: F401 - part of this API
-                                     architecture_overrides, split_model_overrides)
+from regionspot.model.loader import (  # noqa: F401 - part of this API
+    ARCHITECTURE_KEYS,
+    INPUT_KEYS,
+    ModelSource,
+    architecture_overrides,
+    split_model_overrides,
+)
 from regionspot.proposals.auto import AutoProposalConfig, check_auto_config
 
 Method = Literal["regionspot", "clip-crop", "clip-mask-crop"]

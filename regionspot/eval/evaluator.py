@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils  # type: ignore[import-untyped]
+from pycocotools import mask as mask_utils
 
 from regionspot.eval.average_precision import (
     APParams,
@@ -112,7 +112,7 @@ def ground_truth_from_dataset(dataset: Mapping[str, Any], *, iou_type: str, fede
     federated mode a true ``ignore`` field also ignores (as lvis-api)."""
     anns = dataset["annotations"]
     boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-    areas = np.array([a.get("area", b[2] * b[3]) for a, b in zip(anns, boxes)], dtype=np.float64)
+    areas = np.array([a.get("area", b[2] * b[3]) for a, b in zip(anns, boxes, strict=True)], dtype=np.float64)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     ignore = crowd | (np.array([bool(a.get("ignore", 0)) for a in anns], dtype=bool) if federated else crowd)
     masks = None
@@ -203,7 +203,7 @@ class DetectionEvaluator:
     def __init__(self, annotations: Mapping[str, Any] | str | Path, *, iou_type: str = "bbox",
                  max_dets: Sequence[int] | None = None, federated: bool | None = None,
                  frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None,
-                 max_dets_per_image: int | None | str = _AUTO, per_category_budget: int | None = None) -> None:
+                 max_dets_per_image: int | str | None = _AUTO, per_category_budget: int | None = None) -> None:
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
         self.dataset = checked_annotation(annotations, masks=iou_type == "segm")
@@ -278,8 +278,9 @@ class DetectionEvaluator:
             raise RuntimeError("call evaluate() first")
         aps = per_category_ap(self.result)
         freq = self.frequencies or {}
+        columns = (self.result.categories, aps, self.result.num_gt[:, 0])
         return [{"id": int(c), "name": self._names[int(c)], "frequency": freq.get(int(c)), "AP": float(ap),
-                 "num_gt": int(n)} for c, ap, n in zip(self.result.categories, aps, self.result.num_gt[:, 0])]
+                 "num_gt": int(n)} for c, ap, n in zip(*columns, strict=True)]
 
 
 def evaluator_for_results(annotations: Mapping[str, Any] | str | Path,
@@ -334,5 +335,5 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     """A two-line table of metrics in percent, e.g. for printing."""
     names = list(metrics)
     values = [f"{100 * metrics[n]:.2f}" if np.isfinite(metrics[n]) else "nan" for n in names]
-    widths = [max(len(n), len(v)) for n, v in zip(names, values)]
-    return "\n".join(" | ".join(s.rjust(w) for s, w in zip(row, widths)) for row in (names, values))
+    widths = [max(len(n), len(v)) for n, v in zip(names, values, strict=True)]
+    return "\n".join(" | ".join(s.rjust(w) for s, w in zip(row, widths, strict=True)) for row in (names, values))

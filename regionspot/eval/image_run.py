@@ -17,8 +17,8 @@ from regionspot.eval.config import EvalConfig, ProtocolConfig
 from regionspot.eval.jobs import BoxSource, ImageJob
 from regionspot.eval.protocol import classes_per_box, pairs_to_coco, select_pairs, usable_boxes
 from regionspot.ops.masks import encode_rle
-from regionspot.results import RegionResult
 from regionspot.processes import DistributedContext
+from regionspot.results import RegionResult
 
 if TYPE_CHECKING:
     from regionspot.eval.methods import RegionClassifier
@@ -118,7 +118,7 @@ def image_document(job: ImageJob, result: RegionResult, proposal_scores: np.ndar
     document = {"model": {"method": method}, **result.to_dict(include_masks=masks)}
     document["image"].update(id=job.image_id, file=job.file_name)
     if proposal_scores is not None:
-        for region, score in zip(document["regions"], proposal_scores.tolist()):
+        for region, score in zip(document["regions"], proposal_scores.tolist(), strict=True):
             region["box_score"] = float(score)
     return document
 

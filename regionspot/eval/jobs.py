@@ -101,7 +101,7 @@ def folder_jobs(folder: Path, max_images: int | None = None) -> list[ImageJob]:
     digits = ["".join(ch for ch in p.stem if ch.isdigit()) for p in files]
     use_digits = all(digits) and len({int(d) for d in digits}) == len(files)
     jobs = []
-    for number, (path, text) in enumerate(zip(files, digits), start=1):
+    for number, (path, text) in enumerate(zip(files, digits, strict=True), start=1):
         width, height = _header_size(path)
         jobs.append(ImageJob(image_id=int(text) if use_digits else number, file_name=path.name, path=path,
                              height=height, width=width))

@@ -18,7 +18,8 @@ SAM masks. Images are ``HxWx3`` uint8 RGB; boxes are float ``[R, 4]`` xyxy in ab
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 

@@ -64,7 +64,7 @@ def plot_pr_curves(result: APResult, frequencies: Mapping[int, str] | None, path
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2, sharey=True)
     recall = result.params.rec_thrs
-    for ax, (iou, label) in zip(axes, ((0.5, "IoU 0.50"), (None, "IoU 0.50:0.95 (mean)"))):
+    for ax, (iou, label) in zip(axes, ((0.5, "IoU 0.50"), (None, "IoU 0.50:0.95 (mean)")), strict=True):
         drawn = 0
         for group, selection in _groups(result, frequencies):
             curve = mean_pr_curve(result, selection, iou)

@@ -208,7 +208,8 @@ def pairs_to_coco(image_id: int, boxes: np.ndarray, pairs: ImagePairs, category_
     (``rles[box_index]``, one shared dict per box) when ``rles`` is given."""
     xywh = xyxy_to_xywh(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
     results = []
-    for box, vocab, score in zip(pairs.box_index.tolist(), pairs.vocab_index.tolist(), pairs.scores.tolist()):
+    columns = (pairs.box_index.tolist(), pairs.vocab_index.tolist(), pairs.scores.tolist())
+    for box, vocab, score in zip(*columns, strict=True):
         entry: dict[str, Any] = {"image_id": int(image_id), "category_id": int(category_ids[vocab]),
                                  "bbox": [round(float(v), 2) for v in xywh[box]], "score": float(score)}
         if rles is not None:

@@ -26,11 +26,26 @@ from regionspot.config import ConfigError, to_dict
 from regionspot.datasets.coco_format import DatasetError, dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated
-from regionspot.eval.image_run import (ImageOutput, RunSetup, build_setup, load_for_run, process_image, run_counts,
-                                       single_process, timing)
+from regionspot.eval.image_run import (
+    ImageOutput,
+    RunSetup,
+    build_setup,
+    load_for_run,
+    process_image,
+    run_counts,
+    single_process,
+    timing,
+)
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
-from regionspot.eval.protocol import (category_index, detections_cap, evaluator_cap, evaluator_image_cap,
-                                     check_ground_truth, frequency_tags, stored_pairs)
+from regionspot.eval.protocol import (
+    category_index,
+    check_ground_truth,
+    detections_cap,
+    evaluator_cap,
+    evaluator_image_cap,
+    frequency_tags,
+    stored_pairs,
+)
 from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
 from regionspot.eval.sharding import map_sharded, world_description
 from regionspot.model.loader import describe_model, describe_origin

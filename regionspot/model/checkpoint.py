@@ -104,7 +104,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs))
-    except Exception as exc:  # noqa: BLE001 - hub errors come in many types; all mean "not found"
+    except Exception as exc:  # hub errors come in many types; all mean "not found"
         raise CheckpointError(
             f"{name_or_path!r} is neither a local checkpoint folder nor a reachable Hugging Face Hub "
             f"repo ({type(exc).__name__}: {' '.join(str(exc).split())})"

@@ -8,23 +8,32 @@ recognizer here.
     model = load(untrained=True, sam=".cache/mobile_sam.pt")  # a random head on MobileSAM + the default CLIP
 
 Sources (:class:`ModelSource`): nothing -> :class:`~regionspot.model.zero_shot.ZeroShotCLIP` on the
-default backbones (BB's of :mod:`regionspot.presets`; ``sam`` / ``clip`` replace them); a folder or Hub id -> RegionSpot.from_pretrained;
-an existing file -> the authors' ``.pth`` (detected by its key layout, variant read from the weight
-shapes); ``untrained`` -> a fresh, seeded head (for training and debugging; its labels are random).
+default backbones (BB's of :mod:`regionspot.presets`; ``sam`` / ``clip`` replace them); a folder or
+Hub id -> RegionSpot.from_pretrained; an existing file -> the authors' ``.pth`` (detected by its key
+layout, variant read from the weight shapes); ``untrained`` -> a fresh, seeded head (for training
+and debugging; its labels are random).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import torch
 
-from regionspot.config import (ClipBackboneConfig, ConfigError, RegionSpotConfig, SamBackboneConfig,
-                               ZeroShotConfig, apply_overrides)
+from regionspot.config import (
+    ClipBackboneConfig,
+    ConfigError,
+    RegionSpotConfig,
+    SamBackboneConfig,
+    ZeroShotConfig,
+    apply_overrides,
+    as_zero_shot_method,
+)
 from regionspot.devices import check_precision, choose_device
 from regionspot.model.recognizer import METHODS
 from regionspot.model.regionspot import RegionSpot
@@ -32,7 +41,7 @@ from regionspot.model.zero_shot import ZeroShotCLIP
 from regionspot.presets import BY_VARIANT
 from regionspot.weights import CheckpointError
 
-Model = Union[RegionSpot, ZeroShotCLIP]
+Model = RegionSpot | ZeroShotCLIP
 Log = Callable[[str], None]
 
 #: Model-config keys whose change alters the head's weights (a checkpoint must be trained so).
@@ -144,7 +153,7 @@ def _build(source: ModelSource, log: Log | None) -> Model:
                 overrides=source.overrides)
     if source.checkpoint is None:
         method = source.method if source.method not in (None, "regionspot") else "clip-mask-crop"
-        return ZeroShotCLIP.from_config(ZeroShotConfig(method=method),  # type: ignore[arg-type]
+        return ZeroShotCLIP.from_config(ZeroShotConfig(method=as_zero_shot_method(method)),
                                         [*backbones, *source.overrides])
     path = Path(source.checkpoint)
     if path.is_file():
@@ -198,7 +207,7 @@ def recognizer_for_method(method: str, model: Model) -> Model:
     if method == "regionspot":
         raise ConfigError(f"method 'regionspot' needs a RegionSpot head (--checkpoint, or --untrained for a random "
                           f"one); the loaded model is the zero-shot recognizer ({model.method})")
-    return ZeroShotCLIP.from_model(model, method)
+    return ZeroShotCLIP.from_model(model, as_zero_shot_method(method))
 
 
 def describe_origin(model: Model) -> str:

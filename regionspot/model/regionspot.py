@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from regionspot.backbones.protocols import REGIONSPOT_CLIP, ImageMemoryEncoder, RegionTokenizer, TextEmbedder
-from regionspot.config import (ClipBackboneConfig, ConfigError, FusionConfig, RegionSpotConfig, SamBackboneConfig,
-                               TextConfig, apply_overrides)
-from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
+from regionspot.config import (
+    ClipBackboneConfig,
+    ConfigError,
+    FusionConfig,
+    RegionSpotConfig,
+    SamBackboneConfig,
+    TextConfig,
+    TokenPlace,
+    apply_overrides,
+)
 from regionspot.devices import full_precision
+from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
 from regionspot.model.fusion import RegionFusion, count_parameters
 from regionspot.model.recognizer import RegionBatch, RegionScores
 from regionspot.model.text_memo import TextEmbeddingMemo
@@ -90,7 +99,7 @@ class RegionSpot(nn.Module):
         sam: str = SamBackboneConfig.name_or_path,
         clip: str = ClipBackboneConfig.name_or_path,
         *,
-        token_place: str = "transformer",
+        token_place: TokenPlace = "transformer",
         multimask: bool = False,
         text: TextConfig | None = None,
         fusion: FusionConfig | None = None,
@@ -104,7 +113,7 @@ class RegionSpot(nn.Module):
         from regionspot.backbones.text import build_text_embedder
 
         config = RegionSpotConfig(
-            sam=SamBackboneConfig(name_or_path=str(sam), token_place=token_place, multimask=multimask),  # type: ignore[arg-type]
+            sam=SamBackboneConfig(name_or_path=str(sam), token_place=token_place, multimask=multimask),
             clip=ClipBackboneConfig(name_or_path=str(clip), enabled=clip_vision),
             text=text or TextConfig(),
             fusion=fusion or FusionConfig(),

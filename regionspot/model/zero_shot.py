@@ -34,6 +34,7 @@ from regionspot.config import (
     ZERO_SHOT_METHODS,
     ConfigError,
     ZeroShotConfig,
+    ZeroShotMethod,
     apply_overrides,
 )
 from regionspot.devices import full_precision
@@ -109,10 +110,10 @@ class ZeroShotCLIP(nn.Module):
                    build_text_embedder(config.text, config.clip.name_or_path))
 
     @classmethod
-    def from_model(cls, model: RegionSpot | ZeroShotCLIP, method: str = "clip-mask-crop") -> ZeroShotCLIP:
+    def from_model(cls, model: RegionSpot | ZeroShotCLIP, method: ZeroShotMethod = "clip-mask-crop") -> ZeroShotCLIP:
         """The zero-shot recognizer on another recognizer's towers (shared, not copied)."""
         config = ZeroShotConfig(sam=model.config.sam, clip=model.config.clip, text=model.config.text,
-                                method=method)  # type: ignore[arg-type]
+                                method=method)
         zero_shot = cls(config, model.region_tokenizer, model.image_encoder, model.text_embedder)
         zero_shot.precision = model.precision
         return zero_shot

@@ -11,14 +11,13 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageLoadError", "ImageSource", "load_image"]
 
-ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
 # PIL modes holding 16-bit (or wider integer) grey levels
 _WIDE_INT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -184,10 +183,10 @@ def _to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
     if dtype == np.uint16:
         return np.round(arr.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     if np.issubdtype(dtype, np.integer):
-        low, high = int(arr.min()), int(arr.max())
-        if low < 0 or high > 255:
+        int_low, int_high = int(arr.min()), int(arr.max())
+        if int_low < 0 or int_high > 255:
             raise ImageLoadError(
-                f"{what}: {dtype} values span {low}..{high}; integer images other than "
+                f"{what}: {dtype} values span {int_low}..{int_high}; integer images other than "
                 "uint16 must lie in 0..255"
             )
         return arr.astype(np.uint8)

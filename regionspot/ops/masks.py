@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-
 #: Most mask pixels converted at once while encoding RLE (the copy pycocotools needs).
 RLE_CHUNK_PIXELS = 64 * 1024 * 1024
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["release_free_memory"]
 
@@ -17,7 +17,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     if name is None:
         return None
     try:
-        return ctypes.CDLL(name).malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):
         return None
 

@@ -115,7 +115,7 @@ def recognition_document(result: RegionResult, image_id: str, with_masks: bool) 
     document = result.to_dict(include_masks=with_masks)
     attention = result.extras.get("attention")
     if attention is not None:
-        for region, grid in zip(document["regions"], attention):
+        for region, grid in zip(document["regions"], attention, strict=True):
             region["attention"] = grid.tolist()
     return {"image_id": image_id, **document}
 

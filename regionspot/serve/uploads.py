@@ -10,8 +10,9 @@ import io
 import struct
 import sys
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from contextlib import aclosing
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 import numpy as np
 from fastapi import Request, Response, UploadFile
@@ -116,7 +117,7 @@ class _InMemoryFormRequest(Request):
         super().__init__(scope, receive)
         self.max_field_bytes = max_field_bytes
 
-    async def _get_form(self, **limits: Any) -> FormData:  # type: ignore[override]
+    async def _get_form(self, **limits: Any) -> FormData:
         media_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
         parser_class = _FORM_PARSERS.get(media_type)
         if self._form is None and parser_class is not None:

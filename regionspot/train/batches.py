@@ -7,20 +7,24 @@ whichever process of a data-parallel run builds it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer
-from regionspot.datasets.augment import (AugmentParams, augment_boxes, augment_image, draw_augment,
-                                        identity_augment)
+from regionspot.datasets.augment import AugmentParams, augment_boxes, augment_image, draw_augment, identity_augment
 from regionspot.datasets.coco_format import CocoDataset, ImageRecord
 from regionspot.datasets.mixture import STREAM_AUGMENT, STREAM_VOCABULARY, derive_rng
 from regionspot.datasets.vocab_sampling import sample_vocabulary
 from regionspot.model.fusion import pad_regions
 from regionspot.train.config import AugmentConfig
+
+if TYPE_CHECKING:
+    from regionspot.cache.memory_cache import MemoryCache
+    from regionspot.cache.token_cache import TokenCache
 
 
 @dataclass
@@ -29,8 +33,8 @@ class DataSource:
 
     dataset: CocoDataset
     max_vocabulary: int | None = None
-    token_cache: object | None = None   # regionspot.cache.token_cache.TokenCache
-    memory_cache: object | None = None  # regionspot.cache.memory_cache.MemoryCache
+    token_cache: TokenCache | None = None
+    memory_cache: MemoryCache | None = None
 
 
 @dataclass
@@ -87,12 +91,12 @@ def regions_of_image(source: DataSource, record: ImageRecord, planned: PlannedRe
                      tokenizer: RegionTokenizer | None, needs_image: bool) -> ImageRegions:
     """The planned boxes' SAM tokens (from the cache of the planned flip state, or by running
     SAM on the augmented image), their labels, and the augmented image when CLIP needs it."""
-    cached = source.token_cache is not None
+    token_cache = source.token_cache
     image = None
-    if needs_image or not cached:
+    if needs_image or token_cache is None:
         image = augment_image(source.dataset.load_image(record), planned.params)
-    if cached:
-        all_tokens, annotation_ids = source.token_cache.tokens(record.image_id, planned.params.flip)  # type: ignore[attr-defined]
+    if token_cache is not None:
+        all_tokens, annotation_ids = token_cache.tokens(record.image_id, planned.params.flip)
         if not np.array_equal(annotation_ids, record.annotation_ids):
             raise ValueError(f"token cache does not match the annotations of image {record.image_id} "
                              f"({source.dataset.name}); re-run regionspot extract-tokens")
@@ -120,7 +124,8 @@ def build_batch(source: DataSource, batch_indices: Sequence[int], positions: Seq
     mine = [(batch_indices[p], planned[p]) for p in positions]
     images = [regions_of_image(source, source.dataset[i], plan, tokenizer, needs_image) for i, plan in mine]
     tokens, padding = pad_regions([r.tokens for r in images])
-    all_labels = np.concatenate([source.dataset[i].labels[plan.chosen] for i, plan in zip(batch_indices, planned)])
+    chosen_labels = [source.dataset[i].labels[plan.chosen] for i, plan in zip(batch_indices, planned, strict=True)]
+    all_labels = np.concatenate(chosen_labels)
     vocabulary, _ = sample_vocabulary(all_labels, len(source.dataset.names), source.max_vocabulary,
                                       derive_rng(seed, step, STREAM_VOCABULARY))
     labels = np.concatenate([r.labels for r in images])
@@ -128,12 +133,11 @@ def build_batch(source: DataSource, batch_indices: Sequence[int], positions: Seq
     targets[~padding] = torch.as_tensor(np.searchsorted(vocabulary, labels), dtype=torch.long)
     memory = None
     if image_encoder is not None:
-        if use_memory_cache:
-            memory = torch.stack([source.memory_cache.memory(source.dataset[i].image_id)  # type: ignore[attr-defined]
-                                  for i, _ in mine])
-        else:
-            pixels = torch.stack([image_encoder.preprocess(r.image) for r in images])  # type: ignore[arg-type]
+        if source.memory_cache is not None:
+            memory = torch.stack([source.memory_cache.memory(source.dataset[i].image_id) for i, _ in mine])
+        else:  # needs_image held: every ImageRegions carries its augmented image
+            pixels = torch.stack([image_encoder.preprocess(r.image) for r in images if r.image is not None])
             memory = image_encoder.encode_image(pixels.to(device))
         memory = memory.to(device)
     return RegionBatch(tokens=tokens.to(device), padding=padding.to(device), memory=memory,
-                       targets=targets.to(device), vocabulary=vocabulary, num_regions=int(len(labels)))
+                       targets=targets.to(device), vocabulary=vocabulary, num_regions=len(labels))

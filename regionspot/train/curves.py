@@ -17,15 +17,25 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
 from regionspot.fileio import atomic_write_bytes
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 COLUMNS = ("step", "split", "name", "value")
 HEADER_LINE = ",".join(COLUMNS).encode()
 LEARNING_RATE_NAMES = ("lr", "learning_rate")
-Row = dict[str, object]
+class Row(TypedDict):
+    """One line of metrics.csv."""
+
+    step: int
+    split: str
+    name: str
+    value: float
 
 
 class MetricsLog:
@@ -62,7 +72,7 @@ class MetricsLog:
     def truncate_after(self, step: int) -> int:
         """Drop the rows of steps ``> step`` (rewriting the file atomically); returns how many."""
         rows = self.rows()
-        kept = [row for row in rows if int(row["step"]) <= step]  # type: ignore[call-overload]
+        kept = [row for row in rows if row["step"] <= step]
         if len(kept) != len(rows):
             self._rewrite(kept)
         return len(rows) - len(kept)
@@ -73,8 +83,7 @@ class MetricsLog:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
             for row in rows:
-                value = float(row["value"])  # type: ignore[arg-type]
-                writer.writerow([row["step"], row["split"], row["name"], repr(value)])
+                writer.writerow([row["step"], row["split"], row["name"], repr(float(row["value"]))])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.csv_path)
@@ -206,8 +215,7 @@ def _series(rows: list[Row]) -> SeriesMap:
     """name -> split -> (steps, values), sorted by step (last value wins for a repeated step)."""
     points: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
     for row in rows:
-        step, value = int(row["step"]), float(row["value"])  # type: ignore[call-overload, arg-type]
-        points[str(row["name"])][str(row["split"])][step] = value
+        points[row["name"]][row["split"]][row["step"]] = row["value"]
     return {name: {split: (sorted(by_step), [by_step[s] for s in sorted(by_step)])
                    for split, by_step in splits.items()} for name, splits in points.items()}
 
@@ -220,7 +228,7 @@ def _panel_order(series: SeriesMap) -> list[str]:
     return first + [n for n in names if n not in first and n not in last] + last
 
 
-def _draw_panel(axes, name: str, splits: dict[str, tuple[list[int], list[float]]], smoothing: int | None) -> None:
+def _draw_panel(axes: Axes, name: str, splits: dict[str, tuple[list[int], list[float]]], smoothing: int | None) -> None:
     colours = {"train": "tab:blue", "eval": "tab:orange"}
     extra = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:gray"])
     for split in sorted(splits, key=lambda s: (s != "train", s)):

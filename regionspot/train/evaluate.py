@@ -24,7 +24,8 @@ def evaluate_top1(model: RegionSpot, source: DataSource, ctx: DistributedContext
     totals = torch.zeros(3, dtype=torch.float64)
     for start in range(0, len(mine), images_per_batch):
         chunk = mine[start:start + images_per_batch]
-        batch = build_batch(everything, chunk, range(len(chunk)), seed=0, step=0, augment=None, tokenizer=model.region_tokenizer, image_encoder=model.image_encoder,
+        batch = build_batch(everything, chunk, range(len(chunk)), seed=0, step=0, augment=None,
+                            tokenizer=model.region_tokenizer, image_encoder=model.image_encoder,
                             max_regions=max_regions, device=ctx.device)
         embeddings, _ = model.fusion(batch.tokens, batch.memory, batch.padding)
         valid = ~batch.padding
@@ -34,5 +35,5 @@ def evaluate_top1(model: RegionSpot, source: DataSource, ctx: DistributedContext
         correct, count = region_accuracy(logits, targets)
         totals += torch.tensor([correct, count, float(loss)], dtype=torch.float64)
     totals = all_reduce_sum(totals.to(ctx.device), ctx).cpu()
-    count = max(float(totals[1]), 1.0)
-    return {"top1": float(totals[0]) / count, "loss": float(totals[2]) / count}
+    regions = max(float(totals[1]), 1.0)
+    return {"top1": float(totals[0]) / regions, "loss": float(totals[2]) / regions}

@@ -85,8 +85,8 @@ def _normalizer(normalizer: float | Tensor | None, regions: int, device: torch.d
         if normalizer.numel() != 1:
             raise ValueError(f"normalizer must be a scalar, got shape {tuple(normalizer.shape)}")
         # No .item() here: a CUDA normaliser stays on the device (no synchronisation).
-        value = normalizer.detach().to(device=device, dtype=dtype).reshape(())
-        return torch.where(value > 0, value, torch.ones_like(value))
+        on_device = normalizer.detach().to(device=device, dtype=dtype).reshape(())
+        return torch.where(on_device > 0, on_device, torch.ones_like(on_device))
     value = float(normalizer)
     if not value >= 0:  # also catches NaN
         raise ValueError(f"normalizer must be >= 0, got {normalizer}")

@@ -4,6 +4,7 @@ configuration before any compute is spent."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from regionspot.backbones.clip_vision import build_image_memory_encoder
 from regionspot.backbones.sam import build_region_tokenizer
@@ -57,11 +58,10 @@ def build_training_model(config: TrainConfig) -> RegionSpot:
     return model
 
 
-def build_sources(config: TrainConfig, datasets: list[DatasetConfig | None], model: RegionSpot) -> list[DataSource]:
+def build_sources(config: TrainConfig, datasets: Sequence[DatasetConfig], model: RegionSpot) -> list[DataSource]:
     """Datasets with their caches opened and checked against the model's backbones."""
     sources = []
     for spec in datasets:
-        assert spec is not None
         dataset = CocoDataset(spec.annotations, spec.images, name=spec.name, vocabulary=spec.vocabulary)
         if len(dataset) == 0:
             raise ConfigError(f"datasets {spec.name}: no image with a usable box in {spec.annotations}")

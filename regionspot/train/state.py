@@ -65,8 +65,8 @@ def capture_rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
                    "gauss_next": gauss_next},
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "position": int(position), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -203,7 +203,7 @@ def _candidates(folder: Path) -> list[Path]:
         return files[::-1]
     latest_step = _step_of(latest)
     older = [f for f in files if f.name != latest.name and (latest_step is None or (_step_of(f) or 0) < latest_step)]
-    return [latest] + older[::-1]
+    return [latest, *older[::-1]]
 
 
 def _read_latest(folder: Path) -> Path | None:

@@ -185,8 +185,8 @@ class Trainer:
                                               float(self._stop_requested)],
                                              device=self.ctx.device, dtype=torch.float64), self.ctx)
         self._stop_requested = bool(summed[3] > 0)  # every process stops after the same step
-        return {"loss": float(summed[0]), "accuracy": float(summed[1] / max(summed[2], 1)),
-                "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm)}
+        return {"loss": float(summed[0]), "accuracy": float(summed[1]) / max(float(summed[2]), 1.0),
+                "lr": float(self.scheduler.get_last_lr()[0]), "grad_norm": float(grad_norm)}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.amp and self.ctx.device.type == "cuda":

@@ -13,8 +13,17 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from regionspot.ops.image import load_image
-from regionspot.viz.regions import (_WHITE, RGB, _check_inputs, _draw_box, _draw_tags, _pixel_box, _style, _tag_text,
-                                    region_color)
+from regionspot.viz.regions import (
+    _WHITE,
+    RGB,
+    _check_inputs,
+    _draw_box,
+    _draw_tags,
+    _pixel_box,
+    _style,
+    _tag_text,
+    region_color,
+)
 
 #: Heat-map colour ramp, low to high attention: Google's Turbo sampled at 9 even steps
 #: (interpolated linearly in between). The web page's app.js uses the same ramp.

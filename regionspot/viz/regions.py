@@ -21,7 +21,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from regionspot.ops.image import load_image
 
-
 RGB = tuple[int, int, int]
 
 #: Fixed qualitative palette: saturated colours that read on both dark and light photos
@@ -182,7 +181,8 @@ Rect = tuple[int, int, int, int]
 def _tag_size(draw: ImageDraw.ImageDraw, text: str, style: _Style) -> tuple[int, int, tuple[int, int]]:
     """Tag width and height for ``text``, and the offset of the text's ink box."""
     bbox = draw.textbbox((0, 0), text, font=style.font)
-    return bbox[2] - bbox[0] + 2 * style.pad, bbox[3] - bbox[1] + 2 * style.pad, (bbox[0], bbox[1])
+    left, top, right, bottom = (round(v) for v in bbox)
+    return right - left + 2 * style.pad, bottom - top + 2 * style.pad, (left, top)
 
 
 def _tag_candidates(rect: Rect, tag_w: int, tag_h: int, image_size: tuple[int, int]) -> list[Rect]:
@@ -192,7 +192,7 @@ def _tag_candidates(rect: Rect, tag_w: int, tag_h: int, image_size: tuple[int, i
     tops = [rect[1] - tag_h, rect[1], rect[3] + 1, rect[3] - tag_h + 1]
     places = []
     for top in tops:
-        if 0 <= top and top + tag_h <= height:
+        if top >= 0 and top + tag_h <= height:
             places.append((left, top, left + tag_w - 1, top + tag_h - 1))
     if not places:  # taller than the image: pin to the top
         places.append((left, 0, left + tag_w - 1, min(tag_h, height) - 1))
@@ -227,9 +227,9 @@ def _draw_tags(draw: ImageDraw.ImageDraw, items: list[tuple[int, Rect, str]], st
     """Place tags best-first (``items`` is in increasing score order), draw them worst-first
     so the best-scoring tag is on top where overlaps cannot be avoided."""
     sizes = [_tag_size(draw, text, style) for _, _, text in items]
-    candidates = [_tag_candidates(rect, w, h, image_size) for (_, rect, _), (w, h, _) in zip(items, sizes)]
+    candidates = [_tag_candidates(rect, w, h, image_size) for (_, rect, _), (w, h, _) in zip(items, sizes, strict=True)]
     places = _place_tags(candidates[::-1])[::-1]
-    for (index, _, text), (_, _, offset), tag in zip(items, sizes, places):
+    for (index, _, text), (_, _, offset), tag in zip(items, sizes, places, strict=True):
         _draw_tag(draw, tag, text, offset, region_color(index), style)
 
 

@@ -13,11 +13,11 @@ from regionspot.backbones.clip_text import (
     default_text_cache_dir,
     save_tiny_clip,
 )
-from regionspot.backbones.text_cache import TextEmbeddingDiskCache
 from regionspot.backbones.protocols import TextEmbedder
 from regionspot.backbones.templates import ENSEMBLE, SINGLE
 from regionspot.backbones.text import build_text_embedder
 from regionspot.backbones.text_bank import TextBankEmbedder
+from regionspot.backbones.text_cache import TextEmbeddingDiskCache
 from regionspot.config import TextConfig
 
 

@@ -18,6 +18,7 @@ from regionspot.backbones.clip_vision import (
     build_image_memory_encoder,
     clip_vit_b16_config,
     clip_vit_l14_config,
+    square_side,
     tiny_clip_config,
 )
 from regionspot.backbones.loading import BackboneLoadError
@@ -116,11 +117,15 @@ def test_preprocess_uses_folder_mean_std(tmp_path: Path) -> None:
     torch.testing.assert_close(encoder.preprocess(np.full((5, 5, 3), 255, np.uint8)), torch.full((3, 32, 32), 2.0))
 
 
-@pytest.mark.parametrize("bad", [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8),
-                                 np.zeros((8, 8, 3), np.float32), np.zeros((0, 8, 3), np.uint8)])
-def test_preprocess_rejects_bad_images(tiny_folder: Path, bad: np.ndarray) -> None:
+@pytest.mark.parametrize(("bad", "message"), [
+    (np.zeros((8, 8), np.uint8), "expected an HxWx3 uint8 RGB array"),
+    (np.zeros((8, 8, 4), np.uint8), "expected an HxWx3 uint8 RGB array"),
+    (np.zeros((8, 8, 3), np.float32), "expected an HxWx3 uint8 RGB array"),
+    (np.zeros((0, 8, 3), np.uint8), r"empty image of shape \(0, 8, 3\)"),
+])
+def test_preprocess_rejects_bad_images(tiny_folder: Path, bad: np.ndarray, message: str) -> None:
     encoder = ClipVisionMemory.from_pretrained(str(tiny_folder))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         encoder.preprocess(bad)
 
 
@@ -164,13 +169,13 @@ def test_factory_and_missing_model(tiny_folder: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "make, vision, text, projection, total",
+    ("make", "vision", "text", "projection", "total"),
     [
         (clip_vit_b16_config, (768, 12, 12, 16, 224, 3072), (512, 12, 8, 2048, 49408, 77), 512, 149_620_737),
         (clip_vit_l14_config, (1024, 24, 16, 14, 224, 4096), (768, 12, 12, 3072, 49408, 77), 768, 427_616_513),
     ],
 )
-def test_real_architecture_configs(make, vision, text, projection, total) -> None:  # noqa: ANN001
+def test_real_architecture_configs(make, vision, text, projection, total) -> None:
     config = make()
     v, t = config.vision_config, config.text_config
     assert (v.hidden_size, v.num_hidden_layers, v.num_attention_heads, v.patch_size, v.image_size,
@@ -182,3 +187,14 @@ def test_real_architecture_configs(make, vision, text, projection, total) -> Non
         model = CLIPModel(config)
     # The parameter counts of OpenAI's released checkpoints as converted for transformers.
     assert sum(p.numel() for p in model.parameters()) == total
+
+
+@pytest.mark.parametrize(("value", "side"), [(224, 224), ((336, 336), 336), ([16, 16], 16)])
+def test_square_side_takes_one_side_or_an_equal_pair(value: object, side: int) -> None:
+    assert square_side(value, "image_size") == side
+
+
+@pytest.mark.parametrize("value", [(224, 320), 0, -16, 2.5, True, None, "224"])
+def test_square_side_refuses_what_a_square_input_cannot_take(value: object) -> None:
+    with pytest.raises(BackboneLoadError, match=r"image_size = .*expected one positive integer \(square\)"):
+        square_side(value, "image_size")

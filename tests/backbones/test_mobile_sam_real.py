@@ -64,7 +64,7 @@ def _coco_mean_iou(tokenizer: SamRegionTokenizer, root: Path, max_images: int | 
                              dtype=torch.float32)
         embedding = tokenizer.encode_image(image)
         masks = tokenizer.masks_to_image(embedding, tokenizer.encode_regions(embedding, boxes).mask_logits) > 0
-        for annotation, mask in zip(annotations, masks):
+        for annotation, mask in zip(annotations, masks, strict=True):
             truth = torch.from_numpy(coco.annToMask(annotation)).bool()
             union = (truth | mask).sum().item()
             ious.append((truth & mask).sum().item() / union if union else 0.0)

@@ -185,7 +185,8 @@ def test_an_adapted_regionspot_head_predicts_and_proposes_like_the_built_in_one(
 
 
 @pytest.mark.parametrize("method", ["clip-crop", "clip-mask-crop"])
-def test_adapters_drive_the_zero_shot_crop_recognizer(method: Literal["clip-crop", "clip-mask-crop"], built_in: RegionSpot, adapted: RegionSpot,
+def test_adapters_drive_the_zero_shot_crop_recognizer(method: Literal["clip-crop", "clip-mask-crop"],
+                                                      built_in: RegionSpot, adapted: RegionSpot,
                                                       synthetic_scene: np.ndarray) -> None:
     config = ZeroShotConfig(method=method)
     zero_shot = ZeroShotCLIP(config, adapted.region_tokenizer, adapted.image_encoder, adapted.text_embedder)

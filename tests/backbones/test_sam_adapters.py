@@ -116,7 +116,7 @@ def test_multimask_keeps_the_output_with_highest_predicted_iou(tiny_sam: SamMode
     transformer_tokens = _tokenizer(tiny_sam, "transformer", multimask=True).encode_regions(embedding, boxes).tokens
     with torch.no_grad():
         expected = torch.stack([tiny_sam.mask_decoder.output_hypernetworks_mlps[1 + int(b)](t)
-                                for b, t in zip(best, transformer_tokens)])
+                                for b, t in zip(best, transformer_tokens, strict=True)])
     torch.testing.assert_close(out.tokens, expected)
     assert not torch.allclose(transformer_tokens, single.encode_regions(embedding, boxes).tokens)
 
@@ -173,7 +173,7 @@ def test_folder_with_a_missing_weight_is_refused(tiny_sam: SamModel, tmp_path: P
     weights = load_file(tmp_path / "model.safetensors")
     del weights["mask_decoder.iou_token.weight"]
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(BackboneLoadError, match="mask_decoder.iou_token.weight"):
+    with pytest.raises(BackboneLoadError, match=r"mask_decoder\.iou_token\.weight"):
         build_region_tokenizer(SamBackboneConfig(name_or_path=str(tmp_path)))
 
 
@@ -187,7 +187,7 @@ def test_original_layout_checkpoint_loads(tiny_sam: SamModel, image: np.ndarray,
     broken = hf_to_original(tiny_sam.state_dict())
     broken["mask_decoder.extra.weight"] = torch.zeros(1)
     torch.save(broken, path)
-    with pytest.raises(BackboneLoadError, match="mask_decoder.extra.weight"):
+    with pytest.raises(BackboneLoadError, match=r"mask_decoder\.extra\.weight"):
         build_region_tokenizer(SamBackboneConfig(name_or_path=str(path)))
 
 

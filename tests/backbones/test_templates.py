@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,14 @@ def test_template_sets() -> None:
     assert resolve_templates(["{} here"]) == ("{} here",)
 
 
-@pytest.mark.parametrize("bad", ["many", [], ["no slot"], ["{} and {}"]])
-def test_resolve_templates_rejects(bad: object) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("bad", "message"), [
+    ("many", "unknown template set 'many'"),
+    ([], "at least one prompt template is needed"),
+    (["no slot"], r"prompt template 'no slot' must contain exactly one '\{\}'"),
+    (["{} and {}"], r"prompt template '\{\} and \{\}' must contain exactly one '\{\}'"),
+])
+def test_resolve_templates_rejects(bad: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         resolve_templates(bad)  # type: ignore[arg-type]
 
 
@@ -42,7 +48,7 @@ def test_build_prompts() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw, clean",
+    ("raw", "clean"),
     [
         ("bow_(weapon)", "bow (weapon)"),
         ("arctic_(type_of_shoe)", "arctic (type of shoe)"),
@@ -63,7 +69,7 @@ def test_clean_category_name(raw: str, clean: str) -> None:
 
 @pytest.mark.parametrize("bad", ["", "   ", "_"])
 def test_clean_category_name_rejects_empty(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"category name {re.escape(repr(bad))} is empty after cleaning"):
         clean_category_name(bad)
 
 

@@ -77,7 +77,7 @@ def test_names_file_lookup_and_mismatch(banks: Path, tmp_path: Path) -> None:
     assert find_names_file(banks / "lvis_v1_clip-vit-b32_a-name.npy") == banks / "lvis_v1_names.json"
     assert find_names_file(banks / "objects365_clip-vit-b32_a-name.npy") == banks / "objects365_names.json"
     shutil.copy(banks / "coco_clip-vit-b32_a-name.npy", tmp_path / "mine.npy")
-    with pytest.raises(FileNotFoundError, match="mine_names.json"):
+    with pytest.raises(FileNotFoundError, match=r"mine_names\.json"):
         TextBankEmbedder(tmp_path / "mine.npy")
     names = json.loads((banks / "coco_names.json").read_text())
     (tmp_path / "mine_names.json").write_text(json.dumps(names))

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from regionspot.backbones.sam_convert import read_checkpoint, split_original
-from regionspot.weights import load_strict
 from regionspot.backbones.tiny_vit import (
     CLASSIFIER_HEAD_KEYS,
     TinyViT,
@@ -20,6 +19,7 @@ from regionspot.backbones.tiny_vit import (
     window_partition,
     window_unpartition,
 )
+from regionspot.weights import load_strict
 
 
 def _small_tiny_vit() -> TinyViT:

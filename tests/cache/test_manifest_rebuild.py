@@ -73,7 +73,7 @@ def test_a_truncated_manifest_is_rebuilt_and_only_missing_shards_computed(
     manifest.write_bytes(manifest.read_bytes()[:200])  # as after a crash of the storage
     (folder / shard_file_name(2)).unlink()
     kept = {i: (folder / shard_file_name(i)).stat().st_mtime_ns for i in (0, 1)}
-    with pytest.raises(CacheError, match="not a valid regionspot cache manifest.*rebuilds the manifest"):
+    with pytest.raises(CacheError, match=r"not a valid regionspot cache manifest.*rebuilds the manifest"):
         TokenCache.open(folder, tokenizer, dataset=dataset)  # readers say how to repair it
     stats = extract_tokens(dataset, tokenizer, folder, shard_size=1, progress=False).extract_stats
     assert stats is not None and (stats.shards_skipped, stats.shards_computed) == (2, 1)

@@ -141,7 +141,7 @@ def test_a_shard_whose_bytes_do_not_parse_is_refused(tmp_path: Path) -> None:
 
 
 def test_bad_or_missing_manifest(tmp_path: Path) -> None:
-    with pytest.raises(CacheError, match="manifest.json is missing"):
+    with pytest.raises(CacheError, match=r"manifest\.json is missing"):
         ShardReader(tmp_path)
     (tmp_path / "manifest.json").write_text("{ half")
     with pytest.raises(CacheError, match="not a valid regionspot cache manifest"):

@@ -4,13 +4,21 @@ that state every option's default (``regionspot.cli.arguments``)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from regionspot.cli.arguments import (LEGACY_OVERRIDES_NOTE, DefaultsHelpFormatter, add_overrides_argument,
-                                      add_progress_argument, has_default, non_negative_int, port_number, positive_int)
+from regionspot.cli.arguments import (
+    LEGACY_OVERRIDES_NOTE,
+    DefaultsHelpFormatter,
+    add_overrides_argument,
+    add_progress_argument,
+    has_default,
+    non_negative_int,
+    port_number,
+    positive_int,
+)
 from regionspot.cli.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,14 +93,14 @@ def test_set_collects_key_values() -> None:
         parser.parse_args(["--set"])
 
 
-@pytest.mark.parametrize("kind, text, value", [
+@pytest.mark.parametrize(("kind", "text", "value"), [
     (positive_int, "3", 3), (non_negative_int, "0", 0), (port_number, "65535", 65535),
 ])
 def test_integer_types_accept(kind, text: str, value: int) -> None:
     assert kind(text) == value
 
 
-@pytest.mark.parametrize("kind, text, message", [
+@pytest.mark.parametrize(("kind", "text", "message"), [
     (positive_int, "0", "at least 1"), (non_negative_int, "-1", "at least 0"), (positive_int, "x", "not an integer"),
     (port_number, "65536", "at most 65535"), (port_number, "0", "at least 1"),
 ])
@@ -134,7 +142,7 @@ def trained_configs(monkeypatch) -> list:
     return seen
 
 
-@pytest.mark.parametrize("argv, note", [
+@pytest.mark.parametrize(("argv", "note"), [
     (["--set", "iterations=7", "optim.lr=0.01"], False),
     (["iterations=7", "optim.lr=0.01"], True),  # deprecated positional form
     (["iterations=7", "--no-progress", "optim.lr=0.01"], True),  # ... also after options

@@ -34,7 +34,7 @@ def test_a_valid_file_passes(tmp_path: Path, capsys) -> None:
     assert code == 0 and "problem" not in out
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     (json.dumps(document(categories=[{"id": 7, "name": "señal"}]), ensure_ascii=False).encode("latin-1"),
      "is not UTF-8 text (byte 0xf1 at offset"),
     (json.dumps([document()]).encode(), "holds a JSON list, not a COCO annotation object"),
@@ -51,7 +51,7 @@ def test_files_that_are_not_coco_json_are_one_error_line(tmp_path: Path, capsys,
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("category, found", [
+@pytest.mark.parametrize(("category", "found"), [
     ({"id": 3, "name": "_"}, "category id 3: name '_' is empty once cleaned for a prompt"),
     ({"id": 3, "name": "-other"}, "category id 3: name '-other' is empty once cleaned for a prompt"),
     ({"id": 3, "name": ""}, "category id 3: name is an empty name"),

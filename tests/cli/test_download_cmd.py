@@ -8,8 +8,9 @@ tested in tests/test_hub.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -17,8 +18,7 @@ import torch
 from regionspot import hub
 from regionspot.cli.download_cmd import select_files
 from regionspot.cli.main import main
-from regionspot.config import (ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig,
-                               to_dict)
+from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig, to_dict
 from regionspot.model.checkpoint import write_checkpoint
 
 DEFAULT_SAM = SamBackboneConfig().name_or_path

@@ -49,7 +49,7 @@ def test_eval_of_a_results_file_matches_pycocotools(coco_sample, detections, tmp
     assert "box AP (COCO rules" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not valid JSON"),
     ('{"a": 1}', "JSON list"),
     ('[{"image_id": 123456789, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]', "123456789"),
@@ -107,7 +107,7 @@ def test_an_architecture_override_on_a_checkpoint_says_why_it_fails(coco_sample,
     assert "['fusion.depth=1'] change the head's architecture" in err and "trained with them" in err
 
 
-@pytest.mark.parametrize("arguments, message", [
+@pytest.mark.parametrize(("arguments", "message"), [
     (["--sam", "sam.pt"], "give the annotation: --data"),
     (["--data", "{annotations}", "--detections", "r.json", "--checkpoint", "c"], "--detections evaluates"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--images", "/nonexistent"], "image folder not found"),

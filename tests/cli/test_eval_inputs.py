@@ -59,7 +59,7 @@ def _set(position: int, key: str, value: Any) -> Callable[[list[dict[str, Any]]]
 BAD_BOX = 'has a "bbox" that is not [x, y, w, h]'
 
 
-@pytest.mark.parametrize("change, parts", [
+@pytest.mark.parametrize(("change", "parts"), [
     (_set(3, "bbox", [1, 2]), ["1 of 682 detections", BAD_BOX, "detections[3]: bbox = [1, 2]"]),
     (_set(3, "bbox", "1,2,3,4"), [BAD_BOX, "detections[3]: bbox = '1,2,3,4'"]),
     (_set(3, "bbox", ["a", 1, 2, 3]), [BAD_BOX, "detections[3]"]),
@@ -106,12 +106,12 @@ def test_a_detections_file_that_is_not_a_list_or_not_utf8(annotation, tmp_path, 
     assert_one_error(code, err, f"{latin} is not UTF-8 text (byte 0xf1")
 
 
-@pytest.mark.parametrize("change, parts", [
+@pytest.mark.parametrize(("change", "parts"), [
     (lambda d: d.__setitem__("annotations", None), ['"annotations" must be a list of objects, got null']),
     (lambda d: d.__setitem__("images", {}), ['"images" must be a list of objects, got object']),
     (lambda d: d.__setitem__("categories", "x"), ['"categories" must be a list of objects, got string']),
-    (lambda d: d["annotations"].__setitem__(0, "x"), ["malformed annotations: 1 of 682 annotations is not a JSON object",
-                                                     "annotations[0] = 'x'"]),
+    (lambda d: d["annotations"].__setitem__(0, "x"),
+     ["malformed annotations: 1 of 682 annotations is not a JSON object", "annotations[0] = 'x'"]),
     (lambda d: d["images"][0].__setitem__("id", "abc"), ['malformed images: 1 of 96 images has no integer "id"',
                                                         "images[0]: id = 'abc'"]),
     (lambda d: d["images"][1].pop("height"), ['has no positive integer "height"', "it is images[1] (id ", "no height"]),
@@ -140,7 +140,7 @@ def test_bad_annotations_name_the_annotation_not_the_detections(annotation, dete
     assert str(dets) not in err
 
 
-@pytest.mark.parametrize("content, message", [
+@pytest.mark.parametrize(("content", "message"), [
     ("latin-1", "is not UTF-8 text (byte 0xf3"),
     ("list", "holds a JSON list, not a COCO annotation object"),
 ])
@@ -165,7 +165,7 @@ def _metrics(out: Path) -> dict[str, float]:
     return json.loads((out / "metrics.json").read_text())["bbox"]["metrics"]
 
 
-@pytest.mark.parametrize("key, value, warning", [
+@pytest.mark.parametrize(("key", "value", "warning"), [
     ("image_id", 123456789, "name an image id that is not in the annotation's images"),
     ("category_id", 9999, "name a category id that is not in the annotation's categories"),
 ])
@@ -214,7 +214,7 @@ def test_bad_frequency_tags_name_their_file(annotation, detections, tmp_path, ca
     assert_one_error(code, err, f"error: frequency tags from {tags}: frequency tags must be 'r', 'c' or 'f'")
 
 
-@pytest.mark.parametrize("name, message", [
+@pytest.mark.parametrize(("name", "message"), [
     ("_", "name '_' is empty once cleaned for a prompt"),
     ("-other", "name '-other' is empty once cleaned for a prompt"),
     ("", "name is an empty name"),
@@ -252,7 +252,8 @@ def test_through_the_console_script_one_line_each(annotation, detections, tmp_pa
     broken[3]["bbox"] = [1, 2]
     data = write(tmp_path / "ann.json", annotation)
     run = subprocess.run([*console_script(), "eval", "--data", str(data), "--detections",
-                          str(write(tmp_path / "bad.json", broken))], capture_output=True, text=True, timeout=300, check=False)
+                          str(write(tmp_path / "bad.json", broken))],
+                         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.startswith(f"error: {tmp_path / 'bad.json'}: 1 of 682 detections {BAD_BOX}")
     unlisted = copy.deepcopy(annotation)

@@ -106,9 +106,9 @@ def test_training_config_form(sam_dir: Path, coco_sample: Path, tiny_clip_dir: P
     assert printed.count("CLIP memories") == 3 and (tmp_path / "out" / "first-eval-memories" / "manifest.json").exists()
     tokenizer = build_region_tokenizer(SamBackboneConfig(name_or_path=str(sam_dir), token_place="prompt_encoder"))
     encoder = ClipVisionMemory.from_pretrained(str(tiny_clip_dir))
-    for name, annotations, folder in (("first", first, tmp_path / "first-tokens"),
-                                      ("second", second, tmp_path / "out" / "second")):
-        dataset = CocoDataset(annotations, images, name=name)
+    for name, annotation_file, folder in (("first", first, tmp_path / "first-tokens"),
+                                          ("second", second, tmp_path / "out" / "second")):
+        dataset = CocoDataset(annotation_file, images, name=name)
         cache = TokenCache.open(folder, tokenizer, dataset=dataset)
         assert cache.flips == (False,)  # the config does not flip
         memories = MemoryCache.open(tmp_path / "out" / f"{name}-memories", encoder, dataset=dataset)

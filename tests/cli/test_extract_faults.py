@@ -52,7 +52,8 @@ def test_a_full_disk_mid_way_keeps_finished_shards_and_resumes_exactly(extract_a
 def test_a_full_disk_on_the_manifest_keeps_the_previous_one(extract_argv, full_disk, assert_one_error_line,
                                                            tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "cache"
-    full_disk(shards, "atomic_write_bytes", "manifest.json", after=1)  # the fresh manifest lands, the first update does not
+    # the fresh manifest lands, the first update does not
+    full_disk(shards, "atomic_write_bytes", "manifest.json", after=1)
     assert main(extract_argv(out)) == 2
     assert_one_error_line(capsys.readouterr().err,
                           f"cannot write {out / 'manifest.json'}: No space left on device; free some disk space; "

@@ -58,7 +58,7 @@ def test_a_dataset_with_ground_truth_boxes_as_coco_results(checkpoint, coco_samp
     assert all(len(r["bbox"]) == 4 and "segmentation" not in r for r in results)
 
 
-@pytest.mark.parametrize("arguments, message", [
+@pytest.mark.parametrize(("arguments", "message"), [
     (["--images", "{folder}", "--vocab", "cat", "--boxes", "gt"], "no ground-truth boxes"),
     (["--images", "{folder}"], "give --vocab"),
     (["--vocab", "cat"], "give the images"),

@@ -43,7 +43,7 @@ def test_predict_writes_json_and_pictures(checkpoint: Path, photo: Path, tmp_pat
     region = document["regions"][0]
     assert region["box"] == [10, 20, 200, 240]
     assert region["label"] in document["vocabulary"] and 0 <= region["score"] <= 1
-    assert [t["label"] for t in region["topk"]][0] == region["label"] and len(region["topk"]) == 2
+    assert region["topk"][0]["label"] == region["label"] and len(region["topk"]) == 2
     assert decode_rle([region["mask"]])[0].shape == (height, width)
     assert "mask_score" in region
     assert document["model"]["method"] == "regionspot" and document["model"]["origin"]["checkpoint"] == str(checkpoint)
@@ -77,7 +77,7 @@ def test_predict_coco_format_with_builtin_vocabulary_and_box_file(checkpoint, ph
     assert results[0]["bbox"] == [10, 20, 190, 220] and "segmentation" in results[0]
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--boxes", "10,20,5,240", "--vocab", "cat"], "inverted"),
     (["--boxes", "", "--vocab", "cat"], "no boxes"),
     (["--boxes", "1,2,3", "--vocab", "cat"], "4 comma-separated"),

@@ -64,7 +64,7 @@ def test_deprecated_positional_settings_still_work(mobile_sam_checkpoint: Path, 
     assert info["limits"]["max_boxes"] == 5 and info["method"] == "regionspot" and "UNTRAINED" in info["model"]
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--set", "limits.max_boxes=0"], "max_boxes"),
     (["--set", "limits.nope=3"], "nope"),
     (["--config", "/no/such/serve.yaml"], "not found"),

@@ -7,11 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from regionspot.config import AugmentConfig
 from regionspot.datasets.augment import (
-    AugmentParams, augment_boxes, augment_image, draw_augment, identity_augment, resized_size,
+    AugmentParams,
+    augment_boxes,
+    augment_image,
+    draw_augment,
+    identity_augment,
+    resized_size,
 )
 from regionspot.ops.image import load_image
-from regionspot.config import AugmentConfig
 
 SMALL = AugmentConfig(min_short=120, max_short=200, max_long=300)
 
@@ -83,11 +88,12 @@ def test_painted_rectangles_follow_their_boxes() -> None:
         x1, y1 = rng.uniform(0, width - 40), rng.uniform(0, height - 40)
         box = np.array([[x1, y1, x1 + rng.uniform(25, width - x1), y1 + rng.uniform(25, height - y1)]])
         image = np.zeros((height, width, 3), dtype=np.uint8)
-        image[int(round(box[0, 1])):int(round(box[0, 3])), int(round(box[0, 0])):int(round(box[0, 2]))] = 255
+        left, top, right, bottom = (round(v) for v in box[0].tolist())  # Python floats: round() gives ints
+        image[top:bottom, left:right] = 255
         box_on_grid = np.round(box)  # the painted pixels' edges
         params = draw_augment(rng, (height, width), SMALL)
         out_image = augment_image(image, params)
-        assert out_image.shape == params.output_size + (3,)
+        assert out_image.shape == (*params.output_size, 3)
         out_boxes, keep = augment_boxes(box_on_grid, (height, width), params, min_visible=0.0)
         if not keep[0]:
             assert (out_image[:, :, 0] < 200).all()  # nothing of the rectangle is left either

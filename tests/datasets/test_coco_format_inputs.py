@@ -31,7 +31,7 @@ def coco(**changes: Any) -> dict[str, Any]:
 
 
 def test_read_json_names_the_file_and_the_fault(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="detections file not found: .*none.json"):
+    with pytest.raises(DatasetError, match=r"detections file not found: .*none\.json"):
         read_json(tmp_path / "none.json", "detections")
     latin = tmp_path / "latin.json"
     latin.write_bytes('["caf\xe9"]'.encode("latin-1"))
@@ -45,7 +45,7 @@ def test_read_json_names_the_file_and_the_fault(tmp_path: Path) -> None:
         read_json(tmp_path / "deep.json", "annotation")
 
 
-@pytest.mark.parametrize("value, message", [
+@pytest.mark.parametrize(("value", "message"), [
     ([], "holds a JSON list, not a COCO annotation object"),
     ("text", "holds a JSON string, not a COCO annotation object"),
     (coco(images=None), '"images" must be a list of objects, got null'),
@@ -88,7 +88,8 @@ def test_dataset_vocabulary_names_the_file_and_the_category() -> None:
 def test_coco_dataset_refuses_names_that_cannot_be_prompts(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     path = write(tmp_path, coco(categories=[{"id": 7, "name": "_"}]))
-    with pytest.raises(DatasetError, match=r"^lvis \(.*ann.json\): 1 of 1 category name cannot be a text prompt; it is category id 7"):
+    with pytest.raises(DatasetError, match=r"^lvis \(.*ann\.json\): 1 of 1 category name cannot be a text prompt; "
+                                           r"it is category id 7"):
         CocoDataset(path, tmp_path / "images", name="lvis")
 
 
@@ -107,7 +108,7 @@ def two_boxes(second: dict[str, Any]) -> dict[str, Any]:
     return coco(annotations=[good, {**good, "id": 2, **second}])
 
 
-@pytest.mark.parametrize("bbox, shown", [
+@pytest.mark.parametrize(("bbox", "shown"), [
     ([float("nan"), 1, 2, 3], "bbox = [nan, 1, 2, 3]"),
     ([1, 1, float("inf"), 3], "bbox = [1, 1, inf, 3]"),
     ([1, 2], "bbox = [1, 2]"),
@@ -140,7 +141,8 @@ def test_negative_and_empty_boxes_are_still_dropped_as_degenerate(tmp_path: Path
     assert dataset.records[0].annotation_ids.tolist() == [1]
 
 
-def test_extract_tokens_ends_with_one_error_line_for_a_nan_box(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_extract_tokens_ends_with_one_error_line_for_a_nan_box(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from regionspot.cli.main import main
 
     (tmp_path / "images").mkdir()
@@ -149,4 +151,5 @@ def test_extract_tokens_ends_with_one_error_line_for_a_nan_box(tmp_path: Path, c
                  "--out", str(tmp_path / "tokens")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert err == f"error: {path}: 1 of 2 annotations {TRAINING_BOX}; it is annotations[1] (id 2): bbox = [1, nan, 2, 2]\n"
+    assert err == (f"error: {path}: 1 of 2 annotations {TRAINING_BOX}; "
+                   "it is annotations[1] (id 2): bbox = [1, nan, 2, 2]\n")

@@ -91,7 +91,7 @@ def test_rank_slice_errors() -> None:
         rank_slice(plan, 0, 0)
 
 
-@pytest.mark.parametrize("sizes, ratios, batch, message", [
+@pytest.mark.parametrize(("sizes", "ratios", "batch", "message"), [
     ((), (), 4, "no datasets"),
     ((10, 0), (1, 1), 4, "dataset 1 has no usable images"),
     ((10, 10), (1, 0), 4, "ratio"),
@@ -117,5 +117,5 @@ def test_derive_rng_streams() -> None:
     assert np.array_equal(a, derive_rng(0, 5, mixture.STREAM_AUGMENT, 3).random(4))
     assert not np.array_equal(a, derive_rng(0, 5, mixture.STREAM_AUGMENT, 4).random(4))
     assert not np.array_equal(a, derive_rng(0, 6, mixture.STREAM_AUGMENT, 3).random(4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"seed, step and keys must be non-negative integers, got \[0, 1, -3\]"):
         derive_rng(0, 1, -3)

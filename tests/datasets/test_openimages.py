@@ -27,7 +27,7 @@ ROWS = [
 ]
 
 
-@pytest.fixture()
+@pytest.fixture
 def inputs(tmp_path: Path) -> dict[str, Path]:
     images = tmp_path / "images"
     images.mkdir()
@@ -95,7 +95,7 @@ def test_class_descriptions(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="listed twice"):
         read_class_descriptions(path)
     path.write_text("/m/a,Apple,extra\n")
-    with pytest.raises(DatasetError, match="classes.csv:1"):
+    with pytest.raises(DatasetError, match=r"classes\.csv:1"):
         read_class_descriptions(path)
 
 
@@ -112,7 +112,7 @@ def test_bad_csv_is_reported_with_its_line(inputs: dict[str, Path]) -> None:
         convert(inputs)
     assert not inputs["out"].exists() and list(inputs["out"].parent.iterdir()) == []
     inputs["boxes"].write_text("ImageID,XMin\naaaa,0.1\n")
-    with pytest.raises(DatasetError, match="columns .* missing"):
+    with pytest.raises(DatasetError, match=r"columns .* missing"):
         convert(inputs)
     inputs["boxes"].write_text(HEADER + "\n../aaaa,xclick,/m/0k4j,1,0,1,0,1,0,0,0,0,0\n")
     with pytest.raises(DatasetError, match="plain file name"):

@@ -50,7 +50,7 @@ def test_empty_batch_gets_only_negatives() -> None:
     assert subset.shape == (4,) and remapped.shape == (0,)
 
 
-@pytest.mark.parametrize("labels, size, limit, message", [
+@pytest.mark.parametrize(("labels", "size", "limit", "message"), [
     ([0, 5], 5, 3, r"\[0, 5\)"),
     ([-1], 5, 3, r"\[0, 5\)"),
     ([0.5], 5, 3, "integer"),

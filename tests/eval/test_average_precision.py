@@ -18,9 +18,14 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from regionspot.eval import (
-    DetectionEvaluator, box_iou_xywh, evaluate_results_file, match_detections, precision_recall, top_per_image,
+    DetectionEvaluator,
+    box_iou_xywh,
+    evaluate_results_file,
+    match_detections,
+    precision_recall,
+    top_per_image,
 )
-from regionspot.eval.average_precision import Detections, RECALL_THRESHOLDS
+from regionspot.eval.average_precision import RECALL_THRESHOLDS, Detections
 
 STAT_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR@1", "AR@10", "AR@100", "ARs", "ARm", "ARl")
 TOLERANCE = 1e-4
@@ -186,7 +191,7 @@ def test_agrees_with_pycocotools_on_coco_sample(coco_dataset: dict[str, Any], io
     theirs = pycocotools_eval(coco_dataset, results, iou_type)
     ours = evaluate_results_file(coco_dataset, results_file, iou_type=iou_type)
     difference = np.abs(_as_stats(ours) - theirs.stats)
-    assert difference.max() < TOLERANCE, dict(zip(STAT_KEYS, difference))
+    assert difference.max() < TOLERANCE, dict(zip(STAT_KEYS, difference, strict=True))
     assert 0.05 < ours["AP"] < 0.95 and all(np.isfinite(ours[k]) for k in STAT_KEYS)  # a non-trivial case
     assert set(ours) == set(STAT_KEYS)  # COCO categories carry no frequency tags
 

@@ -75,7 +75,7 @@ def test_lvis_annotation_switches_on_federated_rules_and_lvis_defaults() -> None
 
 def test_detection_of_a_negative_category_is_a_false_positive() -> None:
     data = lvis_dataset()
-    results = perfect(data) + [det(1, 3, FAR, 0.9)]  # cat 3 is negative in image 1, ranked first
+    results = [*perfect(data), det(1, 3, FAR, 0.9)]  # cat 3 is negative in image 1, ranked first
     metrics, per_cat = run(data, results)
     assert per_cat[3] == pytest.approx(0.5)  # precision 0 then 1/2 -> interpolated 1/2 everywhere
     assert per_cat[1] == per_cat[2] == pytest.approx(1.0)
@@ -85,7 +85,7 @@ def test_detection_of_a_negative_category_is_a_false_positive() -> None:
 def test_detection_of_an_unannotated_non_negative_category_is_ignored() -> None:
     data = lvis_dataset()
     baseline, _ = run(data, perfect(data))
-    results = perfect(data) + [det(2, 2, FAR, 0.9), det(2, 4, FAR, 0.9)]  # image 2 says nothing of cats 2, 4
+    results = [*perfect(data), det(2, 2, FAR, 0.9), det(2, 4, FAR, 0.9)]  # image 2 says nothing of cats 2, 4
     metrics, per_cat = run(data, results)
     assert same_metrics(metrics, baseline) and per_cat[2] == pytest.approx(1.0)
     # the same detection under COCO rules (federated off) is a false positive
@@ -96,15 +96,15 @@ def test_detection_of_an_unannotated_non_negative_category_is_ignored() -> None:
 def test_not_exhaustive_unmatched_ignored_but_matched_count() -> None:
     data = lvis_dataset()
     extra = det(2, 1, FAR, 0.9)  # cat 1 is not exhaustive in image 2
-    _, per_cat = run(data, perfect(data) + [extra])
+    _, per_cat = run(data, [*perfect(data), extra])
     assert per_cat[1] == pytest.approx(1.0)
     # the same unmatched detection in image 1 (exhaustive) is a false positive: precision 0, 1/2, 2/3
-    _, per_cat = run(data, perfect(data) + [{**extra, "image_id": 1}])
+    _, per_cat = run(data, [*perfect(data), {**extra, "image_id": 1}])
     assert per_cat[1] == pytest.approx(2 / 3)
     # only image 2's cat-1 detection: it matches, so it is a true positive (recall 1/2: precision 1
     # at the 51 recall points 0..0.5, 0 above)
     only_image_2 = [r for r in perfect(data) if (r["image_id"], r["category_id"]) != (1, 1)]
-    metrics, per_cat = run(data, only_image_2)
+    _, per_cat = run(data, only_image_2)
     assert per_cat[1] == pytest.approx(51 / 101)
     stripped = copy.deepcopy(data)
     for image in stripped["images"]:
@@ -128,7 +128,7 @@ def test_per_image_cap_of_300_over_all_categories() -> None:
 
 def test_frequency_averages_use_only_categories_with_ground_truth() -> None:
     data = lvis_dataset()
-    results = perfect(data) + [det(1, 3, FAR, 0.9)]  # cat 3 (r) -> AP 1/2; cat 4 (r) has no gt
+    results = [*perfect(data), det(1, 3, FAR, 0.9)]  # cat 3 (r) -> AP 1/2; cat 4 (r) has no gt
     metrics, _ = run(data, results)
     assert metrics["APr"] == pytest.approx(0.5)  # not (0.5 + 0) / 2: category 4 is left out
     assert metrics["APc"] == pytest.approx(1.0) and metrics["APf"] == pytest.approx(1.0)
@@ -157,7 +157,7 @@ def test_frequencies_from_the_shared_lvis_vocabulary(shared_data: Path) -> None:
 def test_fixed_ap_keeps_a_per_category_budget_and_no_per_image_cap(tmp_path: Path) -> None:
     data = lvis_dataset()
     # cat 1: two false positives outrank its two true positives; a budget of 3 keeps one of them
-    results = perfect(data, score=0.6) + [det(1, 1, FAR, 0.9), det(2, 1, [0, 0, 5, 5], 0.8)]
+    results = [*perfect(data, score=0.6), det(1, 1, FAR, 0.9), det(2, 1, [0, 0, 5, 5], 0.8)]
     results = [r if r["category_id"] != 1 or r["score"] != 0.6 or r["image_id"] == 1 else {**r, "score": 0.5}
                for r in results]
     small = fixed_ap(data, results, per_category_budget=3)
@@ -195,18 +195,18 @@ def test_reset_process_evaluate_cycle_and_subset_of_images() -> None:
 def test_rejects_bad_inputs() -> None:
     data = lvis_dataset()
     evaluator = DetectionEvaluator(data)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="image 99 is not in the annotation"):
         evaluator.process(99, [])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="detection of image 2 passed for image 1"):
         evaluator.process(1, [det(2, 1, FAR, 0.5)])
     evaluator.process(1, [det(1, 99, FAR, 0.5)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="detection for unknown image 1 or category 99"):
         evaluator.evaluate()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="iou_type must be 'bbox' or 'segm', got 'keypoints'"):
         DetectionEvaluator(data, iou_type="keypoints")
     segm = DetectionEvaluator(data, iou_type="segm")
     segm.process(1, [det(1, 1, FAR, 0.5)])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="detection without segmentation"):
         segm.evaluate()  # mask AP needs masks
 
 

@@ -66,7 +66,7 @@ def same(a: dict[str, float], b: dict[str, float]) -> bool:
 
 
 # ----------------------------------------------------------------------------- results
-@pytest.mark.parametrize("position, key, value, parts", [
+@pytest.mark.parametrize(("position", "key", "value", "parts"), [
     (3, "score", float("nan"), [BAD_SCORE, "; it is detections[3]: score = nan"]),
     (3, "score", float("inf"), [BAD_SCORE, "detections[3]: score = inf"]),
     (5, "score", None, [BAD_SCORE, "detections[5]: score = None"]),
@@ -107,7 +107,7 @@ def test_many_faults_are_counted_and_the_first_named(annotation, detections) -> 
         evaluator_for_results(annotation, nan)
 
 
-@pytest.mark.parametrize("results, message", [
+@pytest.mark.parametrize(("results", "message"), [
     ({"image_id": 9}, "a COCO results file is a JSON list of detections, got object"),
     ([[9, 1, 0.5]], "1 of 1 detection is not a JSON object; it is detections[0] = [9, 1, 0.5]"),
     ([{"image_id": 9, "category_id": 1, "score": 0.5}], 'has neither "bbox" nor "segmentation"'),
@@ -141,7 +141,7 @@ def test_mask_ap_refuses_inputs_without_masks(annotation, detections) -> None:
 
 
 # ----------------------------------------------------------------------------- ground truth
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(("change", "message"), [
     (lambda d: d["annotations"][2].__setitem__("bbox", [float("nan"), 1, 2, 3]),
      f"1 of 682 annotations {BAD_BOX}; it is annotations[2] (id "),
     (lambda d: d["annotations"][2].__setitem__("area", -1), 'has an "area" that is not a finite number >= 0'),
@@ -205,7 +205,7 @@ def test_process_refuses_an_images_nan_scores_and_malformed_boxes(annotation) ->
         evaluator.process(image, [{**good, "image_id": image + 1}])
     evaluator.process(image, [good, {**good, "image_id": image}])  # image_id may be left out or given
     evaluator.process(image, [{**good, "category_id": 99999}])  # an unknown category: refused by evaluate()
-    with pytest.raises(ValueError, match="unknown image .* or category 99999"):
+    with pytest.raises(ValueError, match=r"unknown image .* or category 99999"):
         evaluator.evaluate()
 
 

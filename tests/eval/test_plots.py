@@ -99,7 +99,7 @@ def example(height: int = 90, width: int = 120) -> tuple[np.ndarray, RegionResul
     image = np.full((height, width, 3), 90, np.uint8)
     boxes = np.array([[5, 20, 40, 50], [30, 25, 60, 55], [95, 70, 118, 88]], dtype=np.float64)
     masks = np.zeros((3, height, width), bool)
-    for mask, (x0, y0, x1, y1) in zip(masks, boxes.astype(int)):
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.astype(int), strict=True):
         mask[y0 + 2:y1 - 2, x0 + 2:x1 - 2] = True
     result = RegionResult(boxes=boxes, topk_ids=[[0, 1], [1, 0], [2, 0]], topk_scores=[[0.9, 0.1], [0.7, 0.2],
                           [0.05, 0.01]], vocabulary=["cat", "dog", "cup"], image_size=(height, width), masks=masks)

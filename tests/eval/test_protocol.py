@@ -10,11 +10,29 @@ import numpy as np
 import pytest
 
 from regionspot.config import ConfigError, apply_overrides, from_dict, load_config, save_config, to_dict
-from regionspot.eval.config import (ARCHITECTURE_KEYS, METHOD_CHOICES, PROMPT_CHOICES, EvalConfig, ModelSource,
-                                    architecture_overrides, check_eval_config, split_overrides)
-from regionspot.eval.protocol import (ImagePairs, category_index, classes_per_box, detections_cap, evaluator_cap,
-                                      evaluator_image_cap, ground_truth_boxes, pairs_to_coco, select_pairs,
-                                      stored_pairs, usable_boxes)
+from regionspot.eval.config import (
+    ARCHITECTURE_KEYS,
+    METHOD_CHOICES,
+    PROMPT_CHOICES,
+    EvalConfig,
+    ModelSource,
+    architecture_overrides,
+    check_eval_config,
+    split_overrides,
+)
+from regionspot.eval.protocol import (
+    ImagePairs,
+    category_index,
+    classes_per_box,
+    detections_cap,
+    evaluator_cap,
+    evaluator_image_cap,
+    ground_truth_boxes,
+    pairs_to_coco,
+    select_pairs,
+    stored_pairs,
+    usable_boxes,
+)
 
 IDS = np.array([[2, 0, 1], [1, 2, 0]])
 SCORES = np.array([[0.9, 0.5, 0.1], [0.8, 0.7, 0.6]])
@@ -30,7 +48,7 @@ def test_pairs_are_the_best_over_the_image_not_per_box() -> None:
 def test_proposal_scores_multiply_class_scores() -> None:
     pairs = select_pairs(IDS, SCORES, np.array([1.0, 0.5]), pairs_per_image=3)
     # box 1's scores halve to 0.4, 0.35, 0.3: box 0's 0.5 now beats them
-    assert list(zip(pairs.box_index.tolist(), pairs.vocab_index.tolist())) == [(0, 2), (0, 0), (1, 1)]
+    assert list(zip(pairs.box_index.tolist(), pairs.vocab_index.tolist(), strict=True)) == [(0, 2), (0, 0), (1, 1)]
     np.testing.assert_allclose(pairs.scores, [0.9, 0.5, 0.4])
 
 
@@ -38,12 +56,12 @@ def test_pairs_per_box_and_ties() -> None:
     pairs = select_pairs(IDS, SCORES, None, pairs_per_image=900, pairs_per_box=1)
     assert pairs.box_index.tolist() == [0, 1] and pairs.vocab_index.tolist() == [2, 1]
     tied = select_pairs(np.array([[0, 1], [1, 0]]), np.full((2, 2), 0.5), None, pairs_per_image=3)
-    assert list(zip(tied.box_index.tolist(), tied.vocab_index.tolist())) == [(0, 0), (0, 1), (1, 1)]
+    assert list(zip(tied.box_index.tolist(), tied.vocab_index.tolist(), strict=True)) == [(0, 0), (0, 1), (1, 1)]
     empty = select_pairs(np.zeros((0, 3), dtype=int), np.zeros((0, 3)), None, pairs_per_image=5)
     assert len(empty) == 0
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(("kwargs", "message"), [
     ({"topk_ids": IDS, "topk_scores": SCORES[:, :2], "proposal_scores": None, "pairs_per_image": 3}, "both be"),
     ({"topk_ids": IDS, "topk_scores": SCORES, "proposal_scores": np.ones(3), "pairs_per_image": 3}, "3 proposal"),
     ({"topk_ids": IDS, "topk_scores": SCORES, "proposal_scores": None, "pairs_per_image": 0}, ">= 1"),
@@ -108,7 +126,7 @@ def test_storing_only_the_capped_pairs_changes_no_number() -> None:
                            "not_exhaustive_category_ids": []}],
                "categories": [{"id": i, "name": f"c{i}"} for i in (1, 2, 3)],
                "annotations": [{"id": i + 1, "image_id": 1, "category_id": c, "bbox": [*corner, 20, 20], "area": 400}
-                               for i, (corner, c) in enumerate(zip(corners[:4].tolist(), [1, 2, 3, 1]))]}
+                               for i, (corner, c) in enumerate(zip(corners[:4].tolist(), [1, 2, 3, 1], strict=True))]}
     scores = np.sort(np.round(rng.uniform(0, 1, (6, 3)), 1), axis=1)[:, ::-1]  # coarse: many ties
     ids = np.argsort(rng.uniform(size=(6, 3)), axis=1)
     ids[:3] = [[0, 1, 2], [1, 0, 2], [2, 1, 0]]  # the first boxes' true names first
@@ -124,7 +142,7 @@ def test_storing_only_the_capped_pairs_changes_no_number() -> None:
 
 def test_eval_config_round_trip_and_overrides(tmp_path) -> None:
     method_hint = typing.get_type_hints(EvalConfig)["method"]  # Method | None: None is the model's own
-    assert METHOD_CHOICES == typing.get_args(typing.get_args(method_hint)[0])
+    assert typing.get_args(typing.get_args(method_hint)[0]) == METHOD_CHOICES
     assert EvalConfig().method is None and apply_overrides(EvalConfig(), ["method=null"]).method is None
     from regionspot.eval.methods import METHODS, PROMPT_MODES
 

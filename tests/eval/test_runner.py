@@ -71,7 +71,7 @@ def proposal_files(annotation: dict[str, Any], tmp_path_factory) -> dict[str, Pa
     scores = list(np.linspace(0.95, 0.3, len(xywh)))
     forms = {
         "coco_results": [{"image_id": image["id"], "bbox": b, "score": s, "category_id": 1}
-                         for b, s in zip(xywh, scores)],
+                         for b, s in zip(xywh, scores, strict=True)],
         "by_image": {str(image["id"]): {"boxes": xyxy, "scores": scores, "labels": [1] * len(xyxy)}},
         "records": [{"file_name": image["file_name"], "boxes": xyxy}],
     }

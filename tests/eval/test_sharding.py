@@ -15,7 +15,7 @@ from regionspot.processes import DistributedContext
 
 
 def test_shards_cover_every_item_once_and_merge_in_order() -> None:
-    for count in range(0, 8):
+    for count in range(8):
         for world in (1, 2, 3):
             shards = [shard_indices(count, rank, world) for rank in range(world)]
             assert sorted(i for shard in shards for i in shard) == list(range(count))
@@ -57,7 +57,7 @@ def test_two_process_eval_equals_one_process(finish_run, coco_sample, mobile_sam
     detections_one, detections_two = (json.loads((tmp_path / name / "results.json").read_text())
                                       for name in ("one", "two"))
     assert len(detections_one) == len(detections_two) > 0
-    for a, b in zip(detections_one, detections_two):
+    for a, b in zip(detections_one, detections_two, strict=True):
         assert (a["image_id"], a["category_id"], a["bbox"]) == (b["image_id"], b["category_id"], b["bbox"])
         assert a["score"] == pytest.approx(b["score"], abs=1e-5) and a["segmentation"] == b["segmentation"]
     assert len(list((tmp_path / "two" / "examples").glob("*.png"))) == 3  # examples from both ranks

@@ -74,7 +74,7 @@ def test_gradients_reach_every_parameter():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in fusion.parameters())
 
 
-@pytest.mark.parametrize("tokens, memory, message", [
+@pytest.mark.parametrize(("tokens", "memory", "message"), [
     (torch.randn(3, 16), torch.randn(1, 7, 32), "tokens must be"),
     (torch.randn(1, 3, 15), torch.randn(1, 7, 32), "tokens must be"),
     (torch.randn(1, 3, 16), torch.randn(1, 7, 31), "memory must be"),

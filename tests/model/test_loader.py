@@ -76,7 +76,7 @@ def test_folder_and_untrained_sources(tiny_sam_dir: Path, tiny_clip_dir: Path, c
     again = load(ModelSource(untrained=True, sam=str(tiny_sam_dir), clip=str(tiny_clip_dir),
                              overrides=[*cache_override, "fusion.depth=1", "fusion.heads=4", "fusion.ffn_dim=64"]),
                  log=None)
-    for a, b in zip(fresh.fusion.parameters(), again.fusion.parameters()):  # seeded: the same head
+    for a, b in zip(fresh.fusion.parameters(), again.fusion.parameters(), strict=True):  # seeded: the same head
         assert torch.equal(a, b)
     fresh.save_pretrained(tmp_path / "head")
     loaded = load(str(tmp_path / "head"), overrides=cache_override, log=lines.append)
@@ -95,7 +95,7 @@ def test_source_errors(tiny_sam_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown method"):
         load(method="owl", log=None)
     (tmp_path / "notes.txt").write_text("not a checkpoint")
-    with pytest.raises(Exception, match="authors' released RegionSpot|not a readable PyTorch checkpoint"):
+    with pytest.raises(Exception, match=r"authors' released RegionSpot|not a readable PyTorch checkpoint"):
         load(str(tmp_path / "notes.txt"), log=None)
     with pytest.raises(DeviceError, match="unknown device"):
         load(device="tpu", log=None)

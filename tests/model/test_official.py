@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -19,9 +19,15 @@ import torch.nn.functional as F
 from regionspot.config import FusionConfig
 from regionspot.model.checkpoint import write_checkpoint
 from regionspot.model.fusion import RegionFusion
-from regionspot.model.official import (convert_head_state, convert_official_state, guess_variant,
-                                       infer_fusion_config, official_config, official_head_shapes,
-                                       read_official_checkpoint)
+from regionspot.model.official import (
+    convert_head_state,
+    convert_official_state,
+    guess_variant,
+    infer_fusion_config,
+    official_config,
+    official_head_shapes,
+    read_official_checkpoint,
+)
 from regionspot.presets import BY_VARIANT, VARIANTS
 from regionspot.weights import CheckpointError, load_strict
 
@@ -152,7 +158,8 @@ def test_real_shapes_listing_and_meta_conversion(variant: str) -> None:
     assert {k: tuple(v.shape) for k, v in converted.items()} == {"fusion." + k: tuple(v.shape) for k, v in ours.items()}
     total = sum(v.numel() for v in head.values())
     assert total == sum(v.numel() for v in ours.values())
-    assert f"{total / 1e6:.2f}M" == {"bb": "24.23M", "bl": "38.85M", "bl336": "38.85M"}[variant]  # the paper: ~24M, ~39M
+    # the paper: ~24M, ~39M
+    assert f"{total / 1e6:.2f}M" == {"bb": "24.23M", "bl": "38.85M", "bl336": "38.85M"}[variant]
 
 
 @pytest.mark.parametrize(("variant", "depth"), [("bb", 1), ("bl", 1), ("bl336", 1)])
@@ -210,7 +217,7 @@ def test_not_their_layout_or_gapped_layers_are_refused(small_head: dict[str, tor
     with pytest.raises(CheckpointError, match=r"numbered 0..N-1, found \[0, 2\]"):
         infer_fusion_config(gapped)
     both = {**small_head, "model.to_clip.bias": small_head["to_clip.bias"]}
-    with pytest.raises(CheckpointError, match="both 'to_clip.bias' and 'model.to_clip.bias'"):
+    with pytest.raises(CheckpointError, match=r"both 'to_clip\.bias' and 'model\.to_clip\.bias'"):
         convert_head_state(both, small_fusion())
 
 
@@ -219,7 +226,7 @@ def test_variant_mismatches_are_refused() -> None:
     with pytest.raises(CheckpointError, match=r"widths \(256, 768, 512\), variant 'bl' needs \(256, 1024, 768\)"):
         convert_official_state(bb, "bl")
     bl_with_336_clip = as_detectron2(their_head(256, 1024, 768, 1, 2048, meta_maker), 577, 1024)
-    with pytest.raises(CheckpointError, match="has 577 positions, variant 'bl' .* use variant 'bl336'"):
+    with pytest.raises(CheckpointError, match=r"has 577 positions, variant 'bl' .* use variant 'bl336'"):
         convert_official_state(bl_with_336_clip, "bl")
     with pytest.raises(CheckpointError, match="unknown variant 'bh'"):
         convert_official_state(bb, "bh")
@@ -253,13 +260,13 @@ def test_read_official_checkpoint(tmp_path, small_head: dict[str, torch.Tensor])
     for name, content in cases.items():
         if content is not None:
             (tmp_path / name).write_bytes(content)
-        with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint|not found"):
+        with pytest.raises(CheckpointError, match=r"not a readable PyTorch checkpoint|not found"):
             read_official_checkpoint(tmp_path / name)
     torch.save({"model": {"to_clip.weight": NotATensor()}}, tmp_path / "pickle.pth")
     with pytest.raises(CheckpointError, match=r"safe \(weights-only\) load: it holds a Python object \(.*NotATensor\)"):
         read_official_checkpoint(tmp_path / "pickle.pth")
     torch.save({"model": {"to_clip.weight": [1, 2]}}, tmp_path / "list.pth")
-    with pytest.raises(CheckpointError, match="entries that are not tensors: \\[to_clip.weight\\]"):
+    with pytest.raises(CheckpointError, match=r"entries that are not tensors: \[to_clip\.weight\]"):
         read_official_checkpoint(tmp_path / "list.pth")
 
 

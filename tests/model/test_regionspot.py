@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from regionspot.config import ConfigError, TextConfig
-from regionspot.weights import CheckpointError
 from regionspot.model.regionspot import RegionSpot
+from regionspot.weights import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_shape_mismatch_is_reported(tiny_model: RegionSpot, tmp_path: Path) -> N
         RegionSpot.from_pretrained(folder, overrides=["fusion.ffn_dim=32"])
 
 
-@pytest.mark.parametrize("damage, message", [
+@pytest.mark.parametrize(("damage", "message"), [
     (lambda f: (f / "config.json").unlink(), "config.json is missing"),
     (lambda f: (f / "config.json").write_text("{not json"), "not valid JSON"),
     (lambda f: (f / "config.json").write_text(json.dumps({"format": "other"})), "not a RegionSpot config"),
@@ -169,5 +169,5 @@ def test_a_missing_backbone_file_says_where_it_was_named(tiny_model: RegionSpot,
 
     saved = tiny_model.save_pretrained(tmp_path / "ckpt")
     edit_config(saved, lambda document: document["config"]["sam"].update(name_or_path=str(tmp_path / "gone.pt")))
-    with pytest.raises(BackboneLoadError, match="SAM checkpoint file not found.*named by the checkpoint.*--sam"):
+    with pytest.raises(BackboneLoadError, match=r"SAM checkpoint file not found.*named by the checkpoint.*--sam"):
         RegionSpot.from_pretrained(saved)

@@ -4,6 +4,7 @@ CLIP zero-shot computed here independently with transformers' CLIPModel, and its
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -54,7 +55,9 @@ class ColourEncoder:
 
 class ColourText:
     embed_dim = 3
-    table = {"red": [1.0, 0.0, 0.0], "green": [0.0, 1.0, 0.0], "blue": [0.0, 0.0, 1.0]}
+    table: ClassVar[dict[str, list[float]]] = {
+        "red": [1.0, 0.0, 0.0], "green": [0.0, 1.0, 0.0], "blue": [0.0, 0.0, 1.0],
+    }
 
     def encode_text(self, names: list[str]) -> torch.Tensor:
         return torch.tensor([self.table[n] for n in names])

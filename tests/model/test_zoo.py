@@ -96,7 +96,7 @@ def test_registry_values() -> None:
 
 def test_configuration_defaults_are_bb() -> None:
     bb = named_model("BB")
-    assert (DEFAULT_SAM, DEFAULT_CLIP) == (bb.sam, bb.clip)
+    assert (bb.sam, bb.clip) == (DEFAULT_SAM, DEFAULT_CLIP)
     assert SamBackboneConfig().name_or_path == bb.sam and ClipBackboneConfig().name_or_path == bb.clip
     fusion = FusionConfig()
     assert (fusion.token_dim, fusion.width, fusion.text_dim) == (bb.token_dim, bb.width, bb.text_dim)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from regionspot.ops.boxes import (BoxError, as_box_array, parse_boxes_text, validate_boxes, xywh_to_xyxy,
-                                  xyxy_to_xywh)
+from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes, xywh_to_xyxy, xyxy_to_xywh
 
 
 def test_validate_clips_to_image_and_accepts_containers():
@@ -15,7 +14,7 @@ def test_validate_clips_to_image_and_accepts_containers():
         assert out.tolist() == [[0, 0, 40, 30]]
 
 
-@pytest.mark.parametrize("boxes, message", [
+@pytest.mark.parametrize(("boxes", "message"), [
     ([], "no boxes"),
     ([[0, 0, float("nan"), 5]], "NaN"),
     ([[0, 0, float("inf"), 5]], "NaN or infinite"),

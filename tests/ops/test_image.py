@@ -142,7 +142,7 @@ def test_pil_int_out_of_range_rejected() -> None:
         load_image(Image.new("I", (2, 2), 70000))
 
 
-@pytest.mark.parametrize("mode,value", [("LA", (0, 0)), ("PA", (0, 0)), ("RGBA", (9, 9, 9, 0)), ("La", (0, 0))])
+@pytest.mark.parametrize(("mode", "value"), [("LA", (0, 0)), ("PA", (0, 0)), ("RGBA", (9, 9, 9, 0)), ("La", (0, 0))])
 def test_pil_transparent_modes_on_white(mode: str, value: tuple[int, ...]) -> None:
     np.testing.assert_array_equal(load_image(Image.new(mode, (2, 2), value))[1, 1], [255, 255, 255])
 
@@ -205,7 +205,7 @@ def test_uint16_array_scaled() -> None:
 def test_other_int_dtypes() -> None:
     np.testing.assert_array_equal(load_image(np.array([[0, 255]], dtype=np.int64))[0, :, 0], [0, 255])
     for bad in ([[0, 256]], [[-1, 3]]):
-        with pytest.raises(ImageLoadError, match="0..255"):
+        with pytest.raises(ImageLoadError, match=r"0\.\.255"):
             load_image(np.array(bad, dtype=np.int32))
 
 
@@ -281,7 +281,7 @@ def test_truncated_jpeg(tmp_path: Path, coco_jpeg: Path, monkeypatch: pytest.Mon
 
 
 def test_error_is_value_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"image file not found: .*missing\.png"):
         load_image(tmp_path / "missing.png")
 
 

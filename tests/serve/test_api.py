@@ -86,7 +86,7 @@ def test_healthz(client: TestClient) -> None:
     assert client.head("/healthz").status_code == 200  # load balancers probe with HEAD
 
 
-@pytest.mark.parametrize("field, value, kind", [
+@pytest.mark.parametrize(("field", "value", "kind"), [
     ("vocabulary", "_", "bad_vocabulary"),
     ("vocabulary", "cat, -other", "bad_vocabulary"),
     ("vocabulary", "x" * 5000, "bad_vocabulary"),
@@ -133,7 +133,7 @@ def test_recognize_equals_the_predictor(first_response: dict, serve_model, photo
     predictor.set_image(photo)
     reference = predictor.predict(boxes=BOXES, vocabulary=VOCAB, topk=3, with_masks=True, with_attention=True)
     expected = reference.to_dict()
-    for region, grid in zip(expected["regions"], reference.extras["attention"]):
+    for region, grid in zip(expected["regions"], reference.extras["attention"], strict=True):
         region["attention"] = grid.tolist()
     document = dict(first_response)
     assert document.pop("image_id") == hashlib.sha256(photo_bytes).hexdigest()
@@ -155,7 +155,7 @@ def test_by_image_id_without_masks_or_attention(client: TestClient, first_respon
     assert response.status_code == 200, response.text
     document = response.json()
     assert document["image_id"] == first_response["image_id"]
-    for region, earlier in zip(document["regions"], first_response["regions"]):
+    for region, earlier in zip(document["regions"], first_response["regions"], strict=True):
         assert "mask" not in region and "attention" not in region
         assert region["box"] == earlier["box"]
         assert [t["label"] for t in region["topk"]] == [t["label"] for t in earlier["topk"]]
@@ -172,7 +172,7 @@ def test_builtin_vocabulary_name(client: TestClient, first_response: dict) -> No
     assert all(region["label"] in document["vocabulary"] for region in document["regions"])
 
 
-@pytest.mark.parametrize("text, names", [
+@pytest.mark.parametrize(("text", "names"), [
     ("cat\ndog, bowl\n", ["cat", "dog", "bowl"]),
     ('["traffic light", "cat, sitting"]', ["traffic light", "cat, sitting"]),
     ("/etc/passwd", ["/etc/passwd"]),  # a name, never a file read on the server
@@ -282,7 +282,7 @@ def test_vocabulary_size_limit_spares_builtin_vocabularies(limited_client: TestC
     assert error_of(builtin) == (404, "unknown_image_id")  # got past the vocabulary check
 
 
-@pytest.mark.parametrize("topk, kind", [("5", "bad_topk"), ("0", "bad_topk"), ("two", "invalid_request")])
+@pytest.mark.parametrize(("topk", "kind"), [("5", "bad_topk"), ("0", "bad_topk"), ("two", "invalid_request")])
 def test_422_for_bad_topk(limited_client: TestClient, topk: str, kind: str) -> None:
     response = limited_client.post("/v1/recognize", data=form(image_id="0" * 64, boxes=[[0, 0, 5, 5]],
                                                               vocabulary="a", topk=topk))

@@ -245,7 +245,8 @@ def test_auto_boxes_with_a_builtin_vocabulary(driver: Any, live_server: str, pho
         window.sentFields = [];
         const send = window.fetch;
         window.fetch = (url, options) => {
-            if (options && options.body instanceof FormData) window.sentFields.push([url, Array.from(options.body.keys())]);
+            if (options && options.body instanceof FormData)
+                window.sentFields.push([url, Array.from(options.body.keys())]);
             return send(url, options);
         };""")  # record which fields each request sends
     _element(driver, "auto-boxes").click()
@@ -287,7 +288,7 @@ def test_rle_decoder_matches_the_server_encoder(driver: Any, live_server: str) -
             const m = window.RegionSpotRle.decodeMask(r);
             return [m.height, m.width, Array.from(m.data).join('')];
         });""", rles)
-    for mask, (height, width, bits) in zip(masks, decoded):
+    for mask, (height, width, bits) in zip(masks, decoded, strict=True):
         assert (height, width) == mask.shape
         np.testing.assert_array_equal(np.frombuffer(bits.encode(), np.uint8).reshape(height, width) - 48, mask)
     broken = driver.execute_script("""

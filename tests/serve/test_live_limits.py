@@ -15,8 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
@@ -105,7 +105,7 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("change, status, kind", HOSTILE, ids=[f"{i}-{k}" for i, (_, _, k) in enumerate(HOSTILE)])
+@pytest.mark.parametrize(("change", "status", "kind"), HOSTILE, ids=[f"{i}-{k}" for i, (_, _, k) in enumerate(HOSTILE)])
 def test_hostile_request_is_a_clean_4xx_and_the_connection_lives(server, change: dict, status: int,
                                                                  kind: str) -> None:
     url, _, _ = server

@@ -48,7 +48,7 @@ def test_fifty_concurrent_requests_equal_single_requests(live_server: str, live_
             responses = list(pool.map(lambda kind: send(client, live_server, photos, kind), order))
         single.update({kind: send(client, live_server, photos, kind) for kind in range(2, len(KINDS))})
     assert all(response.status_code == 200 for response in single.values())
-    for kind, response in zip(order, responses):
+    for kind, response in zip(order, responses, strict=True):
         assert response.status_code == 200, response.text
         assert response.json() == single[kind].json(), f"request of kind {kind} differs from its single request"
     documents = [single[kind].json() for kind in range(len(KINDS))]

@@ -119,7 +119,7 @@ def test_concurrent_requests_run_one_at_a_time_and_encode_a_new_image_once(echo_
         thread.join()
     assert model.region_tokenizer.max_active == 1
     assert model.region_tokenizer.calls == 3  # three distinct images, each encoded once
-    for image, result in zip(images, results):  # every request got its own image's encoding
+    for image, result in zip(images, results, strict=True):  # every request got its own image's encoding
         assert result.sam.pixels_sum == int(image.pixels().sum())
 
 

@@ -15,8 +15,18 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from regionspot.devices import choose_device
-from regionspot.processes import (ENV_VARIABLES, DistributedContext, LaunchError, all_gather_object, all_reduce_mean,
-                                  all_reduce_sum, barrier, broadcast_object, init_distributed, shutdown)
+from regionspot.processes import (
+    ENV_VARIABLES,
+    DistributedContext,
+    LaunchError,
+    all_gather_object,
+    all_reduce_mean,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    shutdown,
+)
 from regionspot.train.loss import sigmoid_focal_loss
 
 WORLD = 2
@@ -96,7 +106,7 @@ def test_data_parallel_gradient_equals_single_process(two_process_results: list[
     loss.backward()
     for result in two_process_results:
         torch.testing.assert_close(result["loss"], loss.detach())
-        for theirs, ours in zip(result["grads"], net.parameters()):
+        for theirs, ours in zip(result["grads"], net.parameters(), strict=True):
             torch.testing.assert_close(theirs, ours.grad, rtol=1e-5, atol=1e-7)
 
 

@@ -22,7 +22,7 @@ def reference_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: flo
     return total / logits.shape[0]
 
 
-@pytest.mark.parametrize("alpha,gamma", [(0.25, 2.0), (0.5, 1.0), (0.9, 0.5)])
+@pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (0.5, 1.0), (0.9, 0.5)])
 def test_matches_reference_with_probabilities(alpha: float, gamma: float) -> None:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(7, 5, generator=generator) * 3
@@ -121,5 +121,5 @@ def test_region_accuracy_counts_top1() -> None:
     logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 1.0, 2.0], [0.0, 5.0, 1.0]])
     assert region_accuracy(logits, torch.tensor([0, 1, 1])) == (2, 3)
     assert region_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.int64)) == (0, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"targets must be class indices in 0\.\.2, got values in 0\.\.3"):
         region_accuracy(logits, torch.tensor([0, 1, 3]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from itertools import pairwise
 
 import pytest
 import torch
@@ -32,13 +33,13 @@ def test_warmup_is_linear_and_monotone() -> None:
     values = [learning_rate_factor(s, 10, [], 0.1) for s in range(20)]
     assert values[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
     assert values[10:] == [1.0] * 10
-    assert all(a <= b for a, b in zip(values, values[1:]))
+    assert all(a <= b for a, b in pairwise(values))
 
 
 def test_no_warmup_and_decay_inside_warmup() -> None:
     assert learning_rate_factor(0, 0, [], 0.1) == 1.0
     assert learning_rate_factor(4, 10, [3], 0.5) == pytest.approx(0.5 * 0.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="step must be >= 0, got -1"):
         learning_rate_factor(-1, 10, [], 0.1)
 
 
@@ -143,11 +144,11 @@ def test_clip_matches_torch() -> None:
     generator = torch.Generator().manual_seed(0)
     ours = [nn.Parameter(torch.zeros(5, 3)), nn.Parameter(torch.zeros(7))]
     theirs = [nn.Parameter(torch.zeros(5, 3)), nn.Parameter(torch.zeros(7))]
-    for p, q in zip(ours, theirs):
+    for p, q in zip(ours, theirs, strict=True):
         p.grad = torch.randn(p.shape, generator=generator)
         q.grad = p.grad.clone()
     norm = clip_gradients(ours, 0.7)
     expected = torch.nn.utils.clip_grad_norm_(theirs, 0.7)
     assert norm == pytest.approx(expected.item(), rel=1e-6)
-    for p, q in zip(ours, theirs):
+    for p, q in zip(ours, theirs, strict=True):
         torch.testing.assert_close(p.grad, q.grad)

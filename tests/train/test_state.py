@@ -20,8 +20,15 @@ from torch import nn
 
 from regionspot.train.config import OptimConfig
 from regionspot.train.schedule import build_optimizer, build_scheduler
-from regionspot.train.state import (LATEST_NAME, capture_rng_state, latest_training_state, load_training_state,
-                                    restore_rng_state, save_training_state, state_filename)
+from regionspot.train.state import (
+    LATEST_NAME,
+    capture_rng_state,
+    latest_training_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+    state_filename,
+)
 from regionspot.weights import CheckpointError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +98,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     restore_rng_state(loaded["rng"])
     assert loaded["step"] == 3
     assert train(fresh_model, fresh_optimizer, fresh_scheduler, 3) == uninterrupted
-    for ours, theirs in zip(fresh_model.parameters(), model.parameters()):
+    for ours, theirs in zip(fresh_model.parameters(), model.parameters(), strict=True):
         assert torch.equal(ours, theirs)
 
 
@@ -147,7 +154,7 @@ def test_corrupt_latest_file_falls_back_to_older_with_a_warning(tmp_path: Path) 
     with pytest.warns(UserWarning, match="older training state"):
         assert load_training_state(tmp_path)["step"] == 100
     (tmp_path / "step-000100.pt").write_bytes(b"")
-    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="could be read"):
+    with pytest.warns(UserWarning, match="older training state"), pytest.raises(CheckpointError, match="could be read"):
         load_training_state(tmp_path)
 
 

@@ -192,7 +192,7 @@ def test_a_config_changed_after_loading_is_checked_again(tiny_train_config, no_m
 def test_world_size_without_torchrun_is_one_error_line(tiny_train_config, run_console, assert_one_error_line,
                                                         tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path)
-    environment: dict[str, str | None] = {name: None for name in ENV_VARIABLES}
+    environment: dict[str, str | None] = dict.fromkeys(ENV_VARIABLES)
     done = run_console("train", str(config), "--no-progress", env={**environment, "WORLD_SIZE": "2"})
     assert done.returncode == 2, done.stderr
     assert_one_error_line(done.stderr, "WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not: "

@@ -123,7 +123,7 @@ def test_two_process_gloo_ddp_matches_one_process(finish_run, tmp_path, coco_tok
     curve_one = read_metrics(Path(one.output_dir), "train", "loss")
     curve_two = read_metrics(Path(two.output_dir), "train", "loss")
     assert [s for s, _ in curve_one] == [s for s, _ in curve_two] and len(curve_one) == 30
-    for (step, a), (_, b) in zip(curve_one, curve_two):
+    for (step, a), (_, b) in zip(curve_one, curve_two, strict=True):
         assert abs(a - b) <= 1e-3 * max(1.0, abs(a)), f"step {step}: 1 process {a}, 2 processes {b}"
     top1_one = read_metrics(Path(one.output_dir), "eval", "top1")[-1][1]
     top1_two = read_metrics(Path(two.output_dir), "eval", "top1")[-1][1]
