@@ -25,7 +25,7 @@ from regionspot.config import SamBackboneConfig
 
 MIN_MEAN_IOU = 0.70
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
-FAST_IMAGES = 8
+FAST_IMAGES = 3  # the default suite's share; the slow test below checks all 96 photos
 
 
 @pytest.fixture(scope="module")

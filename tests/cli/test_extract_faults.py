@@ -76,6 +76,7 @@ def test_a_read_only_folder_is_one_error_line(extract_argv, run_read_only, asser
     assert list(locked.iterdir()) == []
 
 
+@pytest.mark.slow  # a subprocess (~6 s); kept shards on a write error: the full-disk tests here
 def test_a_read_only_unfinished_cache_keeps_its_shards(extract_argv, run_read_only, assert_one_error_line,
                                                       tmp_path: Path) -> None:
     out = tmp_path / "cache"

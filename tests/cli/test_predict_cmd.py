@@ -136,6 +136,7 @@ def test_no_model_flag_is_the_zero_shot_recognizer(mobile_sam_checkpoint, tiny_c
     assert "model: zero-shot clip-mask-crop" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # 16x16-point proposals on real MobileSAM (~11 s); see tests/proposals and test_browser
 def test_boxes_auto_names_sam_proposals(checkpoint, photo, tmp_path, capsys) -> None:
     out = tmp_path / "out.json"
     assert run_cli("predict", photo, "--boxes", "auto", "--max-boxes", "3", "--vocab", "cat,dog", "--checkpoint",

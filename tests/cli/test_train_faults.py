@@ -74,6 +74,7 @@ def test_a_read_only_output_dir_is_refused_before_any_work(tiny_train_config, ru
     assert list(run.iterdir()) == []
 
 
+@pytest.mark.slow  # a subprocess (~5 s); the kept state on a write error: the full-disk tests here
 def test_a_read_only_checkpoint_folder_keeps_the_last_state(tiny_train_config, run_read_only, assert_one_error_line,
                                                             tmp_path: Path, capsys) -> None:
     config = tiny_train_config(tmp_path)

@@ -45,6 +45,7 @@ def logged(run: Path, name: str) -> dict[int, float]:
 # ----------------------------------------------------------------------------- a diverging loss
 
 
+@pytest.mark.slow  # the console script (~5 s); in-process: test_divergence_names_the_step_and_the_kept_state
 def test_a_diverging_loss_is_one_error_line(tiny_train_config: Callable[[Path], Path], run_console,
                                             tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path)
@@ -152,6 +153,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(trainer, "build_training_model", build)
 
 
+@pytest.mark.slow  # the console script (~5 s); in-process: test_impossible_values_are_refused_before_any_model_loads
 def test_an_impossible_loss_value_is_refused_by_the_console_script(tiny_train_config, run_console,
                                                                    assert_one_error_line, tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path)
@@ -189,6 +191,7 @@ def test_a_config_changed_after_loading_is_checked_again(tiny_train_config, no_m
 # ----------------------------------------------------------------------------- a launch without torchrun
 
 
+@pytest.mark.slow  # the console script (~5 s); in-process: tests/train/test_distributed.py launch errors
 def test_world_size_without_torchrun_is_one_error_line(tiny_train_config, run_console, assert_one_error_line,
                                                         tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path)
