@@ -62,8 +62,7 @@ class ClipBackboneConfig:
     """The frozen CLIP-family vision side that gives the whole-image memory.
 
     ``image_size`` None means the tower's own input size; another value interpolates the
-    position embeddings. ``enabled`` False is the paper's "no CLIP vision" ablation (Table 6a;
-    Table 4a in arXiv v1).
+    position embeddings. ``enabled`` False is the paper's "no CLIP vision" ablation (Table 4a).
     """
 
     name_or_path: str = DEFAULT_CLIP
@@ -92,7 +91,7 @@ class TextConfig:
 class FusionConfig:
     """The trainable fusion module: the paper's cross-modal feature interaction (Fig. 2b) and the
     cosine scoring of its region-text alignment (Fig. 2a). ``depth`` is ablated in the paper's
-    Table 6c (Table 4c in arXiv v1); ``heads``, ``ffn_dim`` and ``dropout`` default to the
+    Table 4c; ``heads``, ``ffn_dim`` and ``dropout`` default to the
     authors' release (8, 2048, 0.1).
 
     ``token_dim`` is the SAM token width, ``width`` the CLIP vision width (the memory's

@@ -56,7 +56,7 @@ def _cuda_device(preference: str, choice: str) -> torch.device:
                           f"{', '.join(DEVICE_CHOICES)}") from None
     if not torch.cuda.is_available():
         raise DeviceError(f"device {preference!r} was asked for but CUDA is not available (torch "
-                          f"{torch.__version__}, built for CUDA {torch.version.cuda}); use --device cpu or auto")
+                          f"{torch.__version__}, built for CUDA {torch.version.cuda}); choose the device cpu or auto")
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceError(f"device {preference!r} was asked for but only {torch.cuda.device_count()} "
                           "CUDA device(s) are visible")

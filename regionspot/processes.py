@@ -52,7 +52,8 @@ class DistributedContext:
         return self.backend is not None and dist.is_available() and dist.is_initialized()
 
 
-def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0) -> DistributedContext:
+def init_distributed(device_preference: str = "auto", timeout_minutes: float = 30.0,
+                     command: str = "train") -> DistributedContext:
     """Join the process group described by torchrun's environment, or run as a single process.
 
     Under torchrun each process uses ``cuda:LOCAL_RANK`` (with backend nccl) when the device is
@@ -62,25 +63,25 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
     """
     if dist.is_available() and dist.is_initialized():
         return _context_from_group(device_preference)
-    world_size = _environment_number("WORLD_SIZE", "1")
+    world_size = _environment_number("WORLD_SIZE", command, "1")
     if world_size <= 1:
         device = choose_device(device_preference)
         if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", _environment_number("LOCAL_RANK", "0"))
+            device = torch.device("cuda", _environment_number("LOCAL_RANK", command, "0"))
         return DistributedContext(0, 1, 0, device, None)
     missing = [name for name in ENV_VARIABLES if not os.environ.get(name)]
     if missing:
         raise LaunchError(f"WORLD_SIZE={world_size} is set but {', '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} not: this is not a torchrun launch; "
-                          f"{launch_hint(world_size)}")
+                          f"{launch_hint(world_size, command)}")
     if not dist.is_available():
         raise LaunchError("torch.distributed is not available in this torch build; run a single process "
                           "(unset WORLD_SIZE)")
-    rank, local_rank = _environment_number("RANK"), _environment_number("LOCAL_RANK")
-    _environment_number("MASTER_PORT")  # a port number: refused here rather than deep in torch
+    rank, local_rank = _environment_number("RANK", command), _environment_number("LOCAL_RANK", command)
+    _environment_number("MASTER_PORT", command)  # a port number: refused here rather than deep in torch
     if not (rank < world_size and local_rank <= rank):
         raise LaunchError(f"RANK={rank} and LOCAL_RANK={local_rank} do not fit WORLD_SIZE={world_size}; "
-                          f"{launch_hint(world_size)}")
+                          f"{launch_hint(world_size, command)}")
     device = _process_device(device_preference, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     options: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
@@ -91,22 +92,27 @@ def init_distributed(device_preference: str = "auto", timeout_minutes: float = 3
         where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
         reason = " ".join(str(exc).split())[:200]
         raise LaunchError(f"rank {rank} of {world_size} could not join the process group at {where} ({reason}); "
-                          f"{launch_hint(world_size)}") from None
+                          f"{launch_hint(world_size, command)}") from None
     return DistributedContext(rank, world_size, local_rank, device, backend)
 
 
-def launch_hint(world_size: int | str = "N") -> str:
-    """How to start data-parallel training (or a single process), for error messages."""
-    return (f"start data-parallel training with 'torchrun --nproc_per_node={world_size} -m regionspot train "
-            "CONFIG', which sets all of " + ", ".join(ENV_VARIABLES) + ", or unset WORLD_SIZE to train in one "
+def launch_hint(world_size: int | str = "N", command: str = "train") -> str:
+    """How to start ``command`` (``train``, ``eval``, ``predict-batch``) data-parallel, or in a
+    single process, for error messages."""
+    if command == "train":
+        return (f"start data-parallel training with 'torchrun --nproc_per_node={world_size} -m regionspot train "
+                "CONFIG', which sets all of " + ", ".join(ENV_VARIABLES) + ", or unset WORLD_SIZE to train in one "
+                "process")
+    return (f"start a data-parallel {command} with 'torchrun --nproc_per_node={world_size} -m regionspot {command} "
+            "...', which sets all of " + ", ".join(ENV_VARIABLES) + f", or unset WORLD_SIZE to {command} in one "
             "process")
 
 
-def _environment_number(name: str, default: str | None = None) -> int:
+def _environment_number(name: str, command: str, default: str | None = None) -> int:
     """The whole number >= 0 in environment variable ``name`` (``default`` when unset)."""
     text = os.environ.get(name) or default
     if text is None or not text.strip().isdigit():
-        raise LaunchError(f"{name}={text!r} is not a whole number >= 0; {launch_hint()}")
+        raise LaunchError(f"{name}={text!r} is not a whole number >= 0; {launch_hint(command=command)}")
     return int(text)
 
 

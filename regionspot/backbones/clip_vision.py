@@ -1,6 +1,6 @@
 """CLIP vision tower as the whole-image memory: the ViL model's image-level feature map of the
 paper's Fig. 2a, which the region tokens cross-attend to (Fig. 2b). Whether the class token is
-kept is the paper's Table 6a ablation (Table 4a in arXiv v1).
+kept is the paper's Table 4a ablation.
 
 The memory is every token of the last transformer layer, class token first when kept, taken
 before ``post_layernorm`` and the projection. In Hugging Face's ``CLIPVisionModel`` that is

@@ -82,7 +82,7 @@ def run_model(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.annotations is None:
         raise DatasetError("give the annotation: --data ANN.json")
-    ctx = init_distributed(args.device)
+    ctx = init_distributed(args.device, command="eval")
     try:
         run_evaluation(config, out=Path(args.out) if args.out else None, ctx=ctx, progress=not args.no_progress)
     finally:

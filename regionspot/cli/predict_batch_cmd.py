@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.annotations is None and args.boxes is None and config.boxes == "gt":
         config.boxes = "auto"  # a folder has no ground truth
-    ctx = init_distributed(args.device)
+    ctx = init_distributed(args.device, command="predict-batch")
     try:
         run_batch_prediction(config, Path(args.out), output_format=args.format, ctx=ctx,
                              progress=not args.no_progress)

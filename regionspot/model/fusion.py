@@ -4,7 +4,7 @@ The paper's cross-modal feature interaction (Fig. 2b): a linear projector maps e
 position-aware token to the CLIP width, then ``depth`` post-norm decoder blocks (self-attention
 among the regions of one image, cross-attention from regions to the CLIP memory, feed-forward),
 a final norm and a linear projection to the text dimension. No positional embeddings. Depth is
-ablated in the paper's Table 6c (Table 4c in arXiv v1); the block layout, norms, head count and
+ablated in the paper's Table 4c; the block layout, norms, head count and
 widths follow the authors' release. Padding of a batch with a different number of regions per
 image is handled with a key-padding mask, never by repeating boxes.
 """
@@ -70,9 +70,9 @@ class RegionFusion(nn.Module):
 
     Trainable parameter counts for the paper's two heads: BB (token 256, CLIP ViT-B/16 width 768,
     text 512) about 24M; BL (CLIP ViT-L/14 width 1024, text 768) about 39M.
-    ``cross_attention`` False builds the paper's "no CLIP vision" ablation (Table 6a; Table 4a
-    in arXiv v1), which has no memory to attend to (and so no cross-attention weights, which
-    would never receive a gradient).
+    ``cross_attention`` False builds the paper's "no CLIP vision" ablation (Table 4a), which has
+    no memory to attend to (and so no cross-attention weights, which would never receive a
+    gradient).
     """
 
     def __init__(self, config: FusionConfig, cross_attention: bool = True) -> None:

@@ -155,6 +155,20 @@ def test_a_launch_without_torchrun_is_one_clear_error(case: str, monkeypatch: py
     assert isinstance(caught.value, RuntimeError) and not dist.is_initialized()
 
 
+@pytest.mark.parametrize("command", ["eval", "predict-batch"])
+def test_the_launch_hint_names_the_command_that_was_run(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ENV_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LaunchError) as caught:
+        init_distributed("cpu", command=command)
+    assert str(caught.value) == (
+        "WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not: this is not a torchrun launch; "
+        f"start a data-parallel {command} with 'torchrun --nproc_per_node=2 -m regionspot {command} ...', which sets "
+        f"all of RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT, or unset WORLD_SIZE to {command} in one "
+        "process")
+
+
 def test_a_group_that_cannot_be_joined_is_a_launch_error(monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()  # nobody listens there: rank 1 waits for a rank 0 that never comes
     monkeypatch.setenv("WORLD_SIZE", "2")
