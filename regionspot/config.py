@@ -24,9 +24,14 @@ if TYPE_CHECKING:
 
 TokenPlace = Literal["prompt_encoder", "transformer", "hypernet_mlp"]
 TOKEN_PLACES: tuple[str, ...] = typing.get_args(TokenPlace)
-TemplateSet = Literal["single", "ensemble"]
+TemplateSet = Literal["single", "ensemble", "official"]
 TEMPLATE_SETS: tuple[str, ...] = typing.get_args(TemplateSet)
 ScoreFunction = Literal["sigmoid", "softmax"]
+InputMode = Literal["native", "official"]
+INPUT_MODES: tuple[str, ...] = typing.get_args(InputMode)
+#: The LayerNorm eps of the original SAM code's two-way transformer (``nn.LayerNorm``'s default);
+#: ``transformers``' SAM configs say 1e-6.
+ORIGINAL_SAM_DECODER_EPS = 1e-5
 ZeroShotMethod = Literal["clip-mask-crop", "clip-crop"]
 ZERO_SHOT_METHODS: tuple[str, ...] = typing.get_args(ZeroShotMethod)
 
@@ -50,11 +55,17 @@ class SamBackboneConfig:
     ``name_or_path`` is a Hugging Face Hub id (``facebook/sam-vit-base``), a local folder written
     by ``SamModel.save_pretrained``, or a path to an original-layout ``.pt`` checkpoint
     (SAM ViT-B/L/H or MobileSAM).
+
+    ``decoder_layer_norm_eps``: the eps of the mask decoder's two-way transformer LayerNorms.
+    None: the checkpoint's own (1e-5 for an original-layout ``.pt``, as the original SAM code;
+    a Hugging Face config's ``layer_norm_eps``, usually 1e-6). A head must run with the eps of the
+    SAM that made its training tokens, so training records it here and loading applies it.
     """
 
     name_or_path: str = DEFAULT_SAM
     token_place: TokenPlace = "transformer"
     multimask: bool = False
+    decoder_layer_norm_eps: float | None = field(default=None, metadata={"above": 0.0, "max": 0.1})
 
 
 @dataclass
@@ -121,7 +132,23 @@ class RegionSpotConfig:
     clip: ClipBackboneConfig = field(default_factory=ClipBackboneConfig)
     text: TextConfig = field(default_factory=TextConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
+    # What the towers are fed: "native" (this library's pipeline: each tower resizes the photo
+    # once; prompts normalised one by one; names cleaned) or "official" (exactly the authors'
+    # LVIS evaluation: detectron2's 800/1333 resize first, SAM decoder eps 1e-5, their 81 templates
+    # on raw names; see regionspot.ops.official_inputs). convert-official writes "official".
+    inputs: InputMode = "native"
 
+
+
+def backbone_config(config: RegionSpotConfig) -> RegionSpotConfig:
+    """The configuration the backbones are built from. ``inputs="official"`` fixes what the
+    authors' evaluation fixed, whatever else the config says: SAM's two-way transformer eps
+    (:data:`ORIGINAL_SAM_DECODER_EPS`) and their text recipe (``text.templates="official"``)."""
+    if config.inputs != "official":
+        return config
+    return dataclasses.replace(
+        config, sam=dataclasses.replace(config.sam, decoder_layer_norm_eps=ORIGINAL_SAM_DECODER_EPS),
+        text=dataclasses.replace(config.text, templates="official"))
 
 @dataclass
 class ZeroShotConfig:

@@ -25,6 +25,7 @@ from regionspot.devices import autocast
 from regionspot.model.recognizer import Recognizer, RegionBatch
 from regionspot.ops.boxes import validate_boxes
 from regionspot.ops.image import load_image
+from regionspot.ops.official_inputs import nearest_resize_masks, scale_xyxy
 from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionProposer
 from regionspot.results import RegionResult
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
@@ -40,8 +41,10 @@ class PredictorStateError(RuntimeError):
 
 @dataclass
 class EncodedImage:
-    """One image, encoded. ``sam``: SAM's image embedding; ``context``: the recognizer's own
-    per-image work (RegionSpot: CLIP memory [1, T, width]; zero-shot: None)."""
+    """One image, encoded. ``image``: the photo as given (boxes and masks are in its pixels);
+    ``sam``: SAM's embedding of the recognizer's input frame (the photo itself, or its resized
+    copy for ``inputs="official"``); ``context``: the recognizer's own per-image work
+    (RegionSpot: CLIP memory [1, T, width]; zero-shot: None)."""
 
     image: np.ndarray
     sam: SamImageEmbedding
@@ -49,6 +52,12 @@ class EncodedImage:
 
     @property
     def size(self) -> tuple[int, int]:
+        """(H, W) of the photo."""
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(h, w) of the input frame the towers saw (``size`` unless the recognizer resizes)."""
         return self.sam.original_size
 
     @property
@@ -90,15 +99,20 @@ class RegionPredictor:
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray, sam_embedding: SamImageEmbedding | None = None) -> EncodedImage:
-        """SAM's encoder and the recognizer's context on one HxWx3 uint8 image (no state change);
-        SAM's encoder is skipped when ``sam_embedding`` (of this image, e.g. from proposals) is given."""
+        """SAM's encoder and the recognizer's context on one HxWx3 uint8 image (no state change),
+        both on the recognizer's input frame of it. SAM's encoder is skipped when
+        ``sam_embedding`` (of this image, e.g. from proposals) is given and is of that frame; one
+        of the photo itself is re-made for a recognizer that resizes first."""
         model = self.model
+        frame = model.input_frame(image)
+        if sam_embedding is not None and tuple(sam_embedding.original_size) != tuple(frame.shape[:2]):
+            if tuple(sam_embedding.original_size) != tuple(image.shape[:2]):
+                raise ValueError(f"sam_embedding is of a {sam_embedding.original_size} image, not {image.shape[:2]}")
+            sam_embedding = None  # of the photo, but this recognizer's towers see a resized copy
         with autocast(model.device, model.precision):
             if sam_embedding is None:
-                sam_embedding = model.region_tokenizer.encode_image(image)
-            elif tuple(sam_embedding.original_size) != tuple(image.shape[:2]):
-                raise ValueError(f"sam_embedding is of a {sam_embedding.original_size} image, not {image.shape[:2]}")
-            context = model.encode_context(image)
+                sam_embedding = model.region_tokenizer.encode_image(frame)
+            context = model.encode_context(frame)
         return EncodedImage(image=image, sam=sam_embedding, context=context)
 
     def reset_image(self) -> None:
@@ -135,9 +149,10 @@ class RegionPredictor:
         model, tokenizer = self.model, self._predict_tokenizer()
         text = model.text_embeddings(names)
         need_masks = with_masks or model.needs_region_masks
+        in_frame = scale_xyxy(clipped, encoded.size, encoded.frame_size)
         with autocast(model.device, model.precision):
             regions = tokenizer.encode_regions(
-                encoded.sam, torch.as_tensor(clipped, dtype=torch.float32), with_masks=need_masks)
+                encoded.sam, torch.as_tensor(in_frame, dtype=torch.float32), with_masks=need_masks)
             masks = None if regions.mask_logits is None else self._masks_at_image_size(regions.mask_logits)
             scored = model.score_regions(RegionBatch(
                 image=encoded.image, context=encoded.context, boxes=clipped, tokens=regions.tokens, masks=masks,
@@ -162,7 +177,12 @@ class RegionPredictor:
         encoded = self._encoded("propose")
         if self._proposer is None:
             self._proposer = RegionProposer(self.model.region_tokenizer)
-        return self._proposer(encoded.sam, config)
+        proposals = self._proposer(encoded.sam, config)
+        if encoded.frame_size != encoded.size:
+            height, width = encoded.size
+            boxes = np.clip(scale_xyxy(proposals.boxes, encoded.frame_size, encoded.size), 0, [width, height] * 2)
+            proposals = Proposals(boxes=boxes, scores=proposals.scores)
+        return proposals
 
     def _predict_tokenizer(self) -> RegionTokenizer:
         """The model's SAM side, its members and the text side's checked for ``predict`` on the
@@ -180,14 +200,16 @@ class RegionPredictor:
     def _masks_at_image_size(self, mask_logits: torch.Tensor) -> np.ndarray:
         """Low-res logits [R, 256, 256] -> bool [R, H, W]. Pasted back a few regions at a time so
         the float logits at image size never exceed :data:`MASK_PASTE_PIXELS` values; the
-        result itself is R x H x W bytes."""
+        result itself is R x H x W bytes. SAM pastes at the input frame's size; a frame smaller
+        or larger than the photo is then resized to it with nearest neighbour (the authors' rule)."""
         assert self.encoded is not None
         height, width = self.encoded.size
-        per_chunk = max(1, min(self.region_batch_size, MASK_PASTE_PIXELS // max(1, height * width)))
+        frame_pixels = max(height * width, self.encoded.frame_size[0] * self.encoded.frame_size[1])
+        per_chunk = max(1, min(self.region_batch_size, MASK_PASTE_PIXELS // max(1, frame_pixels)))
         masks = np.empty((mask_logits.shape[0], height, width), dtype=bool)
         for start in range(0, mask_logits.shape[0], per_chunk):
             logits = self._predict_tokenizer().masks_to_image(self.encoded.sam, mask_logits[start:start + per_chunk])
-            masks[start:start + logits.shape[0]] = (logits > 0).cpu().numpy()
+            masks[start:start + logits.shape[0]] = nearest_resize_masks((logits > 0).cpu().numpy(), (height, width))
             del logits
         return masks
 

@@ -35,7 +35,7 @@ from transformers import (
 from regionspot.backbones.clip_vision import TINY_VOCAB_SIZE, check_loading_info, tiny_clip_config
 from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained, load_hf_pretrained_with_info
 from regionspot.backbones.protocols import freeze
-from regionspot.backbones.templates import build_prompts, resolve_templates
+from regionspot.backbones.templates import build_prompts, official_name, resolve_templates
 from regionspot.backbones.text_cache import NameRowTable, TextEmbeddingDiskCache
 from regionspot.hub import TEXT_ROLE
 from regionspot.ops.memory import release_free_memory
@@ -57,7 +57,11 @@ def default_text_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> P
 class ClipTextEmbedder(torch.nn.Module):
     """Frozen CLIP text tower: category names -> ``[N, embed_dim]`` unit rows (float32, CPU).
 
-    ``templates``: ``"single"``, ``"ensemble"`` or an explicit sequence of ``{}`` templates.
+    ``templates``: ``"single"``, ``"ensemble"`` or an explicit sequence of ``{}`` templates: names
+    are cleaned (:func:`~regionspot.vocab.clean_category_name`), each prompt's embedding is
+    normalised, and a name's row is their normalised mean. ``"official"``: the authors' recipe
+    for their released heads instead: their 81 templates, names as given (only
+    ``-other``/``-merged``/``-stuff`` dropped), raw prompt embeddings averaged, then normalised.
     Build it with :meth:`from_pretrained` or :meth:`from_clip_model`.
     """
 
@@ -81,6 +85,7 @@ class ClipTextEmbedder(torch.nn.Module):
         self.tokenizer = tokenizer
         self.templates: tuple[str, ...] = resolve_templates(templates)
         self.template_set = templates if isinstance(templates, str) else "custom"
+        self.official = self.template_set == "official"
         self.embed_dim: int = int(projection.out_features)
         self.cache_dir = default_text_cache_dir(cache_dir)
         self.name = name
@@ -113,7 +118,8 @@ class ClipTextEmbedder(torch.nn.Module):
     @property
     def cache_path(self) -> Path:
         """The disk cache file of this (model, template set)."""
-        templates_hash = hashlib.sha256(json.dumps(self.templates).encode()).hexdigest()[:12]
+        recipe = ["official", *self.templates] if self.official else self.templates
+        templates_hash = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
         return self.cache_dir / f"clip-text_{self.fingerprint()[:24]}_{templates_hash}.safetensors"
 
     def fingerprint(self) -> str:
@@ -122,8 +128,9 @@ class ClipTextEmbedder(torch.nn.Module):
             self._fingerprint = text_tower_fingerprint(self.text_model, self.projection, self.tokenizer)
         return self._fingerprint
 
-    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """``prompts`` (P) -> ``[P, embed_dim]`` float32 CPU, each row L2-normalised. No cache."""
+    def encode_prompts(self, prompts: Sequence[str], normalize: bool = True) -> torch.Tensor:
+        """``prompts`` (P) -> ``[P, embed_dim]`` float32 CPU, each row L2-normalised unless
+        ``normalize`` is False (the raw projected embeddings). No cache."""
         parameter = next(self.text_model.parameters())
         max_length = min(int(self.tokenizer.model_max_length), int(self.text_model.config.max_position_embeddings))
         outputs = []
@@ -134,7 +141,7 @@ class ClipTextEmbedder(torch.nn.Module):
                 hidden = self.text_model(input_ids=tokens["input_ids"].to(parameter.device),
                                          attention_mask=tokens["attention_mask"].to(parameter.device))
                 embedded = self.projection(hidden.pooler_output).float().cpu()
-            outputs.append(torch.nn.functional.normalize(embedded, dim=-1))
+            outputs.append(torch.nn.functional.normalize(embedded, dim=-1) if normalize else embedded)
         if not outputs:
             return torch.zeros(0, self.embed_dim)
         return torch.cat(outputs)
@@ -157,7 +164,7 @@ class ClipTextEmbedder(torch.nn.Module):
             if len(name) > MAX_NAME_CHARS:
                 raise VocabularyError(f"name {index} is {len(name)} characters long; a name may have at most "
                                       f"{MAX_NAME_CHARS}")
-        cleaned = [clean_category_name(name) for name in names]
+        cleaned = [self.prompt_name(name) for name in names]
         table = self._rows_for(cleaned)
         rows = torch.stack([table[name] for name in cleaned]) if cleaned else torch.zeros(0, self.embed_dim)
         with self._lru_lock:
@@ -204,11 +211,22 @@ class ClipTextEmbedder(torch.nn.Module):
                               disable=len(cleaned) * per_name <= PROGRESS_MIN_PROMPTS):
                 names = cleaned[start:start + names_per_step]
                 prompts = [p for name in names for p in build_prompts(name, self.templates, clean=False)]
-                embedded = self.encode_prompts(prompts).view(len(names), per_name, self.embed_dim)
+                embedded = self.encode_prompts(prompts, normalize=not self.official).view(
+                    len(names), per_name, self.embed_dim)
                 averaged = torch.nn.functional.normalize(embedded.mean(dim=1), dim=-1)
                 rows.update((name, averaged[i].clone()) for i, name in enumerate(names))
                 release_free_memory()  # tokenizer and activations fragment the heap, step after step
         return rows
+
+    def prompt_name(self, name: str) -> str:
+        """``name`` as it goes into the templates (cleaned; official: only suffixes dropped).
+        ValueError when nothing is left."""
+        if not self.official:
+            return clean_category_name(name)
+        spelled = official_name(name)
+        if not spelled.strip():
+            raise ValueError(f"category name {name!r} is empty once its dataset suffixes are dropped")
+        return spelled
 
     def describe(self) -> dict[str, object]:
         """What this embedder is (model, templates, fingerprint, cache file)."""
@@ -217,6 +235,7 @@ class ClipTextEmbedder(torch.nn.Module):
             "name": self.name,
             "embed_dim": self.embed_dim,
             "templates": self.template_set,
+            "averaging": "raw prompt embeddings, then normalised" if self.official else "normalised prompt embeddings",
             "num_templates": len(self.templates),
             "fingerprint": self.fingerprint(),
             "cache_file": str(self.cache_path),

@@ -22,9 +22,7 @@ from transformers import AutoConfig, CLIPConfig, CLIPModel, CLIPVisionModel, CLI
 from regionspot.backbones.loading import BackboneLoadError, load_hf_pretrained, load_hf_pretrained_with_info
 from regionspot.backbones.protocols import freeze
 from regionspot.config import ClipBackboneConfig
-
-OPENAI_CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+from regionspot.ops.official_inputs import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 
 def square_side(value: object, name: str) -> int:

@@ -21,7 +21,7 @@ from regionspot.backbones.protocols import RegionTokenizer
 from regionspot.backbones.sam_convert import read_checkpoint
 from regionspot.backbones.sam_hf import hf_sam_tokenizer, load_hf_sam_model, sam_model_from_original
 from regionspot.backbones.sam_prompt_head import SamRegionTokenizer, check_token_place
-from regionspot.config import SamBackboneConfig
+from regionspot.config import SamBackboneConfig, check_limits
 from regionspot.weights import CheckpointError
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
@@ -30,18 +30,23 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth")
 def build_region_tokenizer(config: SamBackboneConfig) -> RegionTokenizer:
     """The frozen SAM-family tokenizer named by ``config`` (see the module docstring).
 
+    ``config.decoder_layer_norm_eps``, when set, replaces the checkpoint's own decoder eps.
     Raises :class:`BackboneLoadError` for a missing checkpoint file, an unreachable Hub id or
     weights whose keys do not match the model, and ValueError for an unknown token place.
     """
     check_token_place(config.token_place)
+    check_limits(config, "sam")
     name = config.name_or_path
     path = Path(name)
     if path.suffix in CHECKPOINT_SUFFIXES:
         if not path.is_file():
             raise BackboneLoadError(f"SAM checkpoint file not found: {name}")
-        return _from_original_checkpoint(name, config.token_place, config.multimask)
-    model = load_hf_sam_model(name)
-    return hf_sam_tokenizer(model, config.token_place, config.multimask, name_or_path=name)
+        tokenizer = _from_original_checkpoint(name, config.token_place, config.multimask)
+    else:
+        tokenizer = hf_sam_tokenizer(load_hf_sam_model(name), config.token_place, config.multimask, name_or_path=name)
+    if config.decoder_layer_norm_eps is not None:
+        tokenizer.head.set_decoder_layer_norm_eps(config.decoder_layer_norm_eps)
+    return tokenizer
 
 
 def region_tokenizer_from_sam_model(model: SamModel, token_place: str = "transformer",

@@ -115,6 +115,22 @@ class SamPromptHead(nn.Module):
         return cast(nn.Embedding, self.prompt_encoder.point_embed[label]).weight
 
     @property
+    def decoder_layer_norm_eps(self) -> float:
+        """The eps of the two-way transformer's block LayerNorms (see :meth:`set_decoder_layer_norm_eps`)."""
+        return float(self._block_norms()[0].eps)
+
+    def set_decoder_layer_norm_eps(self, eps: float) -> None:
+        """Set the eps of every two-way transformer block's four LayerNorms: 1e-5 in the original
+        SAM code, ``layer_norm_eps`` (1e-6 by default) in a ``transformers`` SAM config. The final
+        token-to-image norm is 1e-5 in both and is left alone."""
+        for norm in self._block_norms():
+            norm.eps = float(eps)
+
+    def _block_norms(self) -> list[nn.LayerNorm]:
+        layers = self.mask_decoder.transformer.layers
+        return [cast(nn.LayerNorm, getattr(layer, f"layer_norm{i}")) for layer in layers for i in range(1, 5)]
+
+    @property
     def input_image_size(self) -> int:
         """Side of the square (padded) encoder input the box coordinates refer to (1024)."""
         return int(self.prompt_encoder.input_image_size)
@@ -397,4 +413,5 @@ class SamRegionTokenizer(nn.Module):
         """Family, weights, token place and widths (stable keys, for caches and ``info``)."""
         return {"family": self.family, "name_or_path": self.name_or_path, "token_place": self.head.token_place,
                 "multimask": self.head.multimask, "token_dim": self.token_dim,
-                "image_input_size": self.image_input_size, **self.details}
+                "image_input_size": self.image_input_size,
+                "decoder_layer_norm_eps": self.head.decoder_layer_norm_eps, **self.details}

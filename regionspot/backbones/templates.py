@@ -3,7 +3,8 @@
 ``SINGLE`` is the paper's prompt; ``ENSEMBLE`` adds the 80 ImageNet prompt templates that OpenAI
 published with CLIP (the "Prompt Engineering for ImageNet" notebook of the CLIP repository, MIT
 licence), 81 in all. A category's embedding is the normalised mean of its prompts' normalised
-embeddings (see :mod:`regionspot.backbones.clip_text`).
+embeddings (see :mod:`regionspot.backbones.clip_text`). ``OFFICIAL`` is the authors' set, used
+the authors' way (raw names, raw embeddings averaged, then normalised) for converted heads.
 """
 
 from __future__ import annotations
@@ -99,13 +100,26 @@ OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
 
 ENSEMBLE: tuple[str, ...] = SINGLE + OPENAI_IMAGENET_TEMPLATES
 
-TEMPLATES_BY_NAME: dict[str, tuple[str, ...]] = {"single": SINGLE, "ensemble": ENSEMBLE}
+#: The authors' release: ``'{}.'`` followed by the same 80 OpenAI templates (their
+#: ``prompt_engineering.get_prompt_templates``, inherited from X-Decoder), 81 in all.
+OFFICIAL: tuple[str, ...] = ("{}.", *OPENAI_IMAGENET_TEMPLATES)
 
-# Dataset bookkeeping suffixes (COCO-Stuff / panoptic "wall-other-merged"), not part of the name.
+TEMPLATES_BY_NAME: dict[str, tuple[str, ...]] = {"single": SINGLE, "ensemble": ENSEMBLE, "official": OFFICIAL}
+
+#: The only rewriting of a name in the authors' text embeddings: dataset bookkeeping suffixes
+#: dropped; underscores and parentheses (LVIS ``aerosol_can``, ``bow_(weapon)``) are kept.
+OFFICIAL_DROPPED_SUFFIXES = ("-other", "-merged", "-stuff")
+
+
+def official_name(name: str) -> str:
+    """``name`` as the authors' text embeddings spell it (:data:`OFFICIAL_DROPPED_SUFFIXES` removed)."""
+    for suffix in OFFICIAL_DROPPED_SUFFIXES:
+        name = name.replace(suffix, "")
+    return name
 
 
 def resolve_templates(templates: str | Sequence[str]) -> tuple[str, ...]:
-    """``"single"`` / ``"ensemble"`` or an explicit sequence of ``{}`` templates -> a tuple.
+    """``"single"`` / ``"ensemble"`` / ``"official"`` or an explicit sequence of ``{}`` templates -> a tuple.
 
     Raises ``ValueError`` for an unknown set name, an empty sequence, or a template without
     exactly one ``{}``.

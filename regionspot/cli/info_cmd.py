@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from regionspot.config import FusionConfig
+from regionspot.config import FusionConfig, RegionSpotConfig
 from regionspot.presets import MODELS
 
 
@@ -41,10 +41,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def inputs_line(built: RegionSpotConfig) -> str:
+    """The input mode and the SAM decoder eps a head runs with, in words (``built``: the
+    configuration its backbones are built from, see :func:`regionspot.config.backbone_config`)."""
+    eps = built.sam.decoder_layer_norm_eps
+    eps_text = f"{eps:g}" if eps is not None else "the SAM checkpoint's own"
+    mode = ("official (the authors' evaluation: detectron2 800/1333 resize first, their 81 templates on raw names)"
+            if built.inputs == "official" else "native")
+    return f"{mode}; SAM decoder LayerNorm eps {eps_text}; text templates {built.text.templates}"
+
+
 def _checkpoint_info(checkpoint: str, load_backbones: bool) -> int:
     """A checkpoint's configuration and head size (a folder, a Hub id or the authors' .pth, read
     by the one loader); with ``load_backbones`` the whole model is built and described."""
-    from regionspot.config import RegionSpotConfig, to_dict
+    from regionspot.config import backbone_config, to_dict
     from regionspot.model.loader import ModelSource, load, source_config
 
     source = ModelSource(checkpoint=checkpoint)
@@ -53,6 +63,7 @@ def _checkpoint_info(checkpoint: str, load_backbones: bool) -> int:
     print(json.dumps(to_dict(config), indent=2))
     if isinstance(config, RegionSpotConfig):
         print(f"trainable parameters: {head_parameter_count(config.fusion, config.clip.enabled) / 1e6:.2f}M")
+        print(f"inputs: {inputs_line(backbone_config(config))}")
     if load_backbones:
         model = load(source, device="cpu")
         print(json.dumps(model.describe(), indent=2, default=str))

@@ -48,7 +48,7 @@ Log = Callable[[str], None]
 ARCHITECTURE_KEYS = ("clip.enabled", "sam.token_place", "fusion.depth", "fusion.heads", "fusion.ffn_dim",
                      "fusion.region_self_attention")
 #: Model-config keys that change what the head sees without changing its weights.
-INPUT_KEYS = ("clip.use_class_token", "clip.image_size", "sam.multimask")
+INPUT_KEYS = ("clip.use_class_token", "clip.image_size", "sam.multimask", "sam.decoder_layer_norm_eps", "inputs")
 
 
 @dataclass

@@ -88,19 +88,22 @@ def _variant_spec(variant: str) -> NamedModel:
 
 
 def official_config(variant: str) -> RegionSpotConfig:
-    """Our config for a released model: SAM ViT-B, the variant's CLIP at its input size, the
-    81-template text ensemble, and their head hyper-parameters (depth 3, 8 heads, FFN 2048,
-    dropout 0.1, region self-attention on, logit scale 100) and their evaluation's scoring: a
-    softmax over the vocabulary (their head is trained with a sigmoid focal loss but their LVIS
-    evaluation ranks softmax probabilities; ``fusion.score_function=sigmoid`` gives ours)."""
+    """Our config for a released model: SAM ViT-B, the variant's CLIP at its input size, their
+    head hyper-parameters (depth 3, 8 heads, FFN 2048, dropout 0.1, region self-attention on,
+    logit scale 100), their evaluation's inputs (``inputs="official"``: detectron2's resize
+    first, SAM decoder eps 1e-5, their 81 templates on raw names; ``inputs=native`` gives ours)
+    and their evaluation's scoring: a softmax over the vocabulary (their head is trained with a
+    sigmoid focal loss but their LVIS evaluation ranks softmax probabilities;
+    ``fusion.score_function=sigmoid`` gives ours)."""
     spec = _variant_spec(variant)
     return RegionSpotConfig(
         sam=SamBackboneConfig(name_or_path=spec.sam, token_place="transformer", multimask=False),
         clip=ClipBackboneConfig(name_or_path=spec.clip, image_size=spec.image_size, use_class_token=True),
-        text=TextConfig(templates="ensemble"),
+        text=TextConfig(templates="official"),
         fusion=FusionConfig(token_dim=spec.token_dim, width=spec.width, text_dim=spec.text_dim, depth=3,
                             heads=OFFICIAL_HEADS, ffn_dim=2048, dropout=0.1, region_self_attention=True,
                             logit_scale=100.0, score_function="softmax"),
+        inputs="official",
     )
 
 

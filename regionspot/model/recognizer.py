@@ -83,8 +83,15 @@ class Recognizer(Protocol):
     @property
     def has_attention(self) -> bool: ...
 
+    def input_frame(self, image: np.ndarray) -> np.ndarray:
+        """The HxWx3 uint8 image both towers are given for ``image`` (usually ``image`` itself;
+        a resized copy for a head that must see the authors' inputs). Boxes and masks are
+        mapped between the two frames by the predictor."""
+        ...
+
     def encode_context(self, image: np.ndarray) -> torch.Tensor | None:
-        """Per-image work besides SAM's encoder (HxWx3 uint8 -> e.g. CLIP memory), or None."""
+        """Per-image work besides SAM's encoder (the input frame, HxWx3 uint8 -> e.g. CLIP
+        memory), or None."""
         ...
 
     def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:

@@ -21,12 +21,19 @@ from regionspot.config import (
     TextConfig,
     TokenPlace,
     apply_overrides,
+    backbone_config,
 )
 from regionspot.devices import full_precision
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
 from regionspot.model.fusion import RegionFusion, count_parameters
 from regionspot.model.recognizer import RegionBatch, RegionScores
 from regionspot.model.text_memo import TextEmbeddingMemo
+from regionspot.ops.official_inputs import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    detectron2_test_resize,
+    tensor_resize_clip_pixels,
+)
 from regionspot.weights import load_strict
 
 if TYPE_CHECKING:
@@ -88,9 +95,10 @@ class RegionSpot(nn.Module):
         from regionspot.backbones.sam import build_region_tokenizer
         from regionspot.backbones.text import build_text_embedder
 
-        region_tokenizer = build_region_tokenizer(config.sam)
-        image_encoder = build_image_memory_encoder(config.clip)
-        text_embedder = build_text_embedder(config.text, config.clip.name_or_path)
+        built = backbone_config(config)
+        region_tokenizer = build_region_tokenizer(built.sam)
+        image_encoder = build_image_memory_encoder(built.clip)
+        text_embedder = build_text_embedder(built.text, built.clip.name_or_path)
         return cls(config, region_tokenizer, image_encoder, text_embedder)
 
     @classmethod
@@ -170,9 +178,10 @@ class RegionSpot(nn.Module):
         }
 
     def describe(self) -> dict[str, Any]:
-        """What answers (for outputs and reports): method, head origin, backbones."""
+        """What answers (for outputs and reports): method, head origin, input mode, backbones."""
         return {"method": self.method, "trained": self.origin.get("head") != "untrained", "origin": dict(self.origin),
-                "score_kind": self.score_kind, "precision": self.precision, "backbones": self.describe_backbones()}
+                "inputs": self.config.inputs, "score_kind": self.score_kind, "precision": self.precision,
+                "backbones": self.describe_backbones()}
 
     # ----------------------------------------------------------------- the Recognizer interface
     @property
@@ -192,12 +201,22 @@ class RegionSpot(nn.Module):
         """Unit text embeddings [N, text_dim] float32 on the model's device, memoised per vocabulary."""
         return self._text_memo.embeddings(self.text_embedder, names, self.device)
 
+    def input_frame(self, image: np.ndarray) -> np.ndarray:
+        """The image both towers see: ``image`` itself, or with ``inputs="official"`` detectron2's
+        800/1333 test resize of it (:mod:`regionspot.ops.official_inputs`)."""
+        return detectron2_test_resize(image) if self.config.inputs == "official" else image
+
     def encode_context(self, image: np.ndarray) -> torch.Tensor | None:
-        """The CLIP memory [1, T, width] of an HxWx3 uint8 image, or None without CLIP vision."""
+        """The CLIP memory [1, T, width] of an HxWx3 uint8 image (the input frame), or None
+        without CLIP vision. ``inputs="official"``: the authors' tensor resize and OpenAI CLIP's
+        mean/std instead of the tower's own preprocessing."""
         if self.image_encoder is None:
             return None
-        pixels = self.image_encoder.preprocess(image).unsqueeze(0).to(self.device)
-        return self.image_encoder.encode_image(pixels)
+        if self.config.inputs == "official":
+            pixels = tensor_resize_clip_pixels(image, self.image_encoder.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        else:
+            pixels = self.image_encoder.preprocess(image)
+        return self.image_encoder.encode_image(pixels.unsqueeze(0).to(self.device))
 
     def score_regions(self, batch: RegionBatch) -> RegionScores:
         """The head on the batch's tokens and memory: all regions together (they attend to each

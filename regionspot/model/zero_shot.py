@@ -157,6 +157,10 @@ class ZeroShotCLIP(nn.Module):
         """Unit text embeddings [N, text_dim] float32 on the model's device, memoised per vocabulary."""
         return self._text_memo.embeddings(self.text_embedder, names, self.device)
 
+    def input_frame(self, image: np.ndarray) -> np.ndarray:
+        """The image itself: the crops are cut from the photo as it is."""
+        return image
+
     def encode_context(self, image: np.ndarray) -> torch.Tensor | None:
         """No whole-image context: each region is embedded from its own crop."""
         return None

@@ -26,6 +26,9 @@ def check_config(config: TrainConfig, world_size: int) -> None:
     if config.batch_size % world_size:
         raise ConfigError(f"batch_size {config.batch_size} must be a positive multiple of the number of "
                           f"processes ({world_size})")
+    if config.model.inputs != "native":
+        raise ConfigError("model.inputs: training feeds the head this library's own inputs; set model.inputs=native "
+                          "('official' reproduces the authors' evaluation of their released heads)")
     names = [d.name for d in config.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"dataset names must be distinct, got {names}")
@@ -43,13 +46,18 @@ def check_config(config: TrainConfig, world_size: int) -> None:
 
 def build_training_model(config: TrainConfig) -> RegionSpot:
     """Backbones named by ``config.model``, head widths read off them, and the head initialised
-    from ``config.init_from`` (stage 2 from stage 1) when given (strictly)."""
+    from ``config.init_from`` (stage 2 from stage 1) when given (strictly). The SAM decoder's
+    LayerNorm eps the tokens are made with is recorded in the head's config, so the head runs
+    with it wherever it is loaded."""
     model_config = config.model
     tokenizer = build_region_tokenizer(model_config.sam)
     image_encoder = build_image_memory_encoder(model_config.clip)
     text = build_text_embedder(model_config.text, model_config.clip.name_or_path)
     fusion = fitted_fusion_config(model_config.fusion, tokenizer, image_encoder, text)
-    model_config = dataclasses.replace(model_config, fusion=fusion)
+    eps = tokenizer.describe().get("decoder_layer_norm_eps")
+    sam = dataclasses.replace(model_config.sam, decoder_layer_norm_eps=float(eps)) \
+        if isinstance(eps, float) else model_config.sam
+    model_config = dataclasses.replace(model_config, fusion=fusion, sam=sam)
     model = RegionSpot(model_config, tokenizer, image_encoder, text)
     if config.init_from:
         folder = resolve_checkpoint(config.init_from)

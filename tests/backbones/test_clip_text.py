@@ -14,7 +14,7 @@ from regionspot.backbones.clip_text import (
     save_tiny_clip,
 )
 from regionspot.backbones.protocols import TextEmbedder
-from regionspot.backbones.templates import ENSEMBLE, SINGLE
+from regionspot.backbones.templates import ENSEMBLE, OFFICIAL, SINGLE
 from regionspot.backbones.text import build_text_embedder
 from regionspot.backbones.text_bank import TextBankEmbedder
 from regionspot.backbones.text_cache import TextEmbeddingDiskCache
@@ -160,3 +160,29 @@ def test_build_text_embedder(tiny_folder: Path, tmp_path: Path, shared_data: Pat
     bank = shared_data / "text-banks" / "coco_clip-vit-b32_a-name.npy"
     from_bank = build_text_embedder(TextConfig(bank=str(bank)), str(tiny_folder))
     assert isinstance(from_bank, TextBankEmbedder) and from_bank.embed_dim == 512
+
+
+def _raw_mean_embedding(folder: Path, prompts: list[str]) -> torch.Tensor:
+    """The authors' recipe straight from transformers: raw projected prompt embeddings
+    averaged, then normalised."""
+    model = CLIPModel.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokens = tokenizer(prompts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        features = model.get_text_features(**tokens).pooler_output
+    return torch.nn.functional.normalize(features.mean(dim=0), dim=-1)
+
+
+def test_official_recipe_averages_raw_embeddings_of_raw_names(tiny_folder: Path, tmp_path: Path) -> None:
+    official = ClipTextEmbedder.from_pretrained(str(tiny_folder), templates="official", cache_dir=tmp_path)
+    rows = official.encode_text(["aerosol_can", "wall-other-merged"])
+    for row, spelled in zip(rows, ["aerosol_can", "wall"], strict=True):
+        expected = _raw_mean_embedding(tiny_folder, [t.format(spelled) for t in OFFICIAL])
+        torch.testing.assert_close(row, expected, rtol=1e-4, atol=1e-5)
+    assert official.describe()["averaging"] == "raw prompt embeddings, then normalised"
+    native = ClipTextEmbedder.from_pretrained(str(tiny_folder), templates=list(OFFICIAL), cache_dir=tmp_path)
+    assert native.cache_path != official.cache_path  # same templates, another recipe: another cache file
+    cosine = float(native.encode_text(["aerosol_can"])[0] @ rows[0])
+    assert cosine < 1 - 1e-4  # cleaned name and per-prompt normalisation give another embedding
+    with pytest.raises(ValueError, match="empty once its dataset suffixes are dropped"):
+        official.encode_text(["-other"])

@@ -10,10 +10,12 @@ import pytest
 
 from regionspot.backbones.templates import (
     ENSEMBLE,
+    OFFICIAL,
     OPENAI_IMAGENET_TEMPLATES,
     SINGLE,
     build_prompts,
     clean_category_name,
+    official_name,
     resolve_templates,
 )
 
@@ -27,6 +29,22 @@ def test_template_sets() -> None:
     assert all(t.count("{}") == 1 for t in ENSEMBLE)
     assert resolve_templates("single") == SINGLE and resolve_templates("ensemble") == ENSEMBLE
     assert resolve_templates(["{} here"]) == ("{} here",)
+
+
+def test_the_authors_template_set_is_their_81() -> None:
+    """Their prompt_engineering.get_prompt_templates: '{}.' first, then OpenAI's 80 in order;
+    it differs from our ensemble by that one template, in place of the paper's prompt."""
+    assert OFFICIAL[0] == "{}." and OFFICIAL[1:] == OPENAI_IMAGENET_TEMPLATES and len(OFFICIAL) == 81
+    assert set(OFFICIAL) - set(ENSEMBLE) == {"{}."} and set(ENSEMBLE) - set(OFFICIAL) == set(SINGLE)
+    assert resolve_templates("official") == OFFICIAL
+
+
+@pytest.mark.parametrize(("raw", "spelled"), [
+    ("aerosol_can", "aerosol_can"), ("bow_(weapon)", "bow_(weapon)"), ("wall-other-merged", "wall"),
+    ("grass-merged", "grass"), ("sky-other", "sky"), ("snow-stuff", "snow"), ("Baseball Bat", "Baseball Bat"),
+])
+def test_official_names_keep_the_released_spelling(raw: str, spelled: str) -> None:
+    assert official_name(raw) == spelled
 
 
 @pytest.mark.parametrize(("bad", "message"), [

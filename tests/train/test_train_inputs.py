@@ -141,6 +141,9 @@ IMPOSSIBLE = {  # --set override -> error message
     "seed=-3": "seed must be at least 0, got -3",
     "num_workers=-1": "num_workers must be at least 0, got -1",
     "model.fusion.dropout=1": "model.fusion.dropout must be below 1.0, got 1.0",
+    "model.sam.decoder_layer_norm_eps=0": "model.sam.decoder_layer_norm_eps must be above 0, got 0.0",
+    "model.inputs=official": "model.inputs: training feeds the head this library's own inputs; set model.inputs=native "
+                             "('official' reproduces the authors' evaluation of their released heads)",
 }
 
 
