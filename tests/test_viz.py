@@ -88,6 +88,21 @@ def test_tag_inside_when_box_touches_top() -> None:
     assert filled[60:140, 60:240].sum() == 0  # box interior below the tag untouched
 
 
+def test_colors_replace_the_palette() -> None:
+    image = _grey(200, 300)
+    boxes = np.array([[20, 60, 120, 180], [160, 60, 280, 180]], float)
+    masks = np.zeros((2, 200, 300), bool)
+    masks[0, 100:170, 30:110] = True
+    chosen = [(40, 170, 70), (225, 30, 60)]
+    out = draw_regions(image, boxes, ["a", "b"], np.array([0.9, 0.4]), masks, colors=chosen)
+    arr = np.asarray(out)
+    np.testing.assert_array_equal(arr[120, 20], chosen[0])  # left edge of box 0
+    np.testing.assert_array_equal(arr[120, 160], chosen[1])  # left edge of box 1
+    np.testing.assert_array_equal(arr[100, 70], chosen[0])  # mask 0's contour
+    assert _colour_pixels(out, region_color(0)).sum() == 0 and _colour_pixels(out, region_color(1)).sum() == 0
+    assert _colour_pixels(out, chosen[1])[:60].sum() > 50  # box 1's tag, above it, in its colour
+
+
 def test_text_pixels_contrast_with_tag() -> None:
     image = _grey(200, 300)
     out = np.asarray(draw_regions(image, np.array([[50, 100, 250, 180]]), ["person"], np.array([0.87])))
@@ -209,6 +224,7 @@ def test_contrast_text_color() -> None:
     (dict(boxes=np.array([[0, 0, np.nan, 5], [0, 0, 5, 5]])), "NaN"),
     (dict(mask_alpha=1.5), "mask_alpha"),
     (dict(boxes=np.array([0, 0, 5, 5, 1, 1, 6, 6], float)), r"shape \(R, 4\)"),
+    (dict(colors=[(1, 2, 3)]), "2 boxes but 1 colors"),
 ])
 def test_input_errors(kwargs: dict, match: str) -> None:
     args = dict(image=_grey(10, 10), boxes=np.array([[0, 0, 5, 5], [1, 1, 6, 6]], float),

@@ -57,7 +57,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
              "examples": getattr(args, "examples", None), "save_detections": getattr(args, "save_detections", None)}
     protocol = {"pairs_per_box": args.pairs_per_box, "pairs_per_image": getattr(args, "pairs_per_image", None),
                 "max_dets_per_image": getattr(args, "max_dets_per_image", None),
-                "fixed_ap_budget": getattr(args, "fixed_ap", None), "federated": getattr(args, "federated", None)}
+                "fixed_ap_budget": getattr(args, "fixed_ap", None), "federated": getattr(args, "federated", None),
+                "keep_zero_area": getattr(args, "keep_zero_area", None)}
     model = model_source_from_args(args, model_overrides, base=config.model, with_method=False)
     return dataclasses.replace(config, **_given(flags), model=model,
                                protocol=dataclasses.replace(config.protocol, **_given(protocol)))

@@ -12,8 +12,9 @@
   (box, category) pairs per image, evaluator cap), also under ``torchrun`` (images split across
   processes, results merged on rank 0).
 
-Both print the metrics and, with ``--out DIR``, write metrics.json, report.md (the protocol
-first) and per_category.csv; a model run adds pr_curves_*.png and examples/.
+Both print the metrics and, with ``--out DIR``, write metrics.json, report.md (the model, or
+the detections file, then the protocol) and per_category.csv; a model run adds pr_curves_*.png
+and examples/ (ground truth beside the predictions).
 ``--set KEY=VALUE`` changes the model config (``sam.``, ``clip.``, ``text.``, ``fusion.`` keys,
 e.g. ``text.templates=single``) or the evaluation config (any other key, e.g.
 ``protocol.pairs_per_image=300`` or ``auto.points_per_side=8``); see regionspot.eval.config for
@@ -47,7 +48,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--masks", action="store_true", default=None,
                         help="also mask AP (a model run: SAM masks of the box prompts)")
     parser.add_argument("--fixed-ap", type=positive_int, metavar="BUDGET",
-                        help="also LVIS fixed AP with this per-category budget (e.g. 10000)")
+                        help="also LVIS fixed AP with this per-category budget (e.g. 10000), box and with "
+                             "--masks mask")
     parser.add_argument("--federated", action=argparse.BooleanOptionalAction, default=None,
                         help="force LVIS federated rules on or off (default: from the annotation)")
     parser.add_argument("--frequencies", metavar="FILE",
@@ -57,6 +59,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="(box, category) pairs kept per image (default 900)")
     parser.add_argument("--max-dets-per-image", type=non_negative_int, metavar="N",
                         help="evaluator cap over all categories (default: the rules', LVIS 300; 0: none)")
+    parser.add_argument("--keep-zero-area", action="store_true", default=None,
+                        help="under LVIS rules: keep detections and ground truth of area 0 (false positives, as "
+                             "pycocotools) instead of leaving them out as lvis-api does")
     parser.add_argument("--examples", type=non_negative_int, metavar="N", help="example pictures drawn (default 4)")
     parser.add_argument("--save-detections", action="store_true", default=None,
                         help="also write the detections as OUT/results.json")
@@ -117,36 +122,55 @@ def run_results_file(args: argparse.Namespace) -> int:
 
 def evaluate_results(args: argparse.Namespace, annotations: dict[str, Any], detections: list[dict[str, Any]],
                      frequencies: dict[int, str] | None) -> dict[str, Any]:
-    """Report sections ``{"bbox": {"federated", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``."""
-    from regionspot.eval.evaluator import evaluator_for_results, fixed_ap
+    """Report sections ``{"bbox": {"federated", "rules", "metrics", "per_category"}, "segm": ...,
+    "fixed_ap": {"budget", "metrics"}, "fixed_ap_segm": ...}``: the cap of a model run
+    (:func:`~regionspot.eval.protocol.evaluator_cap`), fixed AP for each AP type."""
+    from regionspot.eval.evaluator import evaluator_for_results, fixed_ap, is_federated
+    from regionspot.eval.protocol import detections_cap, evaluator_cap
+    from regionspot.eval.report import rules_text
 
+    federated = is_federated(annotations) if args.federated is None else args.federated
+    max_dets, per_image = evaluator_cap(federated, args.max_dets_per_image)
+    drop_zero_area = False if args.keep_zero_area else None  # None: the rules' own
+    rules = f"{rules_text(federated).split(',')[0]}, {detections_cap(federated, args.max_dets_per_image)}"
     reports: dict[str, Any] = {}
-    for iou_type in ("bbox", "segm") if args.masks else ("bbox",):
-        evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=args.federated,
-                                          frequencies=frequencies)
+    iou_types = ("bbox", "segm") if args.masks else ("bbox",)
+    for iou_type in iou_types:
+        evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=federated,
+                                          frequencies=frequencies, max_dets=max_dets, max_dets_per_image=per_image,
+                                          drop_zero_area=drop_zero_area)
         metrics = evaluator.evaluate()
-        reports[iou_type] = {"federated": evaluator.federated, "metrics": metrics,
+        reports[iou_type] = {"federated": evaluator.federated, "rules": rules, "metrics": metrics,
                              "per_category": evaluator.per_category()}
-    if args.fixed_ap:
-        reports["fixed_ap"] = {"budget": args.fixed_ap, "metrics": fixed_ap(
-            annotations, detections, args.fixed_ap, federated=args.federated, frequencies=frequencies)}
+    for iou_type in iou_types if args.fixed_ap else ():
+        key = "fixed_ap" if iou_type == "bbox" else "fixed_ap_segm"
+        reports[key] = {"budget": args.fixed_ap, "metrics": fixed_ap(
+            annotations, detections, args.fixed_ap, iou_type=iou_type, federated=federated, frequencies=frequencies,
+            drop_zero_area=drop_zero_area)}
     return reports
 
 
 def results_file_protocol(args: argparse.Namespace, federated: bool) -> dict[str, Any]:
+    from regionspot.eval.protocol import detections_cap, fixed_ap_text, zero_area_text
     from regionspot.eval.report import rules_text
 
+    cap = detections_cap(federated, args.max_dets_per_image)
     protocol = {"annotations": f"`{args.data}`", "detections": f"`{args.detections}`",
-                "protocol": "the detections as given (their boxes, labels and scores); " + rules_text(federated)}
+                "protocol": f"the detections as given (their boxes, labels and scores); "
+                            f"{rules_text(federated).split(',')[0]}; {cap}",
+                "zero_area": zero_area_text(federated, bool(args.keep_zero_area))}
     if args.fixed_ap:
-        protocol["fixed_ap"] = f"top {args.fixed_ap} detections per category over the dataset, no per-image cap"
+        protocol["fixed_ap"] = fixed_ap_text(args.fixed_ap, bool(args.masks))
     return protocol
 
 
 def write_reports(folder: Path, reports: dict[str, Any], args: argparse.Namespace, protocol: dict[str, Any]) -> None:
-    """metrics.json (everything), report.md (the protocol, then a table per AP type) and
-    per_category.csv (AP per category)."""
+    """metrics.json (everything), report.md (what was evaluated: the detections file, no model
+    run here; the protocol; then a table per AP type) and per_category.csv (AP per category)."""
     from regionspot.eval.report import markdown_report, write_report_files
 
     document = {"annotations": str(args.data), "detections": str(args.detections), "protocol": protocol, **reports}
-    write_report_files(folder, document, markdown_report("Evaluation", protocol, reports))
+    model = {"detections": f"`{args.detections}`, evaluated as given",
+             "model": "none run here (the file's own boxes, labels and scores)"}
+    title = f"Evaluation: {Path(args.detections).name} on {Path(args.data).name}"
+    write_report_files(folder, document, markdown_report(title, protocol, reports, model=model))

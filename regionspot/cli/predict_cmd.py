@@ -117,8 +117,10 @@ def auto_boxes(predictor: Any, max_boxes: int) -> np.ndarray:
 
 
 def model_summary(description: dict[str, Any]) -> dict[str, Any]:
-    """What the output documents say about the model: method, trained or not, origin, scores."""
-    return {key: description[key] for key in ("method", "trained", "origin", "score_kind")}
+    """What the output documents say about the model: method, trained or not, origin, scores,
+    and the input mode (``native`` for a recognizer without one)."""
+    summary = {key: description[key] for key in ("method", "trained", "origin", "score_kind")}
+    return {**summary, "inputs": description.get("inputs", "native")}
 
 
 def method_caption(description: dict[str, Any]) -> str:
@@ -128,7 +130,8 @@ def method_caption(description: dict[str, Any]) -> str:
         return f"zero-shot CLIP ({method}), no trained head; softmax scores"
     if not description["trained"]:
         return "regionspot with an UNTRAINED head: labels are random"
-    return f"regionspot head: {origin.get('checkpoint')}; {description['score_kind']} scores"
+    inputs = " on the authors' inputs" if description.get("inputs") == "official" else ""
+    return f"regionspot head: {origin.get('checkpoint')}; {description['score_kind']} scores{inputs}"
 
 
 def write_document(args: argparse.Namespace, result: RegionResult, names: list[str],

@@ -28,7 +28,8 @@ The protocol:
   truth to match, is a false positive; in the image's ``not_exhaustive_category_ids`` unmatched
   detections are ignored while matched ones stay true positives. No per-(image, category) limit:
   LVIS caps detections per image (300, over all categories) before evaluation, which the caller does
-  with :func:`top_per_image`; ``max_dets`` only labels AR then.
+  with :func:`top_per_image`; ``max_dets`` only labels AR then. lvis-api also leaves out detections
+  and ground truth of area 0 (after the cap); that too is the caller's (``DetectionEvaluator``'s).
 - Per-category AP is averaged into AP (and APr/APc/APf by frequency tag). Categories without
   any non-ignored ground truth in the evaluated images (for an area range) have no AP and are
   left out of every average, as in COCO and LVIS.

@@ -49,6 +49,8 @@ class ProtocolConfig:
     ``fixed_ap_budget``: also the LVIS fixed-AP protocol with this per-category budget.
     ``proposal_scores``: multiply class scores by a detector file's / auto proposals' scores
     (ground-truth boxes score 1). ``federated``: LVIS rules on/off (None: from the annotation).
+    ``keep_zero_area``: under LVIS rules keep detections and ground truth of area 0 (as false
+    positives, pycocotools' way) instead of leaving them out (lvis-api's rule, the default).
     """
 
     pairs_per_box: int | None = None
@@ -57,6 +59,7 @@ class ProtocolConfig:
     fixed_ap_budget: int | None = None
     proposal_scores: bool = True
     federated: bool | None = None
+    keep_zero_area: bool = False
 
 
 @dataclass

@@ -105,14 +105,18 @@ def to_rle(segmentation: Any, height: int, width: int) -> dict:
     return segmentation
 
 
-def ground_truth_from_dataset(dataset: Mapping[str, Any], *, iou_type: str, federated: bool) -> GroundTruth:
+def ground_truth_from_dataset(dataset: Mapping[str, Any], *, iou_type: str, federated: bool,
+                              drop_zero_area: bool | None = None) -> GroundTruth:
     """COCO/LVIS annotation dict -> :class:`GroundTruth`. ``area`` comes from the annotation (box
     area w*h when absent). Crowd (``iscrowd``) annotations are crowd and ignored; in COCO mode that
     is the only ignore flag (pycocotools overrides a stored ``ignore`` with ``iscrowd``), in
-    federated mode a true ``ignore`` field also ignores (as lvis-api)."""
-    anns = dataset["annotations"]
+    federated mode a true ``ignore`` field also ignores (as lvis-api). ``drop_zero_area`` (None:
+    ``federated``): leave out annotations of area 0, as lvis-api does (they then neither count as
+    ground truth nor make their category positive in the image); pycocotools keeps them."""
+    drop = federated if drop_zero_area is None else drop_zero_area
+    anns = [a for a in dataset["annotations"] if not drop or _area(a) > 0]
     boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-    areas = np.array([a.get("area", b[2] * b[3]) for a, b in zip(anns, boxes, strict=True)], dtype=np.float64)
+    areas = np.array([_area(a) for a in anns], dtype=np.float64)
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
     ignore = crowd | (np.array([bool(a.get("ignore", 0)) for a in anns], dtype=bool) if federated else crowd)
     masks = None
@@ -134,12 +138,20 @@ def ground_truth_from_dataset(dataset: Mapping[str, Any], *, iou_type: str, fede
     )
 
 
+def _area(annotation: Mapping[str, Any]) -> float:
+    """An annotation's ``area``, else its box area w*h."""
+    return float(annotation.get("area", annotation["bbox"][2] * annotation["bbox"][3]))
+
+
 def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTruth,
-                            image_sizes: Mapping[int, tuple[int, int]], *, iou_type: str) -> Detections:
+                            image_sizes: Mapping[int, tuple[int, int]], *, iou_type: str,
+                            mask_area: bool = False) -> Detections:
     """COCO results -> :class:`Detections`. A missing ``bbox`` is taken from the mask. A detection's
     area is its box area w*h when it has a ``bbox``, else its mask area: what pycocotools' and
-    lvis-api's ``loadRes`` do (they decide on the first result, this on each). Raises ValueError
-    for an image or category unknown to the annotation, or a missing mask when ``iou_type="segm"``."""
+    lvis-api's ``loadRes`` do (they decide on the first result, this on each). ``mask_area`` (with
+    ``iou_type="segm"``): the mask area always, as the LVIS fixed-AP script, which removes the
+    ``bbox`` of every result before mask AP. Raises ValueError for an image or category unknown to
+    the annotation, or a missing mask when ``iou_type="segm"``."""
     known_images, known_cats = set(gt.images.tolist()), set(gt.categories.tolist())
     boxes, areas = [], []
     masks: list[dict] = []  # every detection's when iou_type="segm"
@@ -153,7 +165,8 @@ def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTrut
             raise ValueError(f"detection without {'segmentation' if iou_type == 'segm' else 'bbox'}: {det}")
         box = det["bbox"] if "bbox" in det else mask_utils.toBbox(rle).tolist()
         boxes.append(box)
-        areas.append(box[2] * box[3] if "bbox" in det else float(mask_utils.area(rle)))
+        by_mask = rle is not None and (mask_area or "bbox" not in det)
+        areas.append(float(mask_utils.area(rle)) if by_mask else box[2] * box[3])
         if rle is not None:
             masks.append(rle)
     return Detections(
@@ -195,7 +208,13 @@ class DetectionEvaluator:
     ``max_dets_per_image``: keep each image's top-N detections over all categories before
     evaluating ("auto": ``max_dets[-1]`` when federated, as LVIS, none for COCO, as pycocotools).
     ``per_category_budget``: keep each category's top-N over the dataset (the fixed-AP protocol).
-    ``frequencies``: see :func:`resolve_frequencies`; gives APr/APc/APf.
+    ``drop_zero_area``: leave out detections and ground truth of area 0 (None: when federated, as
+    lvis-api, whose evaluation keeps only areas > 0; pycocotools keeps them, so a zero-area
+    detection is a false positive there). Detections are dropped after the caps above, in whose
+    counts they take places (as in lvis-api). ``mask_area``: with ``iou_type="segm"``, a
+    detection's area is its mask's even when it carries a ``bbox`` (see
+    :func:`detections_from_results`). ``frequencies``: see :func:`resolve_frequencies`; gives
+    APr/APc/APf.
     Metrics are evaluated over the images passed to :meth:`process` since the last :meth:`reset`.
     The annotation is held to :func:`checked_annotation` (DatasetError, a ValueError, naming it).
     """
@@ -203,7 +222,8 @@ class DetectionEvaluator:
     def __init__(self, annotations: Mapping[str, Any] | str | Path, *, iou_type: str = "bbox",
                  max_dets: Sequence[int] | None = None, federated: bool | None = None,
                  frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None,
-                 max_dets_per_image: int | str | None = _AUTO, per_category_budget: int | None = None) -> None:
+                 max_dets_per_image: int | str | None = _AUTO, per_category_budget: int | None = None,
+                 drop_zero_area: bool | None = None, mask_area: bool = False) -> None:
         if iou_type not in ("bbox", "segm"):
             raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
         self.dataset = checked_annotation(annotations, masks=iou_type == "segm")
@@ -219,8 +239,11 @@ class DetectionEvaluator:
             max_dets_per_image = limits[-1] if self.federated else None
         self.max_dets_per_image = max_dets_per_image
         self.per_category_budget = per_category_budget
+        self.drop_zero_area = self.federated if drop_zero_area is None else bool(drop_zero_area)
+        self.mask_area = mask_area
         self.frequencies = resolve_frequencies(self.dataset["categories"], frequencies)
-        self.gt = ground_truth_from_dataset(self.dataset, iou_type=iou_type, federated=self.federated)
+        self.gt = ground_truth_from_dataset(self.dataset, iou_type=iou_type, federated=self.federated,
+                                            drop_zero_area=self.drop_zero_area)
         self._sizes = {img["id"]: (img["height"], img["width"]) for img in self.dataset["images"]}
         self._names = {c["id"]: c.get("name", str(c["id"])) for c in self.dataset["categories"]}
         self.result: APResult | None = None
@@ -263,11 +286,14 @@ class DetectionEvaluator:
         where nothing can be measured)."""
         if not self._image_ids:
             raise RuntimeError("no image was processed: call process() before evaluate()")
-        dt = detections_from_results(self._results, self.gt, self._sizes, iou_type=self.iou_type)
+        dt = detections_from_results(self._results, self.gt, self._sizes, iou_type=self.iou_type,
+                                     mask_area=self.mask_area)
         if self.per_category_budget is not None:
             dt = dt.take(top_per_category(dt, self.per_category_budget))
         if self.max_dets_per_image is not None:
             dt = dt.take(top_per_image(dt, self.max_dets_per_image))
+        if self.drop_zero_area:
+            dt = dt.take(dt.areas > 0)
         self.result = evaluate(self.gt, dt, self.params, np.array(sorted(self._image_ids), dtype=np.int64))
         return summarize(self.result, self.frequencies)
 
@@ -317,16 +343,20 @@ def evaluate_results_file(annotations: Mapping[str, Any] | str | Path,
 
 def fixed_ap(annotations: Mapping[str, Any] | str | Path, results: Sequence[Mapping[str, Any]] | str | Path,
              per_category_budget: int = 10000, *, iou_type: str = "bbox", federated: bool | None = None,
-             frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None
-             ) -> dict[str, float]:
+             frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None,
+             drop_zero_area: bool | None = None) -> dict[str, float]:
     """The LVIS "fixed AP" protocol of Dave et al., "Evaluating large-vocabulary object detectors:
     the devil is in the details" (2021): keep each category's ``per_category_budget`` highest-scoring
     detections over the whole dataset, with no per-image cap, then compute (federated, for LVIS) AP.
     Unlike the 300-per-image cap, this does not reward a detector for trading rare categories'
-    detections against frequent ones in the same image. The recall key is ``AR@<budget>/cat``."""
+    detections against frequent ones in the same image. Mask fixed AP (``iou_type="segm"``) sizes
+    detections by their mask area, as the authors' script (it removes each result's ``bbox``);
+    ``drop_zero_area`` as :class:`DetectionEvaluator` (zero-area detections take places in the
+    budget). The recall key is ``AR@<budget>/cat``."""
     metrics = evaluate_results_file(
         annotations, results, iou_type=iou_type, federated=federated, frequencies=frequencies,
-        max_dets=(per_category_budget,), max_dets_per_image=None, per_category_budget=per_category_budget)
+        max_dets=(per_category_budget,), max_dets_per_image=None, per_category_budget=per_category_budget,
+        drop_zero_area=drop_zero_area, mask_area=iou_type == "segm")
     return {(f"AR@{per_category_budget}/cat" if k == f"AR@{per_category_budget}" else k): v
             for k, v in metrics.items()}
 

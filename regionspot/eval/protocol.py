@@ -270,6 +270,24 @@ def detections_cap(federated: bool, max_dets_per_image: int | None) -> str:
     return f"at most {max_dets_per_image} detections per image over all categories"
 
 
+def zero_area_text(federated: bool, keep: bool) -> str:
+    """The rule for detections and ground truth of area 0 in words: left out under LVIS rules
+    unless ``keep`` (lvis-api's rule), kept under COCO rules (pycocotools')."""
+    area = "a detection's area is its box's w*h, else (no bbox; mask fixed AP) its mask's"
+    if federated and not keep:
+        return (f"detections and ground truth of area 0 are left out, detections after the caps (lvis-api's rule; "
+                f"{area})")
+    why = "--keep-zero-area; lvis-api leaves them out" if federated else "as pycocotools"
+    return f"detections and ground truth of area 0 are kept ({why}): a zero-area detection is a false positive"
+
+
+def fixed_ap_text(budget: int, masks: bool) -> str:
+    """The fixed-AP protocol in words (``masks``: mask fixed AP too)."""
+    kinds = ("box and mask; mask fixed AP sizes detections by their mask area, as the fixed-AP script"
+             if masks else "box")
+    return f"top {budget} detections per category over the dataset, no per-image cap ({kinds})"
+
+
 def evaluator_cap(federated: bool, max_dets_per_image: int | None) -> tuple[tuple[int, ...] | None, Any]:
     """(``max_dets``, ``max_dets_per_image``) arguments of :class:`DetectionEvaluator` for the
     protocol's cap: None keeps the rules' defaults; N > 0 sets the image cap (and, under LVIS

@@ -1,6 +1,6 @@
-"""The files an evaluation writes: ``metrics.json`` (everything), ``report.md`` (the protocol
-stated at the top, then one table per AP type), ``per_category.csv`` (box, and with masks mask,
-AP per category), and the printed summary. Shared by ``regionspot eval`` in both its modes
+"""The files an evaluation writes: ``metrics.json`` (everything), ``report.md`` (the model and
+the protocol stated at the top, then one table per AP type), ``per_category.csv`` (box, and with
+masks mask, AP per category), and the printed summary. Shared by ``regionspot eval`` in both its modes
 (a results file, or a model run over a dataset)."""
 
 from __future__ import annotations
@@ -39,11 +39,20 @@ def protocol_lines(protocol: Mapping[str, Any]) -> list[str]:
     return [f"- {key.replace('_', ' ')}: {value}" for key, value in protocol.items()]
 
 
+def model_lines(model: Mapping[str, Any]) -> list[str]:
+    """The ``## Model`` section that opens a report: one ``- key: value`` bullet per entry of
+    ``model`` (what answered: checkpoint, method, head, backbones, ``inputs``; or the
+    detections file evaluated), in its order."""
+    return ["## Model", "", *[f"- {key}: {value}" for key, value in model.items()], ""]
+
+
 def markdown_report(title: str, protocol: Mapping[str, Any], sections: Mapping[str, Any],
-                    extra: Sequence[str] = ()) -> str:
-    """The report: ``# title``, the protocol bullets, then a ``## <AP type>`` table for each of
-    ``sections`` (keys of :data:`SECTION_TITLES`, values with ``metrics``), then ``extra`` lines."""
-    lines = [f"# {title}", "", "## Protocol", "", *protocol_lines(protocol), ""]
+                    extra: Sequence[str] = (), model: Mapping[str, Any] | None = None) -> str:
+    """The report: ``# title``, the model (:func:`model_lines`, when given), the protocol
+    bullets, then a ``## <AP type>`` table for each of ``sections`` (keys of
+    :data:`SECTION_TITLES`, values with ``metrics``), then ``extra`` lines."""
+    header = model_lines(model) if model else []
+    lines = [f"# {title}", "", *header, "## Protocol", "", *protocol_lines(protocol), ""]
     for key, title_text in SECTION_TITLES.items():
         if key in sections:
             lines += [f"## {title_text}", "", *metrics_table(sections[key]["metrics"]), ""]
@@ -92,16 +101,18 @@ def _json_default(value: Any) -> Any:
 
 
 def summary_text(sections: Mapping[str, Any], protocol_line: str) -> str:
-    """What is printed: the protocol in one line, then each AP type's table in percent."""
+    """What is printed: the protocol in one line, then each AP type's table in percent (a box or
+    mask section's ``rules``, when given, replaces the default words of :func:`rules_text`)."""
     parts = [protocol_line]
     for key in SECTION_TITLES:
         if key not in sections:
             continue
         section = sections[key]
         if key in ("bbox", "segm"):
-            title = f"{'box' if key == 'bbox' else 'mask'} AP ({rules_text(section['federated'])})"
+            rules = section.get("rules") or rules_text(section["federated"])
+            title = f"{'box' if key == 'bbox' else 'mask'} AP ({rules})"
         else:
-            title = (f"fixed AP{' (mask)' if key == 'fixed_ap_segm' else ''} (top {section['budget']} detections "
+            title = (f"fixed {'mask' if key == 'fixed_ap_segm' else 'box'} AP (top {section['budget']} detections "
                      "per category over the dataset)")
         parts += [f"{title}:", format_metrics(section["metrics"])]
     return "\n".join(parts)

@@ -1,6 +1,6 @@
 """Evaluate RegionSpot or a CLIP baseline on a COCO/LVIS dataset, with boxes from ground truth,
 a proposals file or auto proposals, by the paper's protocol (see :mod:`regionspot.eval.protocol`);
-every report states the protocol.
+every report names the model that answered (:func:`model_summary`) and states the protocol.
 
     config = EvalConfig(annotations="coco-sample/annotations.json", boxes="gt",
                         model=ModelSource(checkpoint="runs/x/final"))
@@ -27,6 +27,7 @@ from regionspot.datasets.coco_format import DatasetError, dataset_vocabulary, re
 from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated
 from regionspot.eval.image_run import (
+    EXAMPLE_REGIONS,
     ImageOutput,
     RunSetup,
     build_setup,
@@ -43,12 +44,14 @@ from regionspot.eval.protocol import (
     detections_cap,
     evaluator_cap,
     evaluator_image_cap,
+    fixed_ap_text,
     frequency_tags,
     stored_pairs,
+    zero_area_text,
 )
 from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
 from regionspot.eval.sharding import map_sharded, world_description
-from regionspot.model.loader import describe_model, describe_origin
+from regionspot.model.loader import describe_model
 from regionspot.processes import DistributedContext
 
 if TYPE_CHECKING:
@@ -126,15 +129,17 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
         return None
     predicted = time.perf_counter()
     sections, evaluators = evaluate_outputs(data, outputs, config)
+    described = {**describe_model(model, source),
+                 "summary": model_summary(model, str(config.method), getattr(setup.classifier, "recognizer", model))}
     document = {
         "annotations": str(data.annotations), "protocol": describe_protocol(config, data, setup, model, ctx),
-        **sections, "counts": run_counts(outputs), "config": to_dict(config), "model": describe_model(model, source),
+        **sections, "counts": run_counts(outputs), "config": to_dict(config), "model": described,
         "distributed": world_description(ctx),
         "timing": timing(outputs, setup=loaded - started, predict=predicted - loaded,
                          evaluate=time.perf_counter() - predicted),
     }
     print(summary_text(sections, protocol_line(document["protocol"])))
-    files = write_outputs(out, document, evaluators, outputs, config) if out is not None else []
+    files = write_outputs(out, document, evaluators, outputs, config, data) if out is not None else []
     return EvalRun(document, files)
 
 
@@ -149,13 +154,17 @@ def evaluate_outputs(data: DatasetInputs, outputs: list[ImageOutput], config: Ev
     sections: dict[str, Any] = {}
     evaluators: dict[str, DetectionEvaluator] = {}
     max_dets, per_image = evaluator_cap(data.federated, config.protocol.max_dets_per_image)
+    drop_zero_area = False if config.protocol.keep_zero_area else None  # None: the rules' own
+    cap = detections_cap(data.federated, config.protocol.max_dets_per_image)
+    rules = f"{rules_text(data.federated).split(',')[0]}, {cap}"
     for iou_type in iou_types(config.masks):
         evaluator = DetectionEvaluator(data.document, iou_type=iou_type, federated=data.federated,
-                                       frequencies=data.frequencies, max_dets=max_dets, max_dets_per_image=per_image)
+                                       frequencies=data.frequencies, max_dets=max_dets, max_dets_per_image=per_image,
+                                       drop_zero_area=drop_zero_area)
         for output in outputs:
             evaluator.process(output.image_id, output.detections)
         metrics = evaluator.evaluate()
-        sections[iou_type] = {"federated": evaluator.federated, "metrics": metrics,
+        sections[iou_type] = {"federated": evaluator.federated, "rules": rules, "metrics": metrics,
                               "per_category": evaluator.per_category()}
         evaluators[iou_type] = evaluator
     budget = config.protocol.fixed_ap_budget
@@ -165,7 +174,8 @@ def evaluate_outputs(data: DatasetInputs, outputs: list[ImageOutput], config: Ev
         for iou_type in iou_types(config.masks):
             key = "fixed_ap" if iou_type == "bbox" else "fixed_ap_segm"
             sections[key] = {"budget": budget, "metrics": fixed_ap(
-                subset, detections, budget, iou_type=iou_type, federated=data.federated, frequencies=data.frequencies)}
+                subset, detections, budget, iou_type=iou_type, federated=data.federated, frequencies=data.frequencies,
+                drop_zero_area=drop_zero_area)}
     return sections, evaluators
 
 
@@ -178,13 +188,13 @@ def subset_annotations(document: dict[str, Any], image_ids: set[int]) -> dict[st
 
 def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, model: Model,
                       ctx: DistributedContext) -> dict[str, Any]:
-    """The protocol in words, stated at the top of every report."""
+    """The protocol in words, stated at the top of every report (below the model, see
+    :func:`model_summary`)."""
     protocol = config.protocol
     total = len(data.document["images"])
     score = "class score x proposal score" if protocol.proposal_scores else "class score (proposal scores unused)"
     return {
         "method": method_text(str(config.method), model),
-        "model": describe_origin(model),
         "boxes": setup.box_source.describe(),
         "prompt": prompt_text(config),
         "templates": templates_text(model),
@@ -201,10 +211,48 @@ def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, 
         "images": f"{len(data.jobs)} of {total}"
                   + (" (the first by id, --max-images)" if len(data.jobs) < total else ""),
         "masks": "SAM masks of the box prompts (mask AP)" if config.masks else "no (box AP only)",
-        "fixed_ap": f"top {protocol.fixed_ap_budget} detections per category, no per-image cap"
-                    if protocol.fixed_ap_budget else "not computed",
+        "zero_area": zero_area_text(data.federated, protocol.keep_zero_area),
+        "fixed_ap": (fixed_ap_text(protocol.fixed_ap_budget, config.masks) if protocol.fixed_ap_budget
+                     else "not computed"),
         "processes": ctx.world_size,
     }
+
+
+def model_summary(model: Model, method: str, recognizer: object) -> dict[str, str]:
+    """What answered, for the top of the report: ``checkpoint`` (path or Hub id; "none: ..."
+    without one), ``method``, ``head`` (trained, untrained or none), the ``SAM`` and ``CLIP``
+    backbones, and ``inputs`` (the answering recognizer's input mode; ``native`` when its
+    config has none, as the zero-shot recognizer's)."""
+    config = model.config
+    clip = f"`{config.clip.name_or_path}`" + ("" if config.clip.enabled else " (vision tower off: clip.enabled=false)")
+    inputs = getattr(getattr(recognizer, "config", None), "inputs", "native")
+    return {"checkpoint": checkpoint_text(model, method), "method": method, "head": head_text(model, method),
+            "SAM": f"`{config.sam.name_or_path}`", "CLIP": clip, "inputs": str(inputs)}
+
+
+def checkpoint_text(model: Model, method: str) -> str:
+    """Where the weights come from: the checkpoint as given (a folder, a Hub id or the authors'
+    file), or what answers without one."""
+    origin = model.origin
+    if origin.get("head") not in ("checkpoint", "official"):  # a crop baseline uses no head at all
+        untrained = origin.get("head") == "untrained" and method == "regionspot"
+        return "none: untrained head (random weights)" if untrained else "none: zero-shot recognizer"
+    where = str(origin["checkpoint"])
+    if origin["head"] == "official":
+        text = f"`{where}` (the authors' RegionSpot-{str(origin['variant']).upper()} release, converted in memory)"
+    else:
+        text = f"`{where}`" + ("" if Path(where).exists() else " (Hugging Face Hub id)")
+    return text if method == "regionspot" else f"{text}; only its SAM and CLIP are used ({method} has no head)"
+
+
+def head_text(model: Model, method: str) -> str:
+    """Whether a trained head answers."""
+    if method != "regionspot":
+        return f"none ({method}: CLIP zero-shot on each region's crop)"
+    head = model.origin.get("head")
+    if head == "untrained":
+        return "UNTRAINED: random weights, so the names are meaningless (the masks are SAM's)"
+    return "trained" + (" (the authors' released weights)" if head == "official" else "")
 
 
 def method_text(method: str, model: Model) -> str:
@@ -239,26 +287,32 @@ def protocol_line(protocol: dict[str, Any]) -> str:
 
 
 def write_outputs(out: Path, document: dict[str, Any], evaluators: dict[str, DetectionEvaluator],
-                  outputs: list[ImageOutput], config: EvalConfig) -> list[Path]:
-    """metrics.json, report.md, per_category.csv, pr_curves_<bbox|segm>.png, examples/*.png and,
-    with ``config.save_detections``, results.json (all detections, COCO results)."""
-    from regionspot.eval.plots import plot_pr_curves, write_example_images
+                  outputs: list[ImageOutput], config: EvalConfig, data: DatasetInputs) -> list[Path]:
+    """metrics.json, report.md (the model first, then the protocol), per_category.csv,
+    pr_curves_<bbox|segm>.png, examples/*.png (ground truth beside the predictions) and, with
+    ``config.save_detections``, results.json (all detections, COCO results)."""
+    from regionspot.eval.examples import Example, image_truths, write_example_images
+    from regionspot.eval.plots import plot_pr_curves
 
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for iou_type, evaluator in evaluators.items():
         assert evaluator.result is not None
         files.append(plot_pr_curves(evaluator.result, evaluator.frequencies, out / f"pr_curves_{iou_type}.png",
-                                    title=f"{config.method}, {Path(str(config.annotations)).name}"))
-    examples = [output.example for output in outputs if output.example is not None]
-    files += write_example_images(examples, out / "examples", max_regions=20)
+                                    title=f"{config.method}, {data.annotations.name}"))
+    drawn = [output for output in outputs if output.example is not None]
+    truths = image_truths(data.document, [output.image_id for output in drawn], data.category_ids)
+    examples = [Example(*output.example, truths[output.image_id], regions=output.boxes)
+                for output in drawn if output.example is not None]
+    files += write_example_images(examples, out / "examples", max_regions=EXAMPLE_REGIONS)
     if config.save_detections:
         detections = [detection for output in outputs for detection in output.detections]
         results = out / "results.json"
         results.write_text(json.dumps(detections), encoding="utf-8")
         files.append(results)
     pictures = [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in files if path.suffix == ".png"]
-    report = markdown_report("Evaluation", document["protocol"], document, extra=[
+    report = markdown_report(f"Evaluation: {config.method} on {data.annotations.name}", document["protocol"],
+                             document, model=document["model"]["summary"], extra=[
         "## Counts", "", *[f"- {k.replace('_', ' ')}: {v}" for k, v in document["counts"].items()], "",
         "## Timing", "", *[f"- {k}: {v}" for k, v in document["timing"].items()], "", "## Pictures", "", *pictures])
     files = write_report_files(out, document, report) + files

@@ -25,6 +25,7 @@ from regionspot.fileio import atomic_write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 COLUMNS = ("step", "split", "name", "value")
 HEADER_LINE = ",".join(COLUMNS).encode()
@@ -177,9 +178,20 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, smoothing: int | Non
 
     Training series are drawn raw (thin, faint) and smoothed (a centred mean over ``smoothing``
     logged points; default about 1/20 of the series, at most 200), evaluation series as lines with markers,
-    and the learning rate on its own panel (log scale). Uses the Agg backend through
+    and the learning rate on its own panel. Loss panels (``loss``, ``*_loss``, ``loss_*``) and the
+    learning rate use a log y axis when every finite value is positive; otherwise the panel stays
+    linear and its title says why (see :func:`log_scale_note`). Uses the Agg backend through
     :class:`matplotlib.figure.Figure`, without pyplot's global state. Returns ``png_path``.
     """
+    figure = curves_figure(csv_path, smoothing)
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(png_path)
+    return png_path
+
+
+def curves_figure(csv_path: str | Path, smoothing: int | None = None) -> Figure:
+    """The figure :func:`plot_curves` saves (on an Agg canvas), one panel per metric name."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -202,10 +214,7 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, smoothing: int | Non
         axes_grid[0, 0].text(0.5, 0.5, "no metrics logged yet", ha="center", va="center")
         axes_grid[0, 0].set_axis_off()
     figure.suptitle(f"Training curves - {Path(csv_path).name}", fontsize=12)
-    png_path = Path(png_path)
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(png_path)
-    return png_path
+    return figure
 
 
 SeriesMap = dict[str, dict[str, tuple[list[int], list[float]]]]
@@ -243,13 +252,44 @@ def _draw_panel(axes: Axes, name: str, splits: dict[str, tuple[list[int], list[f
                       label=f"{split} (mean of {window})")
         else:
             axes.plot(steps, values, color=colour, marker="o", markersize=4, linewidth=1.4, label=split)
-    if name in LEARNING_RATE_NAMES and all(v > 0 for _, vs in splits.values() for v in vs):
-        axes.set_yscale("log")
-    axes.set_title("learning rate" if name in LEARNING_RATE_NAMES else name.replace("_", " "))
+    title = "learning rate" if name in LEARNING_RATE_NAMES else name.replace("_", " ")
+    if name in LEARNING_RATE_NAMES or is_loss(name):
+        note = log_scale_note([v for _, values in splits.values() for v in values])
+        if note is None:
+            _log_axis(axes)
+            title += " (log scale)"
+        else:
+            title += f" (linear: {note})"
+    axes.set_title(title)
     axes.set_xlabel("step")
     axes.set_ylabel(name)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8, loc="best")
+
+
+def _log_axis(axes: Axes) -> None:
+    """A log y axis with plain tick labels at 1, 2 and 5 times powers of ten (0.05, 0.1, 0.2, ...)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _position: f"{value:g}"))
+
+
+def is_loss(name: str) -> bool:
+    """Whether a metric is a loss, drawn on a log axis: ``loss``, ``*_loss`` or ``loss_*``."""
+    return name == "loss" or name.endswith("_loss") or name.startswith("loss_")
+
+
+def log_scale_note(values: list[float]) -> str | None:
+    """None when ``values`` can go on a log axis (some finite ones, all of them positive; NaN and
+    inf are left out of the plot anyway), else why not, for the panel title."""
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        return "no finite value"
+    if min(finite) <= 0:
+        return "a value <= 0"
+    return None
 
 
 def _centred_mean(values: list[float], window: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,19 +223,30 @@ def _draw_tag(draw: ImageDraw.ImageDraw, tag: Rect, text: str, offset: tuple[int
 
 
 def _draw_tags(draw: ImageDraw.ImageDraw, items: list[tuple[int, Rect, str]], style: _Style,
-               image_size: tuple[int, int]) -> None:
+               image_size: tuple[int, int], color_of: Callable[[int], RGB] = region_color) -> None:
     """Place tags best-first (``items`` is in increasing score order), draw them worst-first
-    so the best-scoring tag is on top where overlaps cannot be avoided."""
+    so the best-scoring tag is on top where overlaps cannot be avoided. Region ``i``'s tag is
+    filled with ``color_of(i)``."""
     sizes = [_tag_size(draw, text, style) for _, _, text in items]
     candidates = [_tag_candidates(rect, w, h, image_size) for (_, rect, _), (w, h, _) in zip(items, sizes, strict=True)]
     places = _place_tags(candidates[::-1])[::-1]
     for (index, _, text), (_, _, offset), tag in zip(items, sizes, places, strict=True):
-        _draw_tag(draw, tag, text, offset, region_color(index), style)
+        _draw_tag(draw, tag, text, offset, color_of(index), style)
 
 
 def _tag_text(label: str, score: float | None) -> str:
     """``"name 0.87"``, or the name alone without a score."""
     return label if score is None else f"{label} {score:.2f}"
+
+
+def _color_picker(colors: Sequence[RGB] | None, count: int) -> Callable[[int], RGB]:
+    """Region index -> colour: ``colors[i]`` when given (one per region), else :func:`region_color`."""
+    if colors is None:
+        return region_color
+    if len(colors) != count:
+        raise ValueError(f"got {count} boxes but {len(colors)} colors")
+    chosen = [(int(c[0]), int(c[1]), int(c[2])) for c in colors]
+    return chosen.__getitem__
 
 
 def draw_regions(
@@ -247,6 +258,7 @@ def draw_regions(
     *,
     mask_alpha: float = 0.45,
     caption: str | None = None,
+    colors: Sequence[RGB] | None = None,
 ) -> Image.Image:
     """Draw regions with their names and scores; returns a new RGB PIL image of the same size
     (taller by a caption strip below the photo when ``caption`` is given).
@@ -262,6 +274,8 @@ def draw_regions(
             contour.
         mask_alpha: opacity of the mask fill, in [0, 1].
         caption: one line under the photo, e.g. which model named the regions.
+        colors: ``R`` RGB colours, one per region (e.g. right and wrong names); None: region
+            ``i`` gets :func:`region_color` ``(i)``.
 
     Regions are drawn in increasing score order. Tags are placed best-score first, each at
     the first free spot among: above the box, inside its top edge, below it, inside its
@@ -274,6 +288,7 @@ def draw_regions(
     if not 0.0 <= mask_alpha <= 1.0:
         raise ValueError(f"mask_alpha must be in [0, 1], got {mask_alpha}")
     boxes, scores = _check_inputs(rgb, boxes, labels, scores, masks)
+    color_of = _color_picker(colors, len(boxes))
     height, width = rgb.shape[:2]
     style = _style(height, width)
     order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(boxes))
@@ -281,19 +296,19 @@ def draw_regions(
         canvas = rgb.astype(np.float32)
         for i in order:
             mask = np.asarray(masks[i], dtype=bool)
-            _paint_mask(canvas, mask, region_color(int(i)), mask_alpha, style.contour)
+            _paint_mask(canvas, mask, color_of(int(i)), mask_alpha, style.contour)
         rgb = np.round(canvas).astype(np.uint8)
     out = Image.fromarray(rgb)
     draw = ImageDraw.Draw(out)
     rects = {int(i): _pixel_box(boxes[i], height, width) for i in order}
     for i, rect in rects.items():
         if rect is not None:
-            _draw_box(draw, rect, region_color(i), style)
+            _draw_box(draw, rect, color_of(i), style)
     tags = [
         (i, rect, _tag_text(str(labels[i]), None if scores is None else float(scores[i])))
         for i, rect in rects.items() if rect is not None
     ]
-    _draw_tags(draw, tags, style, (width, height))
+    _draw_tags(draw, tags, style, (width, height), color_of)
     return out if caption is None else add_caption(out, caption, style)
 
 

@@ -139,3 +139,115 @@ def test_flags_override_the_config_file(tmp_path) -> None:
     assert (config.model.checkpoint, config.model.sam) == ("ckpt", "sam.pt")  # --sam replaces the head's SAM
     assert config.model.overrides == ["text.templates=single", "fusion.depth=1"]
     assert config.auto.points_per_side == 4
+
+
+# ----------------------------------------------------------------------------- the evaluator's options
+def top_per_image(results: list[dict], cap: int) -> list[dict]:
+    """Each image's ``cap`` highest-scoring detections (ties: the file's order), in file order."""
+    kept: set[int] = set()
+    for image_id in {r["image_id"] for r in results}:
+        rows = [i for i, r in enumerate(results) if r["image_id"] == image_id]
+        rows.sort(key=lambda i: -results[i]["score"])
+        kept.update(rows[:cap])
+    return [r for i, r in enumerate(results) if i in kept]
+
+
+def test_the_image_cap_applies_to_a_results_file(coco_sample, detections, tmp_path, capsys) -> None:
+    annotations = str(coco_sample / "annotations.json")
+    results = json.loads(detections.read_text())
+    capped_file = tmp_path / "capped.json"
+    capped_file.write_text(json.dumps(top_per_image(results, 3)))
+    assert len(json.loads(capped_file.read_text())) < len(results)
+
+    def metrics(*args: str) -> dict[str, float]:
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["eval", "--data", annotations, "--out", str(out), *args]) == 0
+        return json.loads((out / "metrics.json").read_text())["bbox"]["metrics"]
+
+    uncapped = metrics("--detections", str(detections))
+    capped = metrics("--detections", str(detections), "--max-dets-per-image", "3")
+    assert capped["AP"] < uncapped["AP"] - 0.01
+    assert capped == metrics("--detections", str(capped_file))  # the cap is the pre-capped file's AP
+    gt = COCO(annotations)
+    evaluation = COCOeval(gt, gt.loadRes(str(capped_file)), "bbox")
+    evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+    assert abs(capped["AP"] - evaluation.stats[0]) < 1e-4
+    printed = capsys.readouterr().out
+    assert "box AP (COCO rules, at most 3 detections per image over all categories)" in printed
+
+
+def lvis_style(folder: Path) -> Path:
+    """One 100x100 image, categories 1 and 2 annotated (boxes, box-shaped polygons), 3 negative."""
+    boxes = {1: [10.0, 10.0, 40.0, 40.0], 2: [55.0, 50.0, 40.0, 30.0]}
+    document = {
+        "images": [{"id": 1, "height": 100, "width": 100, "neg_category_ids": [3], "not_exhaustive_category_ids": []}],
+        "categories": [{"id": c, "name": f"c{c}", "frequency": "f"} for c in (1, 2, 3)],
+        "annotations": [{"id": c, "image_id": 1, "category_id": c, "bbox": b, "area": b[2] * b[3],
+                         "segmentation": [polygon(b)]} for c, b in boxes.items()],
+    }
+    path = folder / "lvis_style.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def polygon(box: list[float]) -> list[float]:
+    x, y, w, h = box
+    return [x, y, x, y + h, x + w, y + h, x + w, y]
+
+
+def test_mask_fixed_ap_with_masks(tmp_path, capsys) -> None:
+    """Exact boxes, masks of their left halves (mask IoU 1/2): box fixed AP 100, mask fixed AP 10."""
+    annotation = lvis_style(tmp_path)
+    results = [{"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.5,
+                "segmentation": [polygon([a["bbox"][0], a["bbox"][1], a["bbox"][2] / 2, a["bbox"][3]])]}
+               for a in json.loads(annotation.read_text())["annotations"]]
+    detections = tmp_path / "results.json"
+    detections.write_text(json.dumps(results))
+    out = tmp_path / "report"
+    assert main(["eval", "--data", str(annotation), "--detections", str(detections), "--masks",
+                 "--fixed-ap", "100", "--out", str(out)]) == 0
+    document = json.loads((out / "metrics.json").read_text())
+    assert document["fixed_ap"]["metrics"]["AP"] == pytest.approx(1.0)
+    assert document["fixed_ap_segm"]["metrics"]["AP"] == pytest.approx(0.1)  # a match at IoU 0.5 only
+    assert document["fixed_ap_segm"]["budget"] == 100 and "mask area" in document["protocol"]["fixed_ap"]
+    report = (out / "report.md").read_text()
+    assert "## Fixed AP (box)" in report and "## Fixed AP (mask)" in report
+    printed = capsys.readouterr().out
+    assert "fixed box AP (top 100" in printed and "fixed mask AP (top 100" in printed
+
+
+def test_zero_area_detections_under_lvis_rules_and_keep_zero_area(tmp_path, capsys) -> None:
+    annotation = lvis_style(tmp_path)
+    exact = [{"image_id": 1, "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.5}
+             for a in json.loads(annotation.read_text())["annotations"]]
+    zero = {"image_id": 1, "category_id": 1, "bbox": [10.0, 10.0, 0.0, 0.0], "score": 0.9}
+    files = {}
+    for name, results in (("exact", exact), ("zero", [*exact, zero])):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(results))
+
+    def metrics(name: str, *args: str) -> tuple[dict[str, float], str]:
+        out = tmp_path / f"out-{name}-{len(args)}"
+        assert main(["eval", "--data", str(annotation), "--detections", str(files[name]), "--out", str(out),
+                     *args]) == 0
+        return json.loads((out / "metrics.json").read_text())["bbox"]["metrics"], (out / "report.md").read_text()
+
+    dropped, report = metrics("zero")
+    assert dropped == metrics("exact")[0] and dropped["AP"] == pytest.approx(1.0)
+    assert "zero area: detections and ground truth of area 0 are left out" in report
+    kept, report = metrics("zero", "--keep-zero-area")
+    assert kept["AP"] == pytest.approx((0.5 + 1.0) / 2)  # cat 1: a false positive ranked first
+    assert "are kept (--keep-zero-area" in report
+    capsys.readouterr()
+
+
+def test_keep_zero_area_reaches_a_model_run_and_its_report(monkeypatch, tmp_path) -> None:
+    from regionspot.cli.dataset_args import config_from_args
+    from regionspot.cli.main import build_parser
+    from regionspot.eval import runner
+
+    args = build_parser().parse_args(["eval", "--data", "a.json", "--sam", "sam.pt", "--keep-zero-area"])
+    assert config_from_args(args).protocol.keep_zero_area is True
+    default = build_parser().parse_args(["eval", "--data", "a.json", "--sam", "sam.pt"])
+    assert config_from_args(default).protocol.keep_zero_area is False
+    assert runner.zero_area_text(True, True).startswith("detections and ground truth of area 0 are kept")

@@ -131,7 +131,7 @@ def test_no_model_flag_is_the_zero_shot_recognizer(mobile_sam_checkpoint, tiny_c
                    "--set", f"text.cache_dir={text_cache_dir}") == 0
     document = json.loads(out.read_text())
     assert document["model"] == {"method": "clip-mask-crop", "trained": False, "origin": {"head": "none (zero-shot)"},
-                                 "score_kind": "softmax"}
+                                 "score_kind": "softmax", "inputs": "native"}
     assert all(abs(sum(t["score"] for t in region["topk"]) - 1.0) < 1e-5 for region in document["regions"])
     assert "model: zero-shot clip-mask-crop" in capsys.readouterr().err
 

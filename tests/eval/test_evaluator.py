@@ -219,3 +219,61 @@ def test_results_file_output_and_formatting(tmp_path: Path) -> None:
     assert [row["id"] for row in written["per_category"]] == [1, 2, 3, 4]
     table = format_metrics(metrics).splitlines()
     assert len(table) == 2 and "APr" in table[0] and "100.00" in table[1]
+
+
+# ----------------------------------------------------------------------------- zero area and mask area
+EMPTY_MASK = {"size": [100, 100], "counts": "`h9"}  # compressed RLE: 10000 background pixels
+
+
+def test_zero_area_detections_are_left_out_under_lvis_rules_and_false_positives_otherwise() -> None:
+    data = lvis_dataset()
+    baseline, _ = run(data, perfect(data))
+    zero = [det(1, 1, [10.0, 10.0, 0.0, 0.0], 0.9), det(1, 1, [10.0, 10.0, 30.0, 0.0], 0.8)]  # cat 1, image 1
+    metrics, per_cat = run(data, [*perfect(data), *zero])
+    assert same_metrics(metrics, baseline) and per_cat[1] == pytest.approx(1.0)  # as lvis-api: left out
+    # kept (pycocotools' rule): two false positives ranked first -> precision 0, 0, 1/3, 2/4
+    _, kept = run(data, [*perfect(data), *zero], drop_zero_area=False)
+    assert kept[1] == pytest.approx(0.5)
+    _, coco = run(data, [*perfect(data), *zero], federated=False)
+    assert coco[1] == pytest.approx(0.5)  # COCO rules keep them by default
+    # left out after the per-image cap, in which it takes a place (lvis-api's order): with a cap of 2,
+    # image 1 keeps the zero-area detection and its cat-1 detection, so its cat-2 object is missed
+    _, capped = run(data, [*perfect(data), zero[0]], max_dets_per_image=2)
+    assert capped[1] == pytest.approx(1.0) and capped[2] == pytest.approx(51 / 101)
+
+
+def test_an_empty_mask_without_a_box_is_zero_area_in_mask_ap() -> None:
+    data = lvis_dataset()
+    masked = [{**r, "segmentation": [box_polygon(r["bbox"])]} for r in perfect(data)]
+    empty = {"image_id": 1, "category_id": 1, "segmentation": EMPTY_MASK, "score": 0.9}
+    _, per_cat = run(data, [*masked, empty], iou_type="segm")
+    assert per_cat[1] == pytest.approx(1.0)
+    _, kept = run(data, [*masked, empty], iou_type="segm", drop_zero_area=False)
+    assert kept[1] == pytest.approx(2 / 3)
+
+
+def test_zero_area_ground_truth_is_left_out_under_lvis_rules() -> None:
+    data = lvis_dataset()
+    results = perfect(data)
+    data["annotations"].append({"id": 6, "image_id": 3, "category_id": 1, "bbox": [5.0, 5.0, 0.0, 0.0], "area": 0.0,
+                                "segmentation": [box_polygon([5.0, 5.0, 0.0, 0.0])]})
+    metrics, per_cat = run(data, results)
+    assert metrics["AP"] == pytest.approx(1.0) and per_cat[1] == pytest.approx(1.0)
+    _, kept = run(data, results, drop_zero_area=False)
+    assert kept[1] == pytest.approx(67 / 101)  # 3 objects, 2 found: recall 2/3
+
+
+def test_mask_fixed_ap_sizes_detections_by_mask_area() -> None:
+    """A false positive with a large box (100x100) but a small mask (20x20): mask fixed AP counts it
+    in the small range (mask area, as the fixed-AP script); standard mask AP sizes a detection that
+    carries a box by its box (as lvis-api and pycocotools do with the given file), so there it is
+    outside the small range and ignored."""
+    data = lvis_dataset()
+    results = [{**r, "segmentation": [box_polygon(r["bbox"])]} for r in perfect(data)]
+    results.append({**det(1, 1, [0.0, 0.0, 100.0, 100.0], 0.9), "segmentation": [box_polygon([60, 60, 20, 20])]})
+    # small range: cat 1 (30x30) and cat 2 (20x40); cat 1 precision 0, 1/2, 2/3 -> 2/3, cat 2 -> 1
+    assert fixed_ap(data, results, 100, iou_type="segm")["APs"] == pytest.approx((2 / 3 + 1) / 2)
+    assert fixed_ap(data, results, 100, iou_type="bbox")["APs"] == pytest.approx(1.0)
+    assert evaluate_results_file(data, results, iou_type="segm")["APs"] == pytest.approx(1.0)
+    unsized = [{key: value for key, value in r.items() if key != "bbox"} for r in results]
+    assert evaluate_results_file(data, unsized, iou_type="segm")["APs"] == pytest.approx((2 / 3 + 1) / 2)

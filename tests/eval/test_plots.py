@@ -1,7 +1,11 @@
-"""PR-curve plot (its curves average to the evaluator's AP numbers) and example images."""
+"""PR-curve plot: its curves average to the evaluator's AP numbers, its panels split the AP by
+frequency group, object size and IoU threshold (and differ on real COCO data with ground-truth
+boxes, where the IoU curves coincide)."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +14,9 @@ import pytest
 from PIL import Image
 
 from regionspot.eval import DetectionEvaluator
-from regionspot.eval.plots import mean_pr_curve, plot_pr_curves, write_example_images
-from regionspot.results import RegionResult
+from regionspot.eval.plots import mean_pr_curve, plot_pr_curves, pr_figure, pr_panels
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "eval-plots"
 
 
 def dataset() -> dict[str, Any]:
@@ -63,6 +68,9 @@ def test_curves_average_to_the_reported_ap(evaluated: tuple[DetectionEvaluator, 
         assert mean_pr_curve(result, tags == group, None).mean() == pytest.approx(metrics[f"AP{group}"])
     assert 0.0 < metrics["AP"] < 1.0
     assert mean_pr_curve(result, result.categories == 4, None) is None  # no ground truth
+    for size, key in (("small", "APs"), ("medium", "APm")):
+        assert mean_pr_curve(result, everything, None, area=size).mean() == pytest.approx(metrics[key])
+    assert mean_pr_curve(result, everything, None, area="large") is None and math.isnan(metrics["APl"])
 
 
 def assert_png(path: Path, min_size: tuple[int, int]) -> Image.Image:
@@ -82,7 +90,7 @@ def test_pr_plot_by_frequency_and_overall(tmp_path: Path,
     grouped = np.asarray(assert_png(by_group, (800, 400)))
     overall = np.asarray(assert_png(plot_pr_curves(evaluator.result, None, tmp_path / "pr_all.png"), (800, 400)))
     assert grouped.std() > 10 and overall.std() > 10  # something is drawn
-    assert not np.array_equal(grouped, overall)
+    assert grouped.shape[1] > 1.3 * overall.shape[1]  # a third panel: by frequency group
 
 
 def test_pr_plot_without_ground_truth(tmp_path: Path) -> None:
@@ -94,33 +102,79 @@ def test_pr_plot_without_ground_truth(tmp_path: Path) -> None:
     assert_png(plot_pr_curves(evaluator.result, evaluator.frequencies, tmp_path / "empty.png"), (800, 400))
 
 
-def example(height: int = 90, width: int = 120) -> tuple[np.ndarray, RegionResult]:
-    """Two strong regions top-left, one weak region alone in the bottom-right corner."""
-    image = np.full((height, width, 3), 90, np.uint8)
-    boxes = np.array([[5, 20, 40, 50], [30, 25, 60, 55], [95, 70, 118, 88]], dtype=np.float64)
-    masks = np.zeros((3, height, width), bool)
-    for mask, (x0, y0, x1, y1) in zip(masks, boxes.astype(int), strict=True):
-        mask[y0 + 2:y1 - 2, x0 + 2:x1 - 2] = True
-    result = RegionResult(boxes=boxes, topk_ids=[[0, 1], [1, 0], [2, 0]], topk_scores=[[0.9, 0.1], [0.7, 0.2],
-                          [0.05, 0.01]], vocabulary=["cat", "dog", "cup"], image_size=(height, width), masks=masks)
-    return image, result
+def coco_evaluation(coco_sample: Path, jitter: float,
+                    tags: bool = False) -> tuple[DetectionEvaluator, dict[str, float]]:
+    """The real COCO sample, each ground-truth box (moved by ``jitter`` of its size) named right
+    six times in ten and twice more with random names, random scores; with ``tags``, LVIS-style
+    frequency tags on the categories."""
+    document = json.loads((coco_sample / "annotations.json").read_text())
+    if tags:
+        document["categories"] = [{**c, "frequency": "rcf"[c["id"] % 3]} for c in document["categories"]]
+    category_ids = sorted(c["id"] for c in document["categories"])
+    rng = np.random.default_rng(0)
+    found: dict[int, list[dict[str, Any]]] = {image["id"]: [] for image in document["images"]}
+    for annotation in (a for a in document["annotations"] if not a["iscrowd"]):
+        x, y, w, h = annotation["bbox"]
+        box = [x + rng.normal(0, jitter) * w, y + rng.normal(0, jitter) * h, w, h]
+        right = rng.random() < 0.6
+        names = [annotation["category_id"] if right else int(rng.choice(category_ids)),
+                 *(int(rng.choice(category_ids)) for _ in range(2))]
+        found[annotation["image_id"]] += [{"category_id": name, "bbox": box, "score": float(rng.random())}
+                                          for name in names]
+    evaluator = DetectionEvaluator(document, iou_type="bbox")
+    for image_id, detections_of_image in found.items():
+        evaluator.process(image_id, detections_of_image)
+    return evaluator, evaluator.evaluate()
 
 
-def test_example_images_keep_the_best_regions(tmp_path: Path) -> None:
-    image, result = example()
-    paths = write_example_images([(image, result), (image, result[[0]])], tmp_path / "examples", max_regions=2)
-    assert [p.name for p in paths] == ["example_000.png", "example_001.png"]
-    drawn = np.asarray(assert_png(paths[0], (120, 90)))
-    assert drawn.shape == image.shape
-    assert (drawn[66:, 92:] == image[66:, 92:]).all()  # the weakest region is left out
-    assert (drawn[22:48, 7:38] != image[22:48, 7:38]).any()  # the best one is drawn with its mask
-    everything = np.asarray(assert_png(write_example_images([(image, result)], tmp_path / "all")[0], (120, 90)))
-    assert (everything[66:, 92:] != image[66:, 92:]).any()
+def assert_figure_draws(figure: Any, panels: list[Any]) -> None:
+    """Each subplot of ``figure`` holds exactly its panel's curves."""
+    for ax, panel in zip(figure.axes, panels, strict=True):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == [curve.label for curve in panel.curves]
+        for line, curve in zip(lines, panel.curves, strict=True):
+            np.testing.assert_array_equal(line.get_ydata(), curve.precision)
 
 
-def test_example_images_check_their_inputs(tmp_path: Path) -> None:
-    image, result = example()
-    with pytest.raises(ValueError, match="max_regions"):
-        write_example_images([(image, result)], tmp_path, max_regions=0)
-    with pytest.raises(ValueError, match="example 0"):
-        write_example_images([(image[:50], result)], tmp_path)
+def test_pr_panels_differ_on_coco_data_with_ground_truth_boxes(coco_sample: Path) -> None:
+    """The old plot drew one "all" curve at IoU 0.50 and one at 0.50:0.95: with ground-truth boxes
+    every match has IoU 1, so both panels were the same picture. Now one panel splits by size."""
+    evaluator, metrics = coco_evaluation(coco_sample, jitter=0.0)
+    result = evaluator.result
+    assert result is not None and evaluator.frequencies is None
+    panels = pr_panels(result, None)
+    assert [panel.title.split("\n")[0] for panel in panels] == ["by object size", "by IoU threshold"]
+    sizes, thresholds = panels
+    assert [curve.label.split(" ")[0] for curve in sizes.curves] == ["small", "medium", "large", "all"]
+    for curve, key in zip(sizes.curves, ("APs", "APm", "APl", "AP"), strict=True):
+        assert curve.precision.mean() == pytest.approx(metrics[key]) and f" {100 * metrics[key]:.1f}" in curve.label
+    for curve, key in zip(thresholds.curves, ("AP50", "AP75", "AP"), strict=True):
+        assert curve.precision.mean() == pytest.approx(metrics[key])
+    assert "coincide" in thresholds.title  # ground-truth boxes: IoU 1 for every match
+    assert len({round(metrics[key], 3) for key in ("APs", "APm", "APl")}) == 3
+    for size_curve in sizes.curves[:3]:
+        assert all(np.abs(size_curve.precision - curve.precision).max() > 0.02 for curve in thresholds.curves)
+    figure = pr_figure(panels, result.params.rec_thrs, title="COCO sample, GT boxes")
+    assert_figure_draws(figure, panels)
+    left, right = ([line.get_ydata() for line in ax.get_lines()] for ax in figure.axes)
+    assert len(left) != len(right) or any(not np.array_equal(a, b) for a, b in zip(left, right, strict=True))
+    assert_png(plot_pr_curves(result, None, ARTIFACTS / "pr_coco_gt_boxes.png", title="COCO sample, GT boxes"),
+               (1000, 500))
+
+
+def test_pr_panels_with_moved_boxes_and_frequency_tags(coco_sample: Path) -> None:
+    evaluator, metrics = coco_evaluation(coco_sample, jitter=0.08, tags=True)
+    result = evaluator.result
+    assert result is not None and evaluator.frequencies is not None
+    panels = pr_panels(result, evaluator.frequencies)
+    assert [panel.title.split("\n")[0] for panel in panels] == ["by frequency group", "by object size",
+                                                                  "by IoU threshold"]
+    groups, _, thresholds = panels
+    assert [curve.label.split(" ")[0] for curve in groups.curves] == ["rare", "common", "frequent", "all"]
+    for curve, key in zip(groups.curves, ("APr", "APc", "APf", "AP"), strict=True):
+        assert curve.precision.mean() == pytest.approx(metrics[key])
+    assert "coincide" not in thresholds.title and metrics["AP50"] > metrics["AP75"] + 0.05
+    assert (thresholds.curves[0].precision >= thresholds.curves[2].precision - 1e-12).all()  # IoU .5 is easiest
+    assert_figure_draws(pr_figure(panels, result.params.rec_thrs), panels)
+    assert_png(plot_pr_curves(result, evaluator.frequencies, ARTIFACTS / "pr_coco_moved_boxes_tags.png",
+                              title="COCO sample, moved boxes, LVIS-style tags"), (1500, 500))

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,13 +18,13 @@ import pytest
 import torch
 from PIL import Image
 
-from regionspot.config import TextConfig
+from regionspot.config import RegionSpotConfig, TextConfig, ZeroShotConfig
 from regionspot.datasets.coco_format import DatasetError
 from regionspot.eval.batch_predict import run_batch_prediction
 from regionspot.eval.config import EvalConfig, ModelSource, ProtocolConfig
 from regionspot.eval.image_run import RunSetup, process_image
 from regionspot.eval.jobs import BoxSource
-from regionspot.eval.runner import evaluate_outputs, load_dataset, run_evaluation
+from regionspot.eval.runner import evaluate_outputs, load_dataset, model_summary, run_evaluation
 from regionspot.model.regionspot import RegionSpot
 from regionspot.proposals.auto import AutoProposalConfig
 from regionspot.results import RegionResult
@@ -94,6 +95,18 @@ def assert_metric_values(metrics: dict[str, float]) -> None:
         assert isinstance(value, float) and (math.isnan(value) or 0.0 <= value <= 1.0), (name, value)
 
 
+def assert_report_opens_with_the_model(report: str) -> list[str]:
+    """The report's first lines: its title, then the model (checkpoint, method, head, backbones,
+    inputs), then the protocol. Returns the model's bullet lines."""
+    lines = report.splitlines()
+    assert lines[0].startswith("# Evaluation: ") and lines[2] == "## Model"
+    bullets = lines[4:lines.index("## Protocol") - 1]
+    assert [line.split(":")[0] for line in bullets] == ["- checkpoint", "- method", "- head", "- SAM", "- CLIP",
+                                                         "- inputs"]
+    assert bullets[-1] in ("- inputs: native", "- inputs: official")
+    return bullets
+
+
 def assert_outputs_valid(out: Path, document: dict[str, Any], *, masks: bool, examples: int) -> None:
     """Every file an evaluation writes exists and is what it should be."""
     written = json.loads((out / "metrics.json").read_text())
@@ -104,6 +117,7 @@ def assert_outputs_valid(out: Path, document: dict[str, Any], *, masks: bool, ex
         assert image.format == "PNG" and image.size[0] > 500
     assert ("segm" in written) == masks
     report = (out / "report.md").read_text()
+    assert_report_opens_with_the_model(report)
     for words in ("## Protocol", "method:", "boxes:", "pairs per image:", "detections cap:", "prompt:",
                   "templates:", "images:", "## Box AP"):
         assert words in report, words
@@ -264,3 +278,59 @@ def test_auto_boxes_encode_each_image_once(model, coco_sample, tiny_clip_dir, mo
     run = run_evaluation(config, model=model, progress=False)
     assert run is not None and run.document["counts"]["boxes_classified"] > 0
     assert len(calls) == 1
+
+
+def test_a_run_reports_the_model_first_and_draws_truth_beside_predictions(model, coco_sample, tiny_clip_dir,
+                                                                           mobile_sam_checkpoint, tmp_path) -> None:
+    config = eval_config(coco_sample, tiny_clip_dir, mobile_sam_checkpoint)  # image 9: 8 boxes
+    run = run_evaluation(config, out=tmp_path, model=model, progress=False)
+    assert run is not None
+    bullets = assert_report_opens_with_the_model((tmp_path / "report.md").read_text())
+    assert bullets[:3] == ["- checkpoint: none: untrained head (random weights)", "- method: regionspot",
+                           "- head: UNTRAINED: random weights, so the names are meaningless (the masks are SAM's)"]
+    assert bullets[3] == f"- SAM: `{mobile_sam_checkpoint}`" and bullets[4] == f"- CLIP: `{tiny_clip_dir}`"
+    assert bullets[5] == f"- inputs: {getattr(model.config, 'inputs', 'native')}"
+    assert run.document["model"]["summary"]["method"] == "regionspot"
+    assert "model" not in run.document["protocol"]  # said once, in the model section
+    with Image.open(tmp_path / "examples" / "example_000.png") as picture:
+        assert picture.width > 2 * 640 and picture.height > 480  # the photo twice: truth, predictions
+
+
+def fake_model(origin: dict[str, Any], config: Any = None) -> Any:
+    return SimpleNamespace(origin=origin, config=config or RegionSpotConfig())
+
+
+@pytest.mark.parametrize(("origin", "checkpoint", "head"), [
+    ({"head": "checkpoint", "checkpoint": "{folder}"}, "`{folder}`", "trained"),
+    ({"head": "checkpoint", "checkpoint": "someone/regionspot-bl"}, "`someone/regionspot-bl` (Hugging Face Hub id)",
+     "trained"),
+    ({"head": "official", "checkpoint": "regionspot_bl.pth", "variant": "bl"},
+     "`regionspot_bl.pth` (the authors' RegionSpot-BL release, converted in memory)",
+     "trained (the authors' released weights)"),
+    ({"head": "untrained"}, "none: untrained head (random weights)", "UNTRAINED: random weights"),
+])
+def test_model_summary_of_regionspot(origin, checkpoint, head, tmp_path) -> None:
+    origin = {key: value.format(folder=tmp_path) for key, value in origin.items()}
+    model = fake_model(origin)
+    summary = model_summary(model, "regionspot", model)
+    assert summary["checkpoint"] == checkpoint.format(folder=tmp_path) and summary["head"].startswith(head)
+    assert summary["method"] == "regionspot" and summary["SAM"] == f"`{RegionSpotConfig().sam.name_or_path}`"
+    assert summary["CLIP"] == f"`{RegionSpotConfig().clip.name_or_path}`"
+    assert summary["inputs"] == getattr(RegionSpotConfig(), "inputs", "native")
+
+
+def test_model_summary_names_the_input_mode_and_what_is_off() -> None:
+    config = SimpleNamespace(sam=SimpleNamespace(name_or_path="sam.pt"), inputs="official",
+                             clip=SimpleNamespace(name_or_path="clip-b", enabled=False))
+    model = fake_model({"head": "checkpoint", "checkpoint": "ckpt"}, config)
+    summary = model_summary(model, "regionspot", model)
+    assert summary["inputs"] == "official" and summary["CLIP"] == "`clip-b` (vision tower off: clip.enabled=false)"
+    crop = model_summary(model, "clip-crop", SimpleNamespace(config=ZeroShotConfig()))  # the baseline on its towers
+    assert crop["checkpoint"] == "`ckpt` (Hugging Face Hub id); only its SAM and CLIP are used (clip-crop has no head)"
+    assert crop["head"].startswith("none (clip-crop") and crop["inputs"] == "native"
+    baseline = model_summary(fake_model({"head": "untrained"}), "clip-mask-crop", SimpleNamespace())
+    assert baseline["checkpoint"] == "none: zero-shot recognizer" and baseline["inputs"] == "native"
+    zero_shot = fake_model({"head": "none (zero-shot)"}, ZeroShotConfig())
+    summary = model_summary(zero_shot, "clip-mask-crop", zero_shot)
+    assert summary["checkpoint"] == "none: zero-shot recognizer" and summary["inputs"] == "native"
+    assert summary["head"] == "none (clip-mask-crop: CLIP zero-shot on each region's crop)"

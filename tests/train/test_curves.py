@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from regionspot.train.curves import MetricsLog, _centred_mean, plot_curves
+from regionspot.train.curves import MetricsLog, _centred_mean, curves_figure, is_loss, log_scale_note, plot_curves
 
 
 def test_append_writes_long_rows_immediately(tmp_path: Path) -> None:
@@ -144,3 +145,44 @@ def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
 def test_plot_curves_of_an_empty_log(tmp_path: Path) -> None:
     log = MetricsLog(tmp_path / "metrics.csv")
     assert plot_curves(log.csv_path, tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def panels_by_title(figure: Any) -> dict[str, Any]:
+    """Visible subplots of a curves figure by the first word(s) of their title."""
+    return {ax.get_title().split(" (")[0]: ax for ax in figure.axes if ax.get_visible()}
+
+
+def test_loss_and_learning_rate_panels_use_a_log_axis(tmp_path: Path) -> None:
+    log = write_run(tmp_path / "metrics.csv")
+    log.append(3000, "train", {"focal_loss": 0.3})
+    panels = panels_by_title(curves_figure(log.csv_path))
+    assert set(panels) == {"loss", "accuracy", "grad norm", "top1", "focal loss", "learning rate"}
+    scales = {title: ax.get_yscale() for title, ax in panels.items()}
+    assert scales == {"loss": "log", "focal loss": "log", "learning rate": "log", "accuracy": "linear",
+                      "grad norm": "linear", "top1": "linear"}
+    assert panels["loss"].get_title() == "loss (log scale)"
+    low, high = panels["loss"].get_ylim()
+    assert 0 < low < 0.3 and high > 1.5  # the whole curve, train and eval, on the axis
+    labels = [tick.get_text() for tick in panels["loss"].get_yticklabels()]
+    assert {"0.5", "1"} <= set(labels)  # plain numbers, not 10^-1
+
+
+def test_a_loss_with_a_non_positive_value_stays_linear(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path / "metrics.csv")
+    for step, loss in enumerate([0.8, 0.4, 0.0, -0.1], start=1):
+        log.append(step, "train", {"loss": loss, "lr": 1e-4})
+    log.append(4, "eval", {"loss": float("nan")})
+    panels = panels_by_title(curves_figure(log.csv_path))
+    assert panels["loss"].get_yscale() == "linear"
+    assert panels["loss"].get_title() == "loss (linear: a value <= 0)"
+    assert panels["learning rate"].get_yscale() == "log"
+    assert plot_curves(log.csv_path, tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_log_scale_note_and_loss_names() -> None:
+    assert log_scale_note([0.5, 0.1, float("nan"), float("inf")]) is None  # NaN and inf are not drawn anyway
+    assert log_scale_note([0.5, 0.0]) == "a value <= 0"
+    assert log_scale_note([0.5, -1e-9]) == "a value <= 0"
+    assert log_scale_note([float("nan")]) == "no finite value"
+    assert [name for name in ("loss", "focal_loss", "loss_box", "accuracy", "lossless", "top1") if is_loss(name)] == [
+        "loss", "focal_loss", "loss_box"]
