@@ -206,9 +206,13 @@ class ClipTextEmbedder(torch.nn.Module):
         names_per_step = max(1, self.batch_size // per_name)
         steps = range(0, len(cleaned), names_per_step)
         rows: dict[str, torch.Tensor] = {}
+        # a small job shows no bar, nor does any under TQDM_DISABLE (--no-progress), read now: tqdm
+        # itself reads it only when imported
+        quiet = len(cleaned) * per_name <= PROGRESS_MIN_PROMPTS or bool(os.environ.get("TQDM_DISABLE"))
+        bar = tqdm(steps, desc="CLIP text", unit="step", disable=True) if quiet else \
+            tqdm(steps, desc="CLIP text", unit="step")
         with self._encode_lock:
-            for start in tqdm(steps, desc="CLIP text", unit="step",
-                              disable=len(cleaned) * per_name <= PROGRESS_MIN_PROMPTS):
+            for start in bar:
                 names = cleaned[start:start + names_per_step]
                 prompts = [p for name in names for p in build_prompts(name, self.templates, clean=False)]
                 embedded = self.encode_prompts(prompts, normalize=not self.official).view(

@@ -90,11 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextmanager
 def progress_bars(enabled: bool) -> Iterator[None]:
-    """``--no-progress``: switch off every tqdm bar, ours and the libraries' (tqdm >= 4.66 reads
-    ``TQDM_DISABLE``), for the duration of the command."""
+    """``--no-progress``: switch off every progress bar for the duration of the command: ours
+    (given the flag, or reading ``TQDM_DISABLE`` when they start), the Hugging Face Hub's
+    downloads, and those of processes started meanwhile (tqdm reads ``TQDM_DISABLE`` on import)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
     previous = os.environ.get("TQDM_DISABLE")
+    hub_was_quiet = are_progress_bars_disabled()
     if not enabled:
         os.environ["TQDM_DISABLE"] = "1"
+        disable_progress_bars()
     try:
         yield
     finally:
@@ -102,6 +107,8 @@ def progress_bars(enabled: bool) -> Iterator[None]:
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = previous
+        if not enabled and not hub_was_quiet:
+            enable_progress_bars()
 
 
 if __name__ == "__main__":

@@ -171,6 +171,7 @@ def test_authors_pth_answers_like_its_converted_folder(their_bb: tuple[Path, Pat
         outputs.append(json.loads(out.read_text()))
     direct, converted = outputs
     assert direct["model"]["origin"]["head"] == "official" and converted["model"]["origin"]["head"] == "checkpoint"
+    assert direct["model"]["inputs"] == converted["model"]["inputs"] == "official"  # the authors' evaluation inputs
     assert direct["regions"] == converted["regions"] and len(direct["regions"]) == 2
 
 
