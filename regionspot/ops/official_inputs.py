@@ -13,7 +13,7 @@ towers the photo as it is: detectron2's test loader first resizes it so that the
 * masks come out at that image's size and are resized to the photo with nearest-neighbour.
 
 ``native`` mode (heads trained here) resizes the photo once per tower instead (see
-:mod:`regionspot.backbones.sam_prompt_head` and :mod:`regionspot.backbones.clip_vision`).
+:mod:`regionspot.backbones.sam_geometry` and :mod:`regionspot.backbones.clip_vision`).
 Shapes: images ``HxWx3`` uint8 RGB; sizes ``(height, width)``.
 """
 
