@@ -126,7 +126,23 @@ def build_model(source: ModelSource, *, log: Log | None = stderr_log) -> Model:
         if inputs and model.origin.get("head") in ("checkpoint", "official"):
             log(f"warning: {inputs} change what the head sees, not its weights: unless the checkpoint was trained "
                 "so, this measures a mismatch, not the ablation")
+        unrecorded = unrecorded_decoder_eps(model)
+        if unrecorded is not None:
+            log(f"note: the checkpoint does not record the SAM decoder LayerNorm eps its tokens were made with; "
+                f"running with the SAM checkpoint's own ({unrecorded:g}); if it was trained with another, set "
+                "sam.decoder_layer_norm_eps")
     return model
+
+
+def unrecorded_decoder_eps(model: Model) -> float | None:
+    """The SAM decoder eps a loaded RegionSpot checkpoint runs with when its config does not
+    record one (heads saved before it was recorded), else None."""
+    if not isinstance(model, RegionSpot) or model.origin.get("head") != "checkpoint":
+        return None
+    if model.config.sam.decoder_layer_norm_eps is not None or model.config.inputs == "official":
+        return None
+    eps = model.region_tokenizer.describe().get("decoder_layer_norm_eps")
+    return float(eps) if isinstance(eps, int | float) else None
 
 
 def check_source(source: ModelSource) -> None:

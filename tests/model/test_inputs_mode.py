@@ -121,3 +121,24 @@ def test_a_converted_head_runs_with_the_authors_inputs_and_scoring() -> None:
     assert config.inputs == "official" and config.fusion.score_function == "softmax"
     built = backbone_config(config)
     assert built.sam.decoder_layer_norm_eps == ORIGINAL_SAM_DECODER_EPS and built.text.templates == "official"
+
+
+def test_a_checkpoint_without_a_recorded_eps_says_which_it_runs_with(models: dict[str, RegionSpot],
+                                                                      tmp_path: Path) -> None:
+    from regionspot.model.loader import load
+
+    native = models["native"]
+    native.save_pretrained(tmp_path / "unrecorded")
+    lines: list[str] = []
+    load(str(tmp_path / "unrecorded"), log=lines.append)
+    assert any(line.startswith("note: the checkpoint does not record the SAM decoder LayerNorm eps") and "(1e-06)"
+               in line for line in lines), lines
+    recorded = RegionSpot(dataclasses.replace(native.config, sam=dataclasses.replace(
+        native.config.sam, decoder_layer_norm_eps=1e-5)), native.region_tokenizer, native.image_encoder,
+        native.text_embedder)
+    recorded.load_head_state(native.head_state())
+    recorded.save_pretrained(tmp_path / "recorded")
+    lines.clear()
+    model = load(str(tmp_path / "recorded"), log=lines.append)
+    assert not any("does not record" in line for line in lines)
+    assert model.region_tokenizer.describe()["decoder_layer_norm_eps"] == 1e-5  # applied on load

@@ -6,6 +6,7 @@ never a traceback. The console script is run once per case; variants run in-proc
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,8 @@ def test_resuming_with_a_lower_learning_rate_uses_it(tiny_train_config, monkeypa
     assert main(["train", str(config), "--no-progress", "--resume", "--set", "optim.lr=1e-3"]) == 0
     assert "note: optim.lr 0.001 replaces the saved run's 2.5e-05 from step 2 on" in capsys.readouterr().out
     assert rates == pytest.approx([1e-3 * 3 / 1000, 1e-3 * 4 / 1000])  # steps 3 and 4, warming up over 1000
+    exported = json.loads((tmp_path / "run" / "final" / "config.json").read_text())["config"]
+    assert exported["sam"]["decoder_layer_norm_eps"] == pytest.approx(1e-6)  # the tiny HF SAM's: recorded
 
 
 # ----------------------------------------------------------------------------- a damaged metrics.csv
