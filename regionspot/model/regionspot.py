@@ -131,6 +131,7 @@ class RegionSpot(nn.Module):
         image_encoder = build_image_memory_encoder(config.clip)
         text_embedder = build_text_embedder(config.text, config.clip.name_or_path)
         config.fusion = fitted_fusion_config(config.fusion, region_tokenizer, image_encoder, text_embedder)
+        config.sam = recorded_sam_config(config.sam, region_tokenizer)
         return cls(config, region_tokenizer, image_encoder, text_embedder)
 
     @classmethod
@@ -277,3 +278,10 @@ def fitted_fusion_config(
     return dataclasses.replace(
         fusion, token_dim=region_tokenizer.token_dim, width=width, text_dim=text_embedder.embed_dim
     )
+
+
+def recorded_sam_config(sam: SamBackboneConfig, region_tokenizer: RegionTokenizer) -> SamBackboneConfig:
+    """``sam`` with the decoder LayerNorm eps the tokenizer runs with recorded (when it reports
+    one), so a head saved from this model runs with the eps its tokens were made with."""
+    eps = region_tokenizer.describe().get("decoder_layer_norm_eps")
+    return dataclasses.replace(sam, decoder_layer_norm_eps=float(eps)) if isinstance(eps, float) else sam

@@ -12,7 +12,7 @@ from regionspot.backbones.text import build_text_embedder
 from regionspot.config import ConfigError
 from regionspot.datasets.coco_format import CocoDataset
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint
-from regionspot.model.regionspot import RegionSpot, fitted_fusion_config
+from regionspot.model.regionspot import RegionSpot, fitted_fusion_config, recorded_sam_config
 from regionspot.train.batches import DataSource
 from regionspot.train.config import DatasetConfig, TrainConfig, check_train_config
 
@@ -54,9 +54,7 @@ def build_training_model(config: TrainConfig) -> RegionSpot:
     image_encoder = build_image_memory_encoder(model_config.clip)
     text = build_text_embedder(model_config.text, model_config.clip.name_or_path)
     fusion = fitted_fusion_config(model_config.fusion, tokenizer, image_encoder, text)
-    eps = tokenizer.describe().get("decoder_layer_norm_eps")
-    sam = dataclasses.replace(model_config.sam, decoder_layer_norm_eps=float(eps)) \
-        if isinstance(eps, float) else model_config.sam
+    sam = recorded_sam_config(model_config.sam, tokenizer)
     model_config = dataclasses.replace(model_config, fusion=fusion, sam=sam)
     model = RegionSpot(model_config, tokenizer, image_encoder, text)
     if config.init_from:

@@ -128,7 +128,12 @@ def test_a_checkpoint_without_a_recorded_eps_says_which_it_runs_with(models: dic
     from regionspot.model.loader import load
 
     native = models["native"]
-    native.save_pretrained(tmp_path / "unrecorded")
+    assert native.config.sam.decoder_layer_norm_eps == pytest.approx(1e-6)  # built from backbones: recorded
+    unrecorded = RegionSpot(dataclasses.replace(native.config, sam=dataclasses.replace(
+        native.config.sam, decoder_layer_norm_eps=None)), native.region_tokenizer, native.image_encoder,
+        native.text_embedder)  # as heads saved before the eps was recorded
+    unrecorded.load_head_state(native.head_state())
+    unrecorded.save_pretrained(tmp_path / "unrecorded")
     lines: list[str] = []
     load(str(tmp_path / "unrecorded"), log=lines.append)
     assert any(line.startswith("note: the checkpoint does not record the SAM decoder LayerNorm eps") and "(1e-06)"

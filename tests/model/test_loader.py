@@ -81,7 +81,7 @@ def test_folder_and_untrained_sources(tiny_sam_dir: Path, tiny_clip_dir: Path, c
     fresh.save_pretrained(tmp_path / "head")
     loaded = load(str(tmp_path / "head"), overrides=cache_override, log=lines.append)
     assert loaded.origin == {"head": "checkpoint", "checkpoint": str(tmp_path / "head")}
-    assert "regionspot head from" in lines[-1]
+    assert "regionspot head from" in lines[-1]  # the saved head records its SAM decoder eps: no note
     np.testing.assert_allclose(answer(loaded).topk_scores, answer(fresh).topk_scores, atol=1e-6)
     crop = load(str(tmp_path / "head"), method="clip-crop", overrides=cache_override, log=None)
     assert isinstance(crop, ZeroShotCLIP) and crop.region_tokenizer is not None
