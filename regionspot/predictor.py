@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from regionspot.backbones.protocols import (
+    PREDICT_CLICKS,
     PREDICT_SAM,
     PREDICT_TEXT,
     RegionTokenizer,
@@ -25,7 +26,8 @@ from regionspot.devices import autocast
 from regionspot.model.recognizer import Recognizer, RegionBatch
 from regionspot.ops.boxes import validate_boxes
 from regionspot.ops.image import load_image
-from regionspot.ops.official_inputs import nearest_resize_masks, scale_xyxy
+from regionspot.ops.official_inputs import nearest_resize_masks, scale_xy, scale_xyxy
+from regionspot.ops.prompts import PromptError, as_mask_prompts, as_point_prompts, region_boxes
 from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionProposer
 from regionspot.results import RegionResult
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
@@ -64,6 +66,17 @@ class EncodedImage:
     def memory(self) -> torch.Tensor | None:
         """The CLIP memory of a RegionSpot recognizer (an alias of ``context``)."""
         return self.context
+
+
+@dataclass
+class PromptedRegions:
+    """The regions of one ``predict`` call: ``boxes`` float [R, 4] xyxy image pixels (the boxes
+    the head sees); for click and mask prompts ``masks`` bool [R, H, W] (the prompt's answer,
+    returned as is) and, for clicks, ``mask_scores`` [R] (SAM's predicted IoU of that mask)."""
+
+    boxes: np.ndarray
+    masks: np.ndarray | None = None
+    mask_scores: np.ndarray | None = None
 
 
 class RegionPredictor:
@@ -121,17 +134,28 @@ class RegionPredictor:
     @torch.inference_mode()
     def predict(
         self,
-        boxes: Any,
-        vocabulary: str | Sequence[str],
+        boxes: Any = None,
+        vocabulary: str | Sequence[str] | None = None,
         topk: int = 5,
         with_masks: bool = True,
         with_attention: bool = False,
         together: bool = True,
+        *,
+        points: Any = None,
+        point_labels: Any = None,
+        masks: Any = None,
     ) -> RegionResult:
-        """Name each box.
+        """Name each region, given as boxes, clicks or masks (one kind per call).
 
         ``boxes``: [R, 4] xyxy absolute pixels (list, array or tensor); boxes reaching outside
         the image are clipped, empty/NaN/inverted/degenerate boxes raise ``BoxError``.
+        ``points``: clicks, xy absolute pixels: ``[P, 2]`` one region, ``[R, P, 2]`` R regions;
+        ``point_labels`` 1 (foreground, the default) or 0 (background) per click. SAM turns
+        each region's clicks into masks and the one it rates best is kept (``mask_scores``).
+        ``masks``: bool [R, H, W] (or one [H, W]) at the image's size, used as given.
+        A clicked or masked region is recognised from the token of its mask's tight box (the
+        box prompts the head was trained on); its returned box is that box and its returned
+        mask is the answer to the prompt itself.
         ``vocabulary``: names, or a built-in vocabulary name (``lvis``, ``coco``, ``objects365``).
         ``topk``: pairs kept per region (capped at the vocabulary size).
         ``with_attention``: also return, in ``result.extras["attention"]``, each region's
@@ -144,28 +168,60 @@ class RegionPredictor:
         if with_attention and not self.model.has_attention:
             raise ValueError(f"with_attention needs a RegionSpot head with CLIP vision; {self.model.method!r} "
                              "has no attention maps")
+        if vocabulary is None:
+            raise ValueError("give a vocabulary: names, or a built-in vocabulary name (lvis, coco, objects365)")
         names = validate_vocabulary(parse_vocabulary(vocabulary))
-        clipped = validate_boxes(boxes, encoded.size)
+        regions = self._prompted_regions(encoded, boxes, points, point_labels, masks)
+        return self._recognize(encoded, regions, names, int(topk), with_masks, with_attention, together)
+
+    def _prompted_regions(self, encoded: EncodedImage, boxes: Any, points: Any, point_labels: Any,
+                          masks: Any) -> PromptedRegions:
+        """The regions of one ``predict`` call as boxes (and, for clicks and masks, their masks)."""
+        given = [name for name, value in (("boxes", boxes), ("points", points), ("masks", masks)) if value is not None]
+        if len(given) != 1:
+            raise PromptError(f"give the regions as boxes, points or masks (one kind per call), got "
+                              f"{' and '.join(given) if given else 'none'}")
+        if boxes is not None:
+            return PromptedRegions(validate_boxes(boxes, encoded.size))
+        if masks is not None:
+            given_masks = as_mask_prompts(masks, encoded.size)
+            return PromptedRegions(region_boxes(given_masks), given_masks)
+        clicks, labels = as_point_prompts(points, point_labels, encoded.size)
+        decoder = PREDICT_CLICKS.require(self._predict_tokenizer())
+        in_frame = torch.as_tensor(scale_xy(clicks, encoded.size, encoded.frame_size), dtype=torch.float32)
+        with autocast(self.model.device, self.model.precision):
+            logits, ious = decoder.encode_point_prompts(encoded.sam, in_frame, torch.as_tensor(labels))
+        best = ious.float().argmax(dim=1)
+        rows = torch.arange(len(best))
+        clicked = self._masks_at_image_size(logits[rows, best])
+        return PromptedRegions(region_boxes(clicked, clicks), clicked, ious[rows, best].float().cpu().numpy())
+
+    def _recognize(self, encoded: EncodedImage, regions: PromptedRegions, names: list[str], topk: int,
+                   with_masks: bool, with_attention: bool, together: bool) -> RegionResult:
+        """Tokens of the regions' boxes, the recognizer's scores against ``names``, top-``topk``."""
         model, tokenizer = self.model, self._predict_tokenizer()
         text = model.text_embeddings(names)
-        need_masks = with_masks or model.needs_region_masks
-        in_frame = scale_xyxy(clipped, encoded.size, encoded.frame_size)
+        need_box_masks = regions.masks is None and (with_masks or model.needs_region_masks)
+        in_frame = scale_xyxy(regions.boxes, encoded.size, encoded.frame_size)
         with autocast(model.device, model.precision):
-            regions = tokenizer.encode_regions(
-                encoded.sam, torch.as_tensor(in_frame, dtype=torch.float32), with_masks=need_masks)
-            masks = None if regions.mask_logits is None else self._masks_at_image_size(regions.mask_logits)
+            tokens = tokenizer.encode_regions(
+                encoded.sam, torch.as_tensor(in_frame, dtype=torch.float32), with_masks=need_box_masks)
+            masks = regions.masks
+            if masks is None and tokens.mask_logits is not None:
+                masks = self._masks_at_image_size(tokens.mask_logits)
             scored = model.score_regions(RegionBatch(
-                image=encoded.image, context=encoded.context, boxes=clipped, tokens=regions.tokens, masks=masks,
+                image=encoded.image, context=encoded.context, boxes=regions.boxes, tokens=tokens.tokens, masks=masks,
                 text=text, together=together, with_attention=with_attention))
         scores = scored.scores.float().cpu().clamp_(0.0, 1.0)
-        top_scores, top_ids = scores.topk(min(int(topk), len(names)), dim=-1)
+        top_scores, top_ids = scores.topk(min(topk, len(names)), dim=-1)
         extras: dict[str, Any] = {}
         if with_attention and scored.attention is not None:
             extras["attention"] = attention_to_grid(scored.attention.float().cpu())
+        mask_scores = tokens.mask_scores.float().cpu().numpy() if regions.masks is None else regions.mask_scores
         return RegionResult(
-            boxes=clipped, topk_ids=top_ids.numpy(), topk_scores=top_scores.double().numpy(),
+            boxes=regions.boxes, topk_ids=top_ids.numpy(), topk_scores=top_scores.double().numpy(),
             vocabulary=names, image_size=encoded.size, masks=masks if with_masks else None,
-            mask_scores=regions.mask_scores.float().cpu().numpy(), extras=extras,
+            mask_scores=mask_scores, extras=extras,
         )
 
     @torch.inference_mode()

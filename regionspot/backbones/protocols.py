@@ -131,6 +131,20 @@ class PointPromptable(Protocol):
 
 
 @runtime_checkable
+class ClickPromptable(Protocol):
+    """SAM-family side, for ``predict(points=...)``: decode click prompts (foreground and
+    background points) into masks."""
+
+    def encode_point_prompts(self, embedding: SamImageEmbedding, points: torch.Tensor,
+                             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``points``: ``[R, P, 2]`` xy absolute pixels of the original image, the P clicks of
+        each of R regions; ``labels`` ``[R, P]`` (1 foreground, 0 background). Returns mask
+        logits ``[R, K, m, m]`` (low resolution, padded input frame like
+        ``RegionTokens.mask_logits``) and predicted IoU ``[R, K]`` of K mask outputs."""
+        ...
+
+
+@runtime_checkable
 class ImageMemoryEncoder(Protocol):
     """CLIP-family vision side, for a RegionSpot head: the whole image as feature tokens."""
 
@@ -253,6 +267,8 @@ class Capability(Generic[T]):
 
 #: ``predict``, SAM side (checked by the predictor's first ``predict``).
 PREDICT_SAM = Capability[RegionTokenizer]("predict", "SAM", RegionTokenizer)
+#: ``predict(points=...)``, SAM side (checked by the first click-prompted ``predict``).
+PREDICT_CLICKS = Capability[ClickPromptable]("predict with point prompts", "SAM", ClickPromptable)
 #: ``predict``, text side (checked by the predictor's first ``predict``, and by the zero-shot
 #: recognizer when it is built).
 PREDICT_TEXT = Capability[TextEmbedder]("predict", "text", TextEmbedder)

@@ -177,29 +177,65 @@ class SamPromptHead(nn.Module):
         return RegionTokens(tokens=torch.cat(tokens), mask_logits=torch.cat(masks) if with_masks else None,
                             mask_scores=torch.cat(scores))
 
-    def embed_points(self, points: torch.Tensor) -> torch.Tensor:
-        """``[P, 2]`` xy points in the encoder-input frame -> ``[P, 2, C]``: each point as a
-        foreground prompt (label 1), followed by SAM's padding point (label -1), which SAM's prompt
-        encoder appends when no box comes with the points."""
+    def embed_points(self, points: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``[R, P, 2]`` xy points in the encoder-input frame (``[P, 2]``: P regions of one point)
+        and their labels ``[R, P]`` (1 foreground, 0 background, -1 no point: ignored, as SAM's
+        padding; None: all 1) -> ``[R, P + 1, C]``: the points followed by SAM's padding point
+        (label -1), which SAM's prompt encoder appends when no box comes with the points."""
+        if points.dim() == 2:
+            points = points[:, None]
+        if labels is None:
+            labels = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
         coords = (points + 0.5) / self.input_image_size  # pixel centres, in [0, 1]
-        foreground = self.fourier_features(coords) + self._point_embedding(1)
-        padding = self.prompt_encoder.not_a_point_embed.weight.expand_as(foreground)
-        return torch.stack([foreground, padding], dim=1)
+        positive = (labels == 1)[..., None]
+        embedded = self.fourier_features(coords) + torch.where(positive, self._point_embedding(1),
+                                                                self._point_embedding(0))
+        no_point = self.prompt_encoder.not_a_point_embed.weight
+        embedded = torch.where((labels == -1)[..., None], no_point.expand_as(embedded), embedded)
+        padding = self.prompt_encoder.not_a_point_embed.weight.expand(points.shape[0], 1, -1)
+        return torch.cat([embedded, padding], dim=1)
 
-    def decode_points(self, image_embeddings: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each point alone as a single positive prompt, decoded in SAM's multi-mask mode.
+    def decode_points(self, image_embeddings: torch.Tensor, points: torch.Tensor,
+                      labels: torch.Tensor | None = None, single: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point prompts decoded in SAM's multi-mask mode, each region on its own.
 
         ``image_embeddings``: ``[1, C, h, w]`` of one image; ``points``: ``[P, 2]`` xy in the
-        encoder-input frame. Returns mask logits ``[P, K, 4h, 4w]`` (padded input frame) and
-        predicted IoU ``[P, K]`` of the K = 3 ambiguity-aware outputs (mask tokens 1..3)."""
+        encoder-input frame (P regions, each one foreground point) or ``[R, P, 2]`` with
+        ``labels`` ``[R, P]`` (1 foreground, 0 background; None: all foreground). Returns mask
+        logits ``[R, K, 4h, 4w]`` (padded input frame) and predicted IoU ``[R, K]`` of the K = 3
+        ambiguity-aware outputs (mask tokens 1..3), or with ``single`` of SAM's one output for
+        unambiguous prompts (K = 1, mask token 0)."""
         if image_embeddings.dim() != 4 or image_embeddings.shape[0] != 1:
             raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
-        if points.dim() != 2 or points.shape[-1] != 2 or points.shape[0] < 1:
-            raise ValueError(f"points must be [P, 2] with P >= 1, got {tuple(points.shape)}")
+        grouped = points[:, None] if points.dim() == 2 else points
+        if grouped.dim() != 3 or grouped.shape[-1] != 2 or grouped.shape[0] < 1 or grouped.shape[1] < 1:
+            raise ValueError(f"points must be [P, 2] or [R, P, 2] with R, P >= 1, got {tuple(points.shape)}")
+        if labels is None:
+            labels = torch.ones(grouped.shape[:2], dtype=torch.long, device=grouped.device)
+        if tuple(labels.shape) != tuple(grouped.shape[:2]):
+            raise ValueError(f"labels must be [R, P] = {list(grouped.shape[:2])}, got {tuple(labels.shape)}")
         image, image_pe, grid = self._image_side(image_embeddings)
-        parts = [self._decode_points(image, image_pe, grid, chunk) for chunk in points.split(self.chunk_size)]
+        parts = [self._decode_points(image, image_pe, grid, self.embed_points(chunk, chunk_labels), single)
+                 for chunk, chunk_labels in zip(grouped.split(self.chunk_size), labels.split(self.chunk_size),
+                                                strict=True)]
         masks, ious = zip(*parts, strict=True)
         return torch.cat(masks), torch.cat(ious)
+
+    def refine_points(self, image_embeddings: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
+                      previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's interactive step: the clicks ``[R, P, 2]`` (encoder-input frame) with labels
+        ``[R, P]`` decoded together with each region's previous low-res mask logits ``[R, m, m]``
+        as the mask prompt, in single-output mode. Returns logits ``[R, 1, m, m]`` and IoU
+        ``[R, 1]``. Runs ``transformers``' own prompt encoder and mask decoder (a few regions)."""
+        count = points.shape[0]
+        height, width = image_embeddings.shape[-2:]
+        sparse, dense = self.prompt_encoder(input_points=points[:, None], input_labels=labels[:, None],
+                                            input_boxes=None, input_masks=previous[:, None])
+        masks, iou = self.mask_decoder(
+            image_embeddings=image_embeddings.expand(count, -1, -1, -1),
+            image_positional_embeddings=self.dense_positional_encoding(height, width).expand(count, -1, -1, -1),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)[:2]
+        return masks[:, 0], iou[:, 0]
 
     def _image_side(self, image_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
         """``[1, C, h, w]`` -> (image with the no-mask dense prompt added ``[1, h*w, C]``, its
@@ -212,17 +248,19 @@ class SamPromptHead(nn.Module):
         return image, image_pe, (height, width)
 
     def _decode_points(self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int],
-                       points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One chunk of n points, each decoded on its own: masks ``[n, K, 4h, 4w]``, IoU ``[n, K]``."""
+                       sparse: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One chunk of n point prompts (``sparse`` ``[n, P + 1, C]``), each decoded on its own:
+        masks ``[n, K, 4h, 4w]``, IoU ``[n, K]``; K = 3 (mask tokens 1..3), or 1 with ``single``
+        (mask token 0, SAM's choice for unambiguous prompts such as several clicks)."""
         decoder = self.mask_decoder
-        sparse = self.embed_points(points)  # [n, 2, C]
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])  # [1 + M, C]
-        queries = torch.cat([output_tokens.expand(points.shape[0], -1, -1), sparse], dim=1)
+        queries = torch.cat([output_tokens.expand(sparse.shape[0], -1, -1), sparse], dim=1)
         hidden, image_out = two_way_transformer(decoder.transformer, queries, image, image_pe,
                                                 final_tokens=output_tokens.shape[0])
-        iou = decoder.iou_prediction_head(hidden[:, 0])[:, 1:]  # [n, K], K = M - 1
         mlps = decoder.output_hypernetworks_mlps
-        hyper = torch.stack([mlps[k](hidden[:, 1 + k]) for k in range(1, len(mlps))], dim=1)  # [n, K, C/8]
+        kept = [0] if single else list(range(1, len(mlps)))
+        iou = decoder.iou_prediction_head(hidden[:, 0])[:, kept]  # [n, K]
+        hyper = torch.stack([mlps[k](hidden[:, 1 + k]) for k in kept], dim=1)  # [n, K, C/8]
         masks = torch.einsum("nkc,nchw->nkhw", hyper, self._upscaled(image_out, grid))
         return masks, iou
 
@@ -330,6 +368,30 @@ class SamRegionTokenizer(nn.Module):
         check_points(points)
         scaled = scale_points(points.to(embedding.embeddings), embedding.original_size, embedding.input_size)
         return self.head.decode_points(embedding.embeddings, scaled)
+
+    @torch.no_grad()
+    def encode_point_prompts(self, embedding: SamImageEmbedding, points: torch.Tensor,
+                             labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``points``: ``[R, P, 2]`` float xy in original-image pixels, the P clicks of each of R
+        regions; ``labels`` ``[R, P]`` (1 foreground, 0 background). Returns mask logits
+        ``[R, K, 256, 256]`` (padded input frame) and predicted IoU ``[R, K]``: SAM's three
+        ambiguity-aware outputs for one click (K = 3), its single output for several (K = 1), as
+        SAM's own predictor advises. With background clicks, the answer to the foreground clicks
+        is refined by all clicks with it as the mask prompt (K = 1), as SAM's demo does."""
+        if points.dim() != 3 or points.shape[-1] != 2:
+            raise ValueError(f"points must be [R, P, 2], got {tuple(points.shape)}")
+        check_points(points.reshape(-1, 2))
+        scaled = scale_points(points.to(embedding.embeddings), embedding.original_size, embedding.input_size)
+        labels = labels.to(embedding.embeddings.device)
+        if not (labels == 0).any():
+            return self.head.decode_points(embedding.embeddings, scaled, labels, single=points.shape[1] > 1)
+        # background clicks refine a first answer, as in SAM's interactive demo: the foreground
+        # clicks alone first, then all clicks with that mask as the mask prompt
+        foreground = torch.where(labels == 1, labels, torch.full_like(labels, -1))
+        logits, iou = self.head.decode_points(embedding.embeddings, scaled, foreground,
+                                              single=int((labels == 1).sum(dim=1).max()) > 1)
+        first = logits[torch.arange(len(labels)), iou.argmax(dim=1)]
+        return self.head.refine_points(embedding.embeddings, scaled, labels, first)
 
     @torch.no_grad()
     def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:

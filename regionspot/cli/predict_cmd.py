@@ -1,4 +1,4 @@
-"""``regionspot predict IMAGE --boxes BOXES|auto --vocab NAMES [--checkpoint CKPT]``: without a
+"""``regionspot predict IMAGE --boxes BOXES|auto | --points CLICKS --vocab NAMES [--checkpoint CKPT]``: without a
 checkpoint the zero-shot recognizer answers (CLIP on SAM-mask crops); every output names the
 method that made it."""
 
@@ -15,6 +15,7 @@ import numpy as np
 from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, check_output_path, positive_int
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
+from regionspot.ops.prompts import as_point_prompts, parse_points_text
 
 if TYPE_CHECKING:
     from regionspot.results import RegionResult
@@ -26,10 +27,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Name each box of IMAGE against a vocabulary; write JSON (or COCO results) and a picture.",
     )
     parser.add_argument("image", help="image file (JPEG, PNG, ...)")
-    parser.add_argument("--boxes", required=True,
-                        help="boxes xyxy in pixels: inline 'x1,y1,x2,y2;x1,y1,x2,y2', a JSON file "
-                             "(a list of [x1,y1,x2,y2], or {\"boxes\": [...]}), or auto (class-agnostic "
-                             "boxes from SAM's point grid)")
+    regions = parser.add_mutually_exclusive_group(required=True)
+    regions.add_argument("--boxes",
+                         help="boxes xyxy in pixels: inline 'x1,y1,x2,y2;x1,y1,x2,y2', a JSON file "
+                              "(a list of [x1,y1,x2,y2], or {\"boxes\": [...]}), or auto (class-agnostic "
+                              "boxes from SAM's point grid)")
+    regions.add_argument("--points",
+                         help="clicks in pixels, 'x,y;x,y': each names the object under it (SAM's best mask for "
+                              "the click, recognised from the mask's tight box)")
     parser.add_argument("--vocab", required=True,
                         help="names: inline 'cat,dog', a file with one name per line, or lvis|coco|objects365")
     add_model_arguments(parser)
@@ -81,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
     names = validate_vocabulary(parse_vocabulary(args.vocab))
     image = load_image(args.image)
-    auto = args.boxes.strip().lower() == "auto"
-    boxes = None if auto else validate_boxes(read_boxes(args.boxes), image.shape[:2])  # fail before loading models
+    auto = args.boxes is not None and args.boxes.strip().lower() == "auto"
+    clicks = None
+    if args.points is not None:  # fail before loading models
+        clicks, _ = as_point_prompts(parse_points_text(args.points), None, image.shape[:2])
+    boxes = None if auto or clicks is not None else validate_boxes(read_boxes(args.boxes), image.shape[:2])
     for option, path in (("--viz", args.viz), ("--attention", args.attention)):
         check_picture_suffix(option, path)
     for option, path in (("--out", args.out), ("--viz", args.viz), ("--attention", args.attention)):
@@ -93,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
                           "no attention maps" + (" (clip.enabled=false)" if model.method == "regionspot" else ""))
     predictor = model.predictor()
     predictor.set_image(image)
-    if boxes is None:
+    if boxes is None and clicks is None:
         boxes = auto_boxes(predictor, args.max_boxes)
     result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
-                               with_attention=bool(args.attention))
+                               with_attention=bool(args.attention), points=clicks)
     description = model.describe()
     write_document(args, result, names, description)
     for box, label, score in zip(result.boxes, result.labels, result.scores, strict=True):

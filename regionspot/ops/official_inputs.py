@@ -75,6 +75,12 @@ def scale_xyxy(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int
     return np.asarray(boxes, dtype=np.float64) * factors
 
 
+def scale_xy(points: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """``[..., 2]`` xy points from an image of ``from_size`` to the same image at ``to_size``."""
+    (height, width), (new_h, new_w) = from_size, to_size
+    return np.asarray(points, dtype=np.float64) * np.array([new_w / width, new_h / height])
+
+
 def nearest_resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bool masks ``[R, h, w]`` -> ``[R, H, W]`` by nearest neighbour (``F.interpolate`` 'nearest')."""
     if tuple(masks.shape[1:]) == tuple(size):

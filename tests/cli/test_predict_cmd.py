@@ -180,3 +180,36 @@ def test_a_name_outside_the_heads_text_bank_is_one_error_line(mobile_sam_checkpo
     err = capsys.readouterr().err
     assert code == 2 and "error: 1 name(s) not in text bank" in err and "unicornfish" in err
     assert "Traceback" not in err
+
+
+def test_points_name_the_objects_under_the_clicks(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir, photo,
+                                                  tmp_path, capsys) -> None:
+    from regionspot.ops.boxes import masks_to_boxes
+    from regionspot.ops.masks import decode_rle
+
+    out = tmp_path / "out.json"
+    assert run_cli("predict", photo, "--points", "320,240;100,300", "--vocab", "cat,dog,bowl", "--sam",
+                   mobile_sam_checkpoint, "--clip", tiny_clip_dir, "--out", out, "--no-progress",
+                   "--set", f"text.cache_dir={text_cache_dir}") == 0
+    regions = json.loads(out.read_text())["regions"]
+    assert len(regions) == 2
+    masks = decode_rle([region["mask"] for region in regions])
+    assert masks[0][240, 320] and masks[1][300, 100]  # each mask holds its click
+    np.testing.assert_allclose([region["box"] for region in regions], masks_to_boxes(masks))
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--points", "9000,10"], "error: point 0 of region 0 (9000, 10) lies outside the 640x"),
+    (["--points", "10;20"], "error: point 0 '10' must be 2 comma-separated numbers x,y"),
+])
+def test_bad_points_are_one_error_line_before_loading(photo, tmp_path, capsys, arguments, message) -> None:
+    assert run_cli("predict", photo, *arguments, "--vocab", "cat", "--checkpoint", tmp_path / "not-loaded") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_boxes_and_points_together_are_refused(photo, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli("predict", photo, "--boxes", "1,2,30,40", "--points", "5,5", "--vocab", "cat")
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
