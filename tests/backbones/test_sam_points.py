@@ -85,3 +85,43 @@ def test_tokenizer_scales_original_pixels_to_the_encoder_input(tiny_sam: SamMode
     for bad in (points.long(), points[:0], points[0], points[:, :1]):
         with pytest.raises(ValueError, match=r"\[P, 2\]"):
             tokenizer.encode_points(embedding, bad)
+
+
+def test_several_labelled_clicks_decode_as_hf_forward(tiny_sam: SamModel) -> None:
+    """R regions of P clicks with foreground/background labels, SAM's single output (token 0)."""
+    head = SamPromptHead.from_sam_model(tiny_sam, chunk_size=2)
+    generator = torch.Generator().manual_seed(3)
+    embeddings = torch.randn(1, HIDDEN, GRID, GRID, generator=generator)
+    points = torch.rand(3, 2, 2, generator=generator) * INPUT  # [R, P, 2]
+    labels = torch.tensor([[1, 0], [1, 1], [0, 1]])
+    with torch.no_grad():
+        masks, iou = head.decode_points(embeddings, points, labels, single=True)
+        out = tiny_sam(image_embeddings=embeddings, input_points=points[None], input_labels=labels[None],
+                       multimask_output=False)
+    assert masks.shape == (3, 1, 4 * GRID, 4 * GRID) and iou.shape == (3, 1)
+    torch.testing.assert_close(masks, out.pred_masks[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(iou, out.iou_scores[0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the comparison means something only if a background label changes the prompt
+        background = head.embed_points(points[:1], torch.tensor([[1, 0]]))
+        foreground = head.embed_points(points[:1], torch.tensor([[1, 1]]))
+        flipped, _ = head.decode_points(embeddings, points[:1], torch.tensor([[1, 1]]), single=True)
+    assert (background - foreground)[:, 1].abs().amax() > 0.01 and not torch.equal(flipped, masks[:1])
+
+
+def test_background_clicks_refine_the_foreground_answer(tiny_sam: SamModel) -> None:
+    """With background clicks the tokenizer first decodes the foreground clicks alone, then all
+    clicks with that answer as the mask prompt, as HF's forward with ``input_masks``."""
+    head = SamPromptHead.from_sam_model(tiny_sam)
+    tokenizer = SamRegionTokenizer(nn.Identity(), head, family="sam", name_or_path="tiny")
+    embeddings = torch.randn(1, HIDDEN, GRID, GRID, generator=torch.Generator().manual_seed(4))
+    embedding = SamImageEmbedding(embeddings=embeddings, original_size=(INPUT, INPUT), input_size=(INPUT, INPUT))
+    points = torch.tensor([[[40.0, 50.0], [120.0, 90.0]]])
+    masks, iou = tokenizer.encode_point_prompts(embedding, points, torch.tensor([[1, 0]]))
+    with torch.no_grad():
+        first, first_iou = head.decode_points(embeddings, points[:, :1])  # the foreground click alone
+        previous = first[0, int(first_iou[0].argmax())]
+        out = tiny_sam(image_embeddings=embeddings, input_points=points[None], input_labels=torch.tensor([[[1, 0]]]),
+                       input_masks=previous[None, None], multimask_output=False)
+    assert masks.shape == (1, 1, 4 * GRID, 4 * GRID)
+    torch.testing.assert_close(masks, out.pred_masks[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(iou, out.iou_scores[0], rtol=1e-5, atol=1e-5)
