@@ -21,7 +21,12 @@ from regionspot.proposals.auto import Proposals
 from regionspot.results import RegionResult
 from regionspot.serve.config import ServeConfig, ServeLimits, check_serve_config
 from regionspot.serve.errors import ApiError, ErrorBody, install_error_handlers
-from regionspot.serve.forms import check_positive_at_most, parse_boxes_field, parse_vocabulary_field
+from regionspot.serve.forms import (
+    check_positive_at_most,
+    parse_boxes_field,
+    parse_points_field,
+    parse_vocabulary_field,
+)
 from regionspot.serve.session import ImageInput, InferenceSession
 from regionspot.serve.uploads import BodyLimitMiddleware, in_memory_form_route, read_upload, upload_key
 from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_vocabulary
@@ -43,7 +48,14 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 ImageField = Annotated[UploadFile | None, File(description="the image file (JPEG, PNG, ...); or send image_id")]
 ImageIdField = Annotated[str | None, Form(description="image_id returned by an earlier response, instead of "
                                                       "uploading the image again")]
-BoxesField = Annotated[str, Form(description="JSON [[x0, y0, x1, y1], ...]: boxes xyxy in pixels of the image")]
+BoxesField = Annotated[str | None, Form(description="JSON [[x0, y0, x1, y1], ...]: boxes xyxy in pixels of the "
+                                                   "image (or send points)")]
+PointsField = Annotated[str | None, Form(description="instead of boxes, clicks xy in pixels: JSON [[x, y], ...] "
+                                                     "(each click its own region) or [[[x, y], [x, y]], ...] (the "
+                                                     "clicks of each region); each region is named from SAM's mask "
+                                                     "for its clicks")]
+PointLabelsField = Annotated[str | None, Form(description="with points: 1 (foreground) or 0 (background) per click, "
+                                                          "nested as points (default: all 1)")]
 VocabularyField = Annotated[str, Form(description="names as a JSON list, or separated by commas or newlines, "
                                                   "or a built-in vocabulary: lvis, coco, objects365")]
 TopkField = Annotated[int | None, Form(description="(label, score) pairs per region (default 5, or the server's "
@@ -167,13 +179,17 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
         return info
 
     @router.post("/v1/recognize", summary="name the given boxes of an image", responses=_ERROR_RESPONSES)
-    def recognize(boxes: BoxesField, vocabulary: VocabularyField, image: ImageField = None,
+    def recognize(vocabulary: VocabularyField, boxes: BoxesField = None, image: ImageField = None,
                   image_id: ImageIdField = None, topk: TopkField = None, masks: MasksField = True,
-                  attention: AttentionField = False) -> JSONResponse:
+                  attention: AttentionField = False, points: PointsField = None,
+                  point_labels: PointLabelsField = None) -> JSONResponse:
         """The JSON of ``regionspot predict`` (image size, vocabulary, per region box, label,
         score, top-k, mask as COCO RLE, mask score) plus ``image_id`` for later requests and the
-        ``method`` that named the regions."""
-        box_array = parse_boxes_field(boxes, limits.max_boxes)
+        ``method`` that named the regions. Regions are ``boxes`` or ``points`` (clicks)."""
+        if (boxes is None) == (points is None):
+            raise ApiError(422, "bad_regions", "send the regions as boxes or as points (one of them)")
+        box_array = parse_boxes_field(boxes, limits.max_boxes) if boxes is not None else None
+        clicks = parse_points_field(points, point_labels, limits.max_boxes) if points is not None else None
         names = parse_vocabulary_field(vocabulary, limits.max_vocabulary)
         topk = min(DEFAULT_TOPK, limits.max_topk) if topk is None else \
             check_positive_at_most(topk, limits.max_topk, "topk")
@@ -181,7 +197,8 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
             raise ApiError(422, "attention_unavailable",
                            f"this server's model ({info['method']}) has no cross-attention maps; send attention=false")
         source = _image_input(image, image_id, limits, session)
-        result = session.recognize(source, box_array, names, topk, with_masks=masks, with_attention=attention)
+        result = session.recognize(source, box_array, names, topk, with_masks=masks, with_attention=attention,
+                                   clicks=clicks)
         document = recognition_document(result, source.key, with_masks=masks)
         return JSONResponse({"method": info["method"], **document})
 

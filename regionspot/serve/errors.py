@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from regionspot.ops.boxes import BoxError
 from regionspot.ops.image import ImageLoadError
+from regionspot.ops.prompts import PromptError
 from regionspot.proposals.auto import ProposalBackboneError
 from regionspot.vocab import VocabularyError
 
@@ -28,6 +29,7 @@ _TYPE_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowe
 
 # our domain errors: status and error type
 _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    PromptError: (422, "bad_points"),
     BoxError: (422, "bad_boxes"),
     VocabularyError: (422, "bad_vocabulary"),
     ImageLoadError: (422, "bad_image"),

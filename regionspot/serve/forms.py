@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from regionspot.ops.boxes import BoxError, as_box_array
+from regionspot.ops.prompts import PromptError
 from regionspot.serve.errors import ApiError
 from regionspot.vocab import VocabularyError, builtin_vocabulary, validate_vocabulary
 
@@ -38,6 +39,36 @@ def parse_boxes_field(text: str, max_boxes: int) -> np.ndarray:
         raise ApiError(422, "too_many_boxes", f"{boxes.shape[0]} boxes sent; at most max_boxes={max_boxes} "
                                               "per request")
     return boxes
+
+
+def parse_points_field(points: str, labels: str | None, max_regions: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``points`` form field: JSON ``[[x, y], ...]`` (each click its own region) or
+    ``[[[x, y], [x, y]], ...]`` (the clicks of each region), xy absolute pixels, and
+    ``point_labels`` nested the same way (1 foreground, 0 background; absent: all foreground)
+    -> (float64 [R, P, 2], int [R, P] or None). Raises :class:`PromptError` for text that is
+    not such JSON, ``ApiError`` 422 ``too_many_boxes`` above ``max_regions``. Points outside
+    the image are checked later against its size."""
+    parsed: list[np.ndarray | None] = []
+    for name, text in (("points", points), ("point_labels", labels)):
+        if text is None:
+            parsed.append(None)
+            continue
+        try:
+            parsed.append(np.asarray(json.loads(text), dtype=np.float64))
+        except (ValueError, TypeError, RecursionError):
+            raise PromptError(f"{name} must be JSON like [[x, y], ...] or [[[x, y], [x, y]], ...] with numbers of "
+                              "ordinary size") from None
+    clicks, marks = parsed
+    assert clicks is not None
+    if clicks.ndim == 2:  # one click per region
+        clicks = clicks[:, None]
+        marks = None if marks is None else marks.reshape(-1, 1)
+    if clicks.ndim != 3 or clicks.shape[-1] != 2 or 0 in clicks.shape:
+        raise PromptError(f"points must be [[x, y], ...] or [[[x, y], ...], ...], got shape {list(clicks.shape)}")
+    if clicks.shape[0] > max_regions:
+        raise ApiError(422, "too_many_boxes", f"{clicks.shape[0]} regions sent; at most max_boxes={max_regions} "
+                                              "per request")
+    return clicks, None if marks is None else marks.astype(np.int64)
 
 
 def is_builtin_vocabulary(text: str) -> bool:

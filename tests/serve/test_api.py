@@ -119,7 +119,8 @@ def test_info_reports_backbones_vocabularies_limits(client: TestClient, limited_
 def test_openapi_describes_the_form_fields(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert {"/healthz", "/v1/info", "/v1/recognize", "/v1/propose"} <= set(schema["paths"])
-    for path, fields in {"/v1/recognize": {"image", "image_id", "boxes", "vocabulary", "topk", "masks", "attention"},
+    recognize = {"image", "image_id", "boxes", "points", "point_labels", "vocabulary", "topk", "masks", "attention"}
+    for path, fields in {"/v1/recognize": recognize,
                          "/v1/propose": {"image", "image_id", "max_boxes"}}.items():
         body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
         if "$ref" in body:
@@ -321,12 +322,14 @@ def test_404_for_an_unknown_image_id(client: TestClient) -> None:
     assert error_of(client.post("/v1/propose", data={"image_id": "nope"})) == (404, "unknown_image_id")
 
 
-@pytest.mark.parametrize("fields", [
-    {"vocabulary": "cat"}, {"boxes": "[[0, 0, 5, 5]]"}, {"boxes": "[[0, 0, 5, 5]]", "vocabulary": "cat"},
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"vocabulary": "cat"}, "bad_regions"),  # neither boxes nor points
+    ({"boxes": "[[0, 0, 5, 5]]"}, "invalid_request"),
+    ({"boxes": "[[0, 0, 5, 5]]", "vocabulary": "cat"}, "invalid_request"),  # no image
 ])
-def test_422_for_missing_fields(client: TestClient, fields: dict) -> None:
+def test_422_for_missing_fields(client: TestClient, fields: dict, expected: str) -> None:
     status, kind = error_of(client.post("/v1/recognize", data=fields))
-    assert status == 422 and kind == "invalid_request"
+    assert status == 422 and kind == expected
 
 
 def test_422_for_image_and_image_id_together(client: TestClient, photo_bytes: bytes, first_response: dict) -> None:

@@ -1,0 +1,60 @@
+"""``POST /v1/recognize`` with clicks instead of boxes: the predictor's answer, and one 422
+JSON error for each malformed click field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from regionspot.serve.app import create_app
+
+VOCAB = ["cat", "dog", "bowl", "broccoli"]
+CLICKS = [[320, 240], [100, 300]]
+
+
+@pytest.fixture(scope="module")
+def client(serve_model) -> TestClient:
+    return TestClient(create_app(serve_model), raise_server_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def photo(photo_paths: list[Path]) -> Path:
+    return photo_paths[0]
+
+
+def post(client: TestClient, photo: Path, **fields: object) -> dict:
+    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
+    data = {"vocabulary": json.dumps(VOCAB), **encoded}
+    with photo.open("rb") as handle:
+        response = client.post("/v1/recognize", data=data, files={"image": (photo.name, handle, "image/jpeg")})
+    return {"status": response.status_code, **response.json()}
+
+
+def test_clicks_give_the_predictors_answer(client: TestClient, serve_model, photo: Path) -> None:
+    predictor = serve_model.predictor()
+    predictor.set_image(photo)
+    for fields, prompt in (({"points": CLICKS}, {"points": [[c] for c in CLICKS]}),
+                           ({"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]},
+                            {"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]})):
+        answer = post(client, photo, topk=3, **fields)
+        assert answer.pop("status") == 200, answer
+        expected = predictor.predict(vocabulary=VOCAB, topk=3, **prompt).to_dict()
+        assert answer["regions"] == expected["regions"]
+
+
+@pytest.mark.parametrize(("fields", "error_type", "message"), [
+    ({"points": [[9000, 10]]}, "bad_points", "lies outside the 640x"),
+    ({"points": "[[1, 2"}, "bad_points", "points must be JSON"),
+    ({"points": [[1, 2, 3]]}, "bad_points", "points must be"),
+    ({"points": [[10, 10]], "point_labels": [0]}, "bad_points", "no foreground click"),
+    ({"points": [[10, 10]], "point_labels": [[1, 1]]}, "bad_points", "point_labels must match the points"),
+    ({"points": [[10, 10]], "boxes": [[0, 0, 5, 5]]}, "bad_regions", "boxes or as points"),
+    ({}, "bad_regions", "boxes or as points"),
+])
+def test_bad_clicks_are_422_json(client: TestClient, photo: Path, fields: dict, error_type: str, message: str) -> None:
+    answer = post(client, photo, **fields)
+    assert answer["status"] == 422 and answer["error"]["type"] == error_type, answer
+    assert message in answer["error"]["message"] and "Traceback" not in json.dumps(answer)
