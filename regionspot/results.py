@@ -175,3 +175,22 @@ class RegionResult:
                     entry["segmentation"] = rles[i]
                 results.append(entry)
         return results
+
+    def to_supervision(self) -> Any:
+        """A ``supervision.Detections`` (the ``supervision`` extra: ``pip install
+        regionspot[supervision]``): ``xyxy`` the boxes, ``mask`` the masks (or None),
+        ``confidence`` and ``class_id`` the top-1 score and vocabulary index, and in ``data``
+        ``class_name`` (the top-1 names) and ``mask_score`` when there are mask scores. Class ids
+        index this result's ``vocabulary``."""
+        try:
+            import supervision as sv
+        except ImportError as exc:
+            raise ImportError("to_supervision needs the supervision package: pip install 'regionspot[supervision]'"
+                              ) from exc
+        data: dict[str, np.ndarray | list[Any]] = {"class_name": np.array(self.labels, dtype=str)}
+        if self.mask_scores is not None:
+            data["mask_score"] = np.asarray(self.mask_scores, dtype=np.float64)
+        return sv.Detections(xyxy=np.asarray(self.boxes, dtype=np.float32), mask=self.masks,
+                             confidence=np.asarray(self.scores, dtype=np.float32),
+                             class_id=np.asarray(self.label_ids, dtype=int), data=data)
+

@@ -14,11 +14,15 @@ class BoxError(ValueError):
 
 
 def as_box_array(boxes: Any) -> np.ndarray:
-    """Any box container (list of 4-sequences, numpy array, torch tensor) -> float64 [R, 4].
+    """Any box container (list of 4-sequences, numpy array, torch tensor, or a detector's result
+    with an ``xyxy`` array such as ``supervision.Detections``) -> float64 [R, 4].
 
     A single box ``[x1, y1, x2, y2]`` is accepted as ``R = 1``. Raises :class:`BoxError` for
     anything that is not R x 4 numbers.
     """
+    xyxy = getattr(boxes, "xyxy", None)
+    if xyxy is not None and not isinstance(boxes, np.ndarray | torch.Tensor | list | tuple):
+        boxes = xyxy  # supervision.Detections and alike
     if isinstance(boxes, torch.Tensor):
         boxes = boxes.detach().cpu().numpy()
     try:
