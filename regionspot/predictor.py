@@ -24,8 +24,9 @@ from regionspot.backbones.protocols import (
 )
 from regionspot.devices import autocast
 from regionspot.model.recognizer import Recognizer, RegionBatch
-from regionspot.ops.boxes import validate_boxes
+from regionspot.ops.boxes import as_box_array, validate_boxes
 from regionspot.ops.image import load_image
+from regionspot.ops.instances import select_instances
 from regionspot.ops.official_inputs import nearest_resize_masks, scale_xy, scale_xyxy
 from regionspot.ops.prompts import PromptError, as_mask_prompts, as_point_prompts, region_boxes
 from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionProposer
@@ -35,6 +36,26 @@ from regionspot.vocab import parse_vocabulary, validate_vocabulary
 #: Most float values of image-size mask logits held at once while masks are pasted back
 #: (32M values: 128 MiB in float32), whatever the image size and the number of regions.
 MASK_PASTE_PIXELS = 32 * 1024 * 1024
+
+
+#: Default ``find`` thresholds by the recognizer's score kind. Starting points, not calibrated
+#: (no trained head's scores were available here): a focal-loss sigmoid head scores low, a
+#: softmax over queries plus distractors splits the mass among the names.
+FIND_THRESHOLDS = {"sigmoid": 0.3, "softmax": 0.5}
+#: The built-in vocabulary whose names (less the queries) a softmax recognizer's ``find`` also
+#: scores, so that a region which is none of the queries can say so.
+FIND_DISTRACTORS = "coco"
+
+
+def find_thresholds(threshold: float | Sequence[float] | None, queries: int, score_kind: str) -> np.ndarray:
+    """One threshold per query, float64 [Q], each in [0, 1] (ValueError otherwise)."""
+    if threshold is None:
+        threshold = FIND_THRESHOLDS.get(score_kind, 0.5)
+    values = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (queries,)) if np.ndim(threshold) == 0 \
+        else np.asarray(threshold, dtype=np.float64)
+    if values.shape != (queries,) or not ((values >= 0) & (values <= 1)).all():
+        raise ValueError(f"threshold must be one value or one per query ({queries}), each in [0, 1]; got {threshold!r}")
+    return values
 
 
 class PredictorStateError(RuntimeError):
@@ -225,7 +246,44 @@ class RegionPredictor:
         )
 
     @torch.inference_mode()
-    def propose(self, config: AutoProposalConfig | None = None) -> Proposals:
+    def find(self, queries: str | Sequence[str], *, boxes: Any = None, threshold: float | Sequence[float] | None = None,
+             nms_iou: float = 0.5, max_per_query: int = 100, proposals: AutoProposalConfig | None = None,
+             with_masks: bool = True, progress: bool = False) -> RegionResult:
+        """Every instance of each query name in the image: class-agnostic regions (``boxes``, or
+        SAM's ``auto`` proposals made with ``proposals``), scored against the queries, kept where
+        a query scores at least its ``threshold`` (one value, or one per query; default
+        :data:`FIND_THRESHOLDS` for the recognizer's score kind), de-duplicated per query by box
+        NMS at ``nms_iou``, at most ``max_per_query`` each. Returns one result, best first, whose
+        vocabulary is the queries and whose single (name, score) per region is the query found.
+
+        A softmax recognizer's scores sum to one over the names it is given, so with queries
+        alone every region would look like one of them; they are scored against the queries
+        plus the names of :data:`FIND_DISTRACTORS` that are not queries instead."""
+        encoded = self._encoded("find")
+        names = validate_vocabulary(parse_vocabulary(queries))
+        thresholds = find_thresholds(threshold, len(names), self.model.score_kind)
+        if boxes is None:
+            boxes = self.propose(proposals, progress=progress).boxes
+        if not len(as_box_array(boxes)):
+            return RegionResult(boxes=np.zeros((0, 4)), topk_ids=np.zeros((0, 1), dtype=np.int64),
+                                topk_scores=np.zeros((0, 1)), vocabulary=names, image_size=encoded.size,
+                                masks=np.zeros((0, *encoded.size), dtype=bool) if with_masks else None)
+        vocabulary = names
+        if self.model.score_kind == "softmax":
+            taken = {name.casefold() for name in names}
+            distractors = parse_vocabulary(FIND_DISTRACTORS)
+            vocabulary = [*names, *(name for name in distractors if name.casefold() not in taken)]
+        scored = self.predict(boxes, vocabulary, topk=len(vocabulary), with_masks=with_masks)
+        matrix = np.zeros((len(scored), len(vocabulary)))
+        np.put_along_axis(matrix, scored.topk_ids, scored.topk_scores, axis=1)
+        found = select_instances(matrix[:, :len(names)], scored.boxes, thresholds, nms_iou, max_per_query)
+        picked = scored[found.regions]
+        return RegionResult(boxes=picked.boxes, topk_ids=found.queries[:, None], topk_scores=found.scores[:, None],
+                            vocabulary=names, image_size=encoded.size, masks=picked.masks,
+                            mask_scores=picked.mask_scores)
+
+    @torch.inference_mode()
+    def propose(self, config: AutoProposalConfig | None = None, progress: bool = False) -> Proposals:
         """Class-agnostic ``auto`` boxes of the current image from SAM's point-grid masks
         (:class:`regionspot.proposals.auto.RegionProposer`), best first, ready for ``predict``.
         The first call checks that the SAM adapter has ``encode_points``
@@ -233,7 +291,7 @@ class RegionPredictor:
         encoded = self._encoded("propose")
         if self._proposer is None:
             self._proposer = RegionProposer(self.model.region_tokenizer)
-        proposals = self._proposer(encoded.sam, config)
+        proposals = self._proposer(encoded.sam, config, progress)
         if encoded.frame_size != encoded.size:
             height, width = encoded.size
             boxes = np.clip(scale_xyxy(proposals.boxes, encoded.frame_size, encoded.size), 0, [width, height] * 2)

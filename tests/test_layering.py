@@ -57,7 +57,7 @@ ALLOWED_UPWARD = {
     ("regionspot.model.zero_shot", "regionspot.predictor"):
         "ZeroShotCLIP.predictor() is the public factory of its RegionPredictor (imported inside the method)",
 }
-COMMAND_FROM_CLI = ("(a CLI module imports a command module; share helpers through cli/arguments.py, "
+COMMAND_FROM_CLI = ("(a CLI module imports a command module; share helpers through cli/arguments.py, outputs.py, "
                     "model_args.py or dataset_args.py)")
 
 

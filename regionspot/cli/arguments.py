@@ -14,7 +14,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LEGACY_OVERRIDES_NOTE = "note: positional KEY=VALUE overrides are deprecated; use --set KEY=VALUE"
 
@@ -139,3 +142,27 @@ def check_output_path(option: str, path: str | None, *, folder: bool = False) ->
         raise ConfigError(f"{option} {path}: {ancestor} is a file, so nothing can be written under it")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {path}: this user may not write in {ancestor}")
+
+
+def read_boxes(spec: str) -> np.ndarray:
+    """Boxes from a JSON file path or inline text (see ``predict --boxes``) -> float [R, 4]."""
+    import json
+
+    import numpy as np
+
+    from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text
+
+    path = Path(spec)
+    if path.suffix.lower() == ".json" or path.is_file():
+        if not path.is_file():
+            raise BoxError(f"boxes file not found: {path}")
+        try:
+            data: Any = json.loads(path.read_text())
+        except (ValueError, RecursionError) as exc:  # also integers of over 4300 digits, and non-UTF-8 text
+            raise BoxError(f"{path} is not valid JSON: {str(exc)[:200]}") from None
+        if isinstance(data, dict):
+            data = data.get("boxes")
+        if not isinstance(data, list):
+            raise BoxError(f"{path} must hold a list of [x1, y1, x2, y2] or {{\"boxes\": [...]}}")
+        return as_box_array(data) if data else np.zeros((0, 4))
+    return parse_boxes_text(spec)

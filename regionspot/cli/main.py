@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         download_cmd,
         eval_cmd,
         extract_cmd,
+        find_cmd,
         info_cmd,
         predict_batch_cmd,
         predict_cmd,
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regionspot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (predict_cmd, predict_batch_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd,
+    for module in (predict_cmd, find_cmd, predict_batch_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd,
                    convert_official_cmd, extract_cmd, serve_cmd, download_cmd):
         module.add_parser(commands)
     return parser

@@ -5,20 +5,25 @@ method that made it."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from regionspot.cli.arguments import add_overrides_argument, add_progress_argument, check_output_path, positive_int
+from regionspot.cli.arguments import (
+    add_overrides_argument,
+    add_progress_argument,
+    check_output_path,
+    positive_int,
+    read_boxes,
+)
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
-from regionspot.ops.boxes import BoxError, as_box_array, parse_boxes_text, validate_boxes
+from regionspot.cli.outputs import check_picture_suffix, method_caption, write_document, write_figures
+from regionspot.ops.boxes import BoxError, validate_boxes
 from regionspot.ops.prompts import as_point_prompts, parse_points_text
 
 if TYPE_CHECKING:
-    from regionspot.results import RegionResult
+    pass
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -54,29 +59,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                    "text.templates=single")
     add_progress_argument(parser)
     parser.set_defaults(handler=run)
-
-
-def read_boxes(spec: str) -> np.ndarray:
-    """Boxes from a JSON file path or inline text (see ``--boxes``) -> float [R, 4]."""
-    path = Path(spec)
-    if path.suffix.lower() == ".json" or path.is_file():
-        if not path.is_file():
-            raise BoxError(f"boxes file not found: {path}")
-        try:
-            data: Any = json.loads(path.read_text())
-        except (ValueError, RecursionError) as exc:  # also integers of over 4300 digits, and non-UTF-8 text
-            raise BoxError(f"{path} is not valid JSON: {str(exc)[:200]}") from None
-        if isinstance(data, dict):
-            data = data.get("boxes")
-        if not isinstance(data, list):
-            raise BoxError(f"{path} must hold a list of [x1, y1, x2, y2] or {{\"boxes\": [...]}}")
-        return as_box_array(data) if data else np.zeros((0, 4))
-    return parse_boxes_text(spec)
-
-
-def default_image_id(image_path: str) -> int:
-    digits = "".join(ch for ch in Path(image_path).stem if ch.isdigit())
-    return int(digits) if digits else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,76 +104,3 @@ def auto_boxes(predictor: Any, max_boxes: int) -> np.ndarray:
         raise BoxError("--boxes auto found no object in this image; give boxes")
     print(f"--boxes auto: {len(proposals.boxes)} proposals from SAM's point grid", file=sys.stderr)
     return np.asarray(proposals.boxes, dtype=np.float64)
-
-
-def model_summary(description: dict[str, Any]) -> dict[str, Any]:
-    """What the output documents say about the model: method, trained or not, origin, scores,
-    and the input mode (``native`` for a recognizer without one)."""
-    summary = {key: description[key] for key in ("method", "trained", "origin", "score_kind")}
-    return {**summary, "inputs": description.get("inputs", "native")}
-
-
-def method_caption(description: dict[str, Any]) -> str:
-    """One line naming what made a picture (the zero-shot method or the head)."""
-    method, origin = description["method"], description["origin"]
-    if method != "regionspot":
-        return f"zero-shot CLIP ({method}), no trained head; softmax scores"
-    if not description["trained"]:
-        return "regionspot with an UNTRAINED head: labels are random"
-    inputs = " on the authors' inputs" if description.get("inputs") == "official" else ""
-    return f"regionspot head: {origin.get('checkpoint')}; {description['score_kind']} scores{inputs}"
-
-
-def write_document(args: argparse.Namespace, result: RegionResult, names: list[str],
-                   description: dict[str, Any]) -> None:
-    """``--out`` (or stdout): regionspot's JSON document with the model that made it, or COCO results."""
-    document: Any
-    if args.format == "coco":
-        image_id = args.image_id if args.image_id is not None else default_image_id(args.image)
-        document = result.to_coco(image_id=image_id, category_ids=_category_ids(args.vocab, names))
-    else:
-        document = {"model": model_summary(description), **result.to_dict()}
-        document["image"]["file"] = str(args.image)
-    text = json.dumps(document, indent=1 if args.format == "json" else None)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        print(text)
-
-
-def check_picture_suffix(option: str, path: str | None) -> None:
-    """Fail fast (before loading models) when ``path`` has no suffix of a format PIL writes."""
-    from PIL import Image
-
-    from regionspot.config import ConfigError
-
-    if path and Path(path).suffix.lower() not in Image.registered_extensions():
-        raise ConfigError(f"{option} {path}: give a picture file name ending in .png or .jpg")
-
-
-def write_figures(image: np.ndarray, result: RegionResult, viz: str | None, attention: str | None,
-                  caption: str | None = None) -> None:
-    """``--viz``: regions with masks and tags, ``caption`` under the photo; ``--attention``: one
-    attention-map panel per region (``result.extras["attention"]``, float [R, g, g]). ``image``:
-    the HxWx3 uint8 photo."""
-    from regionspot.viz import draw_attention_figure, draw_regions, save_figure
-
-    if viz:
-        save_figure(draw_regions(image, result.boxes, result.labels, result.scores, result.masks, caption=caption),
-                    viz)
-        print(f"wrote {viz}", file=sys.stderr)
-    if attention:
-        figure = draw_attention_figure(image, result.boxes, result.extras["attention"], result.labels,
-                                       result.scores)
-        save_figure(figure, attention)
-        print(f"wrote {attention}", file=sys.stderr)
-
-
-def _category_ids(vocab_spec: str, names: list[str]) -> list[int] | None:
-    """Dataset category ids for a built-in vocabulary (e.g. COCO's 1..90), else None (index + 1)."""
-    from regionspot.vocab import BUILTIN_VOCABULARIES, builtin_category_ids
-
-    key = vocab_spec.strip().casefold()
-    return builtin_category_ids(key) if key in BUILTIN_VOCABULARIES else None

@@ -213,3 +213,22 @@ def test_boxes_and_points_together_are_refused(photo, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         run_cli("predict", photo, "--boxes", "1,2,30,40", "--points", "5,5", "--vocab", "cat")
     assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_find_writes_every_instance_and_a_picture(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir, photo,
+                                                  tmp_path, capsys) -> None:
+    out, viz = tmp_path / "found.json", tmp_path / "found.png"
+    assert run_cli("find", photo, "--query", "bowl,broccoli", "--boxes", "10,20,200,240;12,22,202,238;300,40,420,300",
+                   "--threshold", "0", "--sam", mobile_sam_checkpoint, "--clip", tiny_clip_dir, "--out", out,
+                   "--viz", viz, "--no-progress", "--set", f"text.cache_dir={text_cache_dir}") == 0
+    document = json.loads(out.read_text())
+    assert document["vocabulary"] == ["bowl", "broccoli"] and document["model"]["method"] == "clip-mask-crop"
+    per_query = {name: [r for r in document["regions"] if r["label"] == name] for name in ("bowl", "broccoli")}
+    assert all(len(regions) == 2 for regions in per_query.values())  # the two overlapping boxes: one kept per query
+    assert viz.stat().st_size > 0 and "found: 2 bowl, 2 broccoli" in capsys.readouterr().err
+
+
+def test_find_refuses_a_threshold_outside_0_1(photo, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_cli("find", photo, "--query", "dog", "--threshold", "1.5")
+    assert exited.value.code == 2 and "not in [0, 1]" in capsys.readouterr().err

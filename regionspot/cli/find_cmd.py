@@ -1,0 +1,90 @@
+"""``regionspot find IMAGE --query "red umbrella,dog" [--checkpoint CKPT]``: every instance of
+each named thing in one image, with masks (open-vocabulary detection). Class-agnostic boxes
+come from SAM's point grid (or ``--boxes``), are named against the queries, kept above the
+threshold and de-duplicated per query (see :meth:`regionspot.predictor.RegionPredictor.find`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from regionspot.cli.arguments import (
+    add_overrides_argument,
+    add_progress_argument,
+    check_output_path,
+    positive_int,
+    read_boxes,
+)
+from regionspot.cli.model_args import add_model_arguments, load_model_from_args
+from regionspot.cli.outputs import check_picture_suffix, method_caption, write_document, write_figures
+
+
+def unit_interval(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "find", help="find every instance of the named things in one image",
+        description="Find every instance of each query in IMAGE: SAM's class-agnostic boxes, named against the "
+                    "queries, kept above a threshold, de-duplicated per query; write JSON and a picture.",
+    )
+    parser.add_argument("image", help="image file (JPEG, PNG, ...)")
+    parser.add_argument("--query", required=True,
+                        help="names to find: inline 'red umbrella,dog' or a file, one per line")
+    add_model_arguments(parser)
+    parser.add_argument("--boxes", help="candidate boxes instead of SAM's point grid (as predict --boxes)")
+    parser.add_argument("--threshold", type=unit_interval,
+                        help="keep a region for a query scoring at least this (default: 0.3 for a head's sigmoid "
+                             "scores, 0.5 for softmax scores; not calibrated, see the README)")
+    parser.add_argument("--nms-iou", type=unit_interval, default=0.5,
+                        help="drop a box overlapping a better one of the same query by more than this IoU")
+    parser.add_argument("--max-per-query", type=positive_int, default=100, help="at most this many per query")
+    parser.add_argument("--points-per-side", type=positive_int, default=16,
+                        help="SAM's point grid for the candidate boxes (denser: more recall, slower)")
+    parser.add_argument("--out", help="write the result here (default: print to stdout)")
+    parser.add_argument("--format", choices=("json", "coco"), default="json",
+                        help="json: regionspot's document; coco: a COCO results list")
+    parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
+    parser.add_argument("--viz", help="write a picture of what was found (PNG/JPEG)")
+    parser.add_argument("--no-masks", action="store_true", help="skip mask pasting and RLE")
+    add_overrides_argument(parser, "model config overrides with dotted keys, e.g. --set text.templates=single")
+    add_progress_argument(parser)
+    parser.set_defaults(handler=run, attention=None, vocab="")
+
+
+def run(args: argparse.Namespace) -> int:
+    from regionspot.ops.boxes import validate_boxes
+    from regionspot.ops.image import load_image
+    from regionspot.proposals.auto import AutoProposalConfig
+    from regionspot.vocab import parse_vocabulary, validate_vocabulary
+
+    queries = validate_vocabulary(parse_vocabulary(args.query))
+    args.vocab = args.query
+    image = load_image(args.image)
+    boxes = None
+    if args.boxes is not None:  # fail before loading models
+        boxes = validate_boxes(read_boxes(args.boxes), image.shape[:2])
+    check_picture_suffix("--viz", args.viz)
+    for option, path in (("--out", args.out), ("--viz", args.viz)):
+        check_output_path(option, path)
+    model = load_model_from_args(args, args.overrides)
+    predictor = model.predictor()
+    predictor.set_image(image)
+    found = predictor.find(queries, boxes=boxes, threshold=args.threshold, nms_iou=args.nms_iou,
+                           max_per_query=args.max_per_query, with_masks=not args.no_masks,
+                           proposals=AutoProposalConfig(points_per_side=args.points_per_side),
+                           progress=not args.no_progress)
+    description = model.describe()
+    write_document(args, found, queries, description)
+    counts = {name: int((found.label_ids == index).sum()) for index, name in enumerate(queries)}
+    print("found: " + ", ".join(f"{count} {name}" for name, count in counts.items()), file=sys.stderr)
+    write_figures(image, found, viz=args.viz, attention=None, caption=method_caption(description))
+    return 0

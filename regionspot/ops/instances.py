@@ -1,0 +1,51 @@
+"""Every instance of each query among scored regions: threshold per query, then non-maximum
+suppression per query (the selection step of ``RegionPredictor.find``). Pure functions; boxes
+xyxy absolute pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from regionspot.ops.boxes import nms
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Selected (region, query) pairs, best score first: ``regions`` int64 [N] row indices of
+    the scored regions, ``queries`` int64 [N] query indices, ``scores`` float64 [N]."""
+
+    regions: np.ndarray
+    queries: np.ndarray
+    scores: np.ndarray
+
+
+def select_instances(scores: np.ndarray, boxes: np.ndarray, thresholds: np.ndarray, nms_iou: float,
+                     max_per_query: int) -> Instances:
+    """``scores`` [R, Q] of R regions (``boxes`` [R, 4]) for Q queries; ``thresholds`` [Q].
+
+    For each query: the regions scoring at least its threshold, best first, minus any region
+    whose box overlaps a better one of the same query by IoU above ``nms_iou``, at most
+    ``max_per_query``. A region may be kept for several queries. All queries' instances are
+    returned together, best score first (ties: query order, then region order)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[0] != len(boxes) or len(thresholds) != scores.shape[1]:
+        raise ValueError(f"scores must be [R, Q] for {len(boxes)} boxes and {len(thresholds)} thresholds, "
+                         f"got shape {scores.shape}")
+    regions, queries, kept_scores = [], [], []
+    for query in range(scores.shape[1]):
+        candidates = np.flatnonzero(scores[:, query] >= thresholds[query])
+        if not candidates.size:
+            continue
+        survivors = candidates[nms(boxes[candidates], scores[candidates, query], nms_iou)][:max_per_query]
+        regions.append(survivors)
+        queries.append(np.full(len(survivors), query))
+        kept_scores.append(scores[survivors, query])
+    if not regions:
+        empty = np.zeros(0, dtype=np.int64)
+        return Instances(empty, empty.copy(), np.zeros(0))
+    region_array, query_array, score_array = np.concatenate(regions), np.concatenate(queries), \
+        np.concatenate(kept_scores)
+    order = np.lexsort((region_array, query_array, -score_array))
+    return Instances(region_array[order].astype(np.int64), query_array[order].astype(np.int64), score_array[order])
