@@ -25,6 +25,7 @@ from regionspot.serve.forms import (
     check_positive_at_most,
     parse_boxes_field,
     parse_points_field,
+    parse_region_masks_field,
     parse_vocabulary_field,
 )
 from regionspot.serve.session import ImageInput, InferenceSession
@@ -54,6 +55,9 @@ PointsField = Annotated[str | None, Form(description="instead of boxes, clicks x
                                                      "(each click its own region) or [[[x, y], [x, y]], ...] (the "
                                                      "clicks of each region); each region is named from SAM's mask "
                                                      "for its clicks")]
+RegionMasksField = Annotated[str | None, Form(description="instead of boxes or points, the regions as masks: a JSON "
+                                                          "list of COCO RLE {\"size\": [H, W], \"counts\": \"...\"} "
+                                                          "at the image's size (as the answers' mask)")]
 PointLabelsField = Annotated[str | None, Form(description="with points: 1 (foreground) or 0 (background) per click, "
                                                           "nested as points (default: all 1)")]
 VocabularyField = Annotated[str, Form(description="names as a JSON list, or separated by commas or newlines, "
@@ -182,12 +186,13 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
     def recognize(vocabulary: VocabularyField, boxes: BoxesField = None, image: ImageField = None,
                   image_id: ImageIdField = None, topk: TopkField = None, masks: MasksField = True,
                   attention: AttentionField = False, points: PointsField = None,
-                  point_labels: PointLabelsField = None) -> JSONResponse:
+                  point_labels: PointLabelsField = None, region_masks: RegionMasksField = None) -> JSONResponse:
         """The JSON of ``regionspot predict`` (image size, vocabulary, per region box, label,
         score, top-k, mask as COCO RLE, mask score) plus ``image_id`` for later requests and the
-        ``method`` that named the regions. Regions are ``boxes`` or ``points`` (clicks)."""
-        if (boxes is None) == (points is None):
-            raise ApiError(422, "bad_regions", "send the regions as boxes or as points (one of them)")
+        ``method`` that named the regions. Regions are ``boxes``, ``points`` (clicks) or
+        ``region_masks``."""
+        if sum(field is not None for field in (boxes, points, region_masks)) != 1:
+            raise ApiError(422, "bad_regions", "send the regions as boxes, as points or as region_masks (one of them)")
         box_array = parse_boxes_field(boxes, limits.max_boxes) if boxes is not None else None
         clicks = parse_points_field(points, point_labels, limits.max_boxes) if points is not None else None
         names = parse_vocabulary_field(vocabulary, limits.max_vocabulary)
@@ -197,8 +202,10 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
             raise ApiError(422, "attention_unavailable",
                            f"this server's model ({info['method']}) has no cross-attention maps; send attention=false")
         source = _image_input(image, image_id, limits, session)
+        given_masks = None if region_masks is None else parse_region_masks_field(
+            region_masks, session.image_size(source), limits.max_boxes, limits.max_mask_pixels)
         result = session.recognize(source, box_array, names, topk, with_masks=masks, with_attention=attention,
-                                   clicks=clicks)
+                                   clicks=clicks, region_masks=given_masks)
         document = recognition_document(result, source.key, with_masks=masks)
         return JSONResponse({"method": info["method"], **document})
 

@@ -29,7 +29,7 @@ _TYPE_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowe
 
 # our domain errors: status and error type
 _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
-    PromptError: (422, "bad_points"),
+    PromptError: (422, "bad_prompt"),
     BoxError: (422, "bad_boxes"),
     VocabularyError: (422, "bad_vocabulary"),
     ImageLoadError: (422, "bad_image"),

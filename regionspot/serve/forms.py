@@ -71,6 +71,37 @@ def parse_points_field(points: str, labels: str | None, max_regions: int) -> tup
     return clicks, None if marks is None else marks.astype(np.int64)
 
 
+def parse_region_masks_field(text: str, image_size: tuple[int, int], max_regions: int,
+                             max_pixels: int | None) -> np.ndarray:
+    """``region_masks`` form field: JSON list of COCO RLE masks ``{"size": [H, W], "counts": str}``
+    (as the answers' ``mask``) at the image's size -> bool [R, H, W]. The sizes are checked
+    before anything is decoded: :class:`PromptError` for malformed or mis-sized masks, ``ApiError``
+    422 above ``max_regions`` (``too_many_boxes``) or ``max_pixels`` (``too_many_mask_pixels``)."""
+    from regionspot.ops.masks import decode_rle
+
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise PromptError('region_masks must be JSON: a list of COCO RLE masks {"size": [H, W], "counts": "..."}'
+                          ) from None
+    if not isinstance(data, list) or not data:
+        raise PromptError("region_masks must be a non-empty list of COCO RLE masks")
+    if len(data) > max_regions:
+        raise ApiError(422, "too_many_boxes", f"{len(data)} regions sent; at most max_boxes={max_regions} per request")
+    for index, rle in enumerate(data):
+        if not (isinstance(rle, dict) and isinstance(rle.get("counts"), str)
+                and isinstance(rle.get("size"), list) and rle["size"] == list(image_size)):
+            raise PromptError(f"region_masks[{index}] must be {{\"size\": {list(image_size)} (the image's height "
+                              f"and width), \"counts\": \"...\"}}")
+    if max_pixels is not None and len(data) * image_size[0] * image_size[1] > max_pixels:
+        raise ApiError(422, "too_many_mask_pixels", f"{len(data)} masks of this image exceed max_mask_pixels="
+                                                    f"{max_pixels:,}; send fewer")
+    try:
+        return decode_rle(data)
+    except (ValueError, TypeError) as exc:
+        raise PromptError(f"region_masks could not be decoded as COCO RLE: {exc}") from None
+
+
 def is_builtin_vocabulary(text: str) -> bool:
     return text.strip().casefold() in _BUILTIN_SPELLINGS
 

@@ -89,12 +89,14 @@ class InferenceSession:
 
     def recognize(self, image: ImageInput, boxes: np.ndarray | None, vocabulary: Sequence[str], topk: int,
                   with_masks: bool, with_attention: bool,
-                  clicks: tuple[np.ndarray, np.ndarray | None] | None = None) -> RegionResult:
+                  clicks: tuple[np.ndarray, np.ndarray | None] | None = None,
+                  region_masks: np.ndarray | None = None) -> RegionResult:
         """Name ``boxes`` (float [R, 4] xyxy pixels), or the regions of ``clicks`` (points
         [R, P, 2], labels [R, P] or None), of ``image`` against ``vocabulary`` (see
         :meth:`RegionPredictor.predict`). Raises BoxError/VocabularyError/ApiError (422
         ``too_many_mask_pixels`` above ``max_mask_pixels``)."""
-        regions = len(boxes) if boxes is not None else len(clicks[0]) if clicks is not None else 0
+        regions = len(boxes) if boxes is not None else len(clicks[0]) if clicks is not None else \
+            len(region_masks) if region_masks is not None else 0
         if with_masks or self.model.needs_region_masks or clicks is not None:
             self._check_mask_pixels(image, regions, with_masks)
         names = validate_vocabulary(list(vocabulary))
@@ -104,16 +106,22 @@ class InferenceSession:
                 predictor = self._predictor_for(image)
                 points, labels = clicks if clicks is not None else (None, None)
                 return predictor.predict(boxes=boxes, vocabulary=names, topk=topk, with_masks=with_masks,
-                                         with_attention=with_attention, points=points, point_labels=labels)
+                                         with_attention=with_attention, points=points, point_labels=labels,
+                                         masks=region_masks)
         finally:
             release_free_memory()
+
+    def image_size(self, image: ImageInput) -> tuple[int, int]:
+        """(H, W) of ``image`` (from the cache when it was encoded before)."""
+        encoded = self._lookup(image.key)
+        height, width = encoded.size if encoded is not None else image.pixels().shape[:2]
+        return int(height), int(width)
 
     def _check_mask_pixels(self, image: ImageInput, regions: int, asked: bool) -> None:
         """422 when ``regions`` masks at ``image``'s size would exceed ``max_mask_pixels``."""
         if self.max_mask_pixels is None:
             return
-        encoded = self._lookup(image.key)
-        height, width = encoded.size if encoded is not None else image.pixels().shape[:2]
+        height, width = self.image_size(image)
         total = regions * height * width
         if total <= self.max_mask_pixels:
             return

@@ -119,7 +119,8 @@ def test_info_reports_backbones_vocabularies_limits(client: TestClient, limited_
 def test_openapi_describes_the_form_fields(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     assert {"/healthz", "/v1/info", "/v1/recognize", "/v1/propose"} <= set(schema["paths"])
-    recognize = {"image", "image_id", "boxes", "points", "point_labels", "vocabulary", "topk", "masks", "attention"}
+    recognize = {"image", "image_id", "boxes", "points", "point_labels", "region_masks", "vocabulary", "topk", "masks",
+                 "attention"}
     for path, fields in {"/v1/recognize": recognize,
                          "/v1/propose": {"image", "image_id", "max_boxes"}}.items():
         body = schema["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from regionspot.ops.masks import decode_rle, encode_rle
 from regionspot.serve.app import create_app
 
 VOCAB = ["cat", "dog", "bowl", "broccoli"]
@@ -45,14 +47,38 @@ def test_clicks_give_the_predictors_answer(client: TestClient, serve_model, phot
         assert answer["regions"] == expected["regions"]
 
 
+def test_region_masks_give_the_predictors_answer(client: TestClient, serve_model, photo: Path) -> None:
+    masks = np.zeros((2, 480, 640), dtype=bool)
+    masks[0, 100:200, 150:300] = True
+    masks[1, 250:400, 50:120] = True
+    answer = post(client, photo, topk=3, region_masks=encode_rle(masks))
+    assert answer.pop("status") == 200, answer
+    predictor = serve_model.predictor()
+    predictor.set_image(photo)
+    assert answer["regions"] == predictor.predict(masks=masks, vocabulary=VOCAB, topk=3).to_dict()["regions"]
+    assert np.array_equal(decode_rle([r["mask"] for r in answer["regions"]]), masks)  # returned as given
+
+
+@pytest.mark.parametrize(("rles", "message"), [
+    ("[{", "region_masks must be JSON"),
+    ([], "non-empty list"),
+    ([{"size": [10, 10], "counts": "abc"}], "must be {\"size\": [480, 640]"),
+    ([{"size": [480, 640], "counts": 5}], "must be {\"size\": [480, 640]"),
+])
+def test_bad_region_masks_are_422_json(client: TestClient, photo: Path, rles: object, message: str) -> None:
+    answer = post(client, photo, region_masks=rles)
+    assert answer["status"] == 422 and answer["error"]["type"] == "bad_prompt", answer
+    assert message in answer["error"]["message"]
+
+
 @pytest.mark.parametrize(("fields", "error_type", "message"), [
-    ({"points": [[9000, 10]]}, "bad_points", "lies outside the 640x"),
-    ({"points": "[[1, 2"}, "bad_points", "points must be JSON"),
-    ({"points": [[1, 2, 3]]}, "bad_points", "points must be"),
-    ({"points": [[10, 10]], "point_labels": [0]}, "bad_points", "no foreground click"),
-    ({"points": [[10, 10]], "point_labels": [[1, 1]]}, "bad_points", "point_labels must match the points"),
-    ({"points": [[10, 10]], "boxes": [[0, 0, 5, 5]]}, "bad_regions", "boxes or as points"),
-    ({}, "bad_regions", "boxes or as points"),
+    ({"points": [[9000, 10]]}, "bad_prompt", "lies outside the 640x"),
+    ({"points": "[[1, 2"}, "bad_prompt", "points must be JSON"),
+    ({"points": [[1, 2, 3]]}, "bad_prompt", "points must be"),
+    ({"points": [[10, 10]], "point_labels": [0]}, "bad_prompt", "no foreground click"),
+    ({"points": [[10, 10]], "point_labels": [[1, 1]]}, "bad_prompt", "point_labels must match the points"),
+    ({"points": [[10, 10]], "boxes": [[0, 0, 5, 5]]}, "bad_regions", "as points or as region_masks"),
+    ({}, "bad_regions", "as points or as region_masks"),
 ])
 def test_bad_clicks_are_422_json(client: TestClient, photo: Path, fields: dict, error_type: str, message: str) -> None:
     answer = post(client, photo, **fields)
