@@ -126,38 +126,31 @@ def evaluate_results(args: argparse.Namespace, annotations: dict[str, Any], dete
     "fixed_ap": {"budget", "metrics"}, "fixed_ap_segm": ...}``: the cap of a model run
     (:func:`~regionspot.eval.protocol.evaluator_cap`), fixed AP for each AP type."""
     from regionspot.eval.evaluator import evaluator_for_results, fixed_ap, is_federated
-    from regionspot.eval.protocol import detections_cap, evaluator_cap
-    from regionspot.eval.report import rules_text
+    from regionspot.eval.protocol import FIXED_AP_SECTIONS, ap_section, evaluator_settings, iou_types
 
     federated = is_federated(annotations) if args.federated is None else args.federated
-    max_dets, per_image = evaluator_cap(federated, args.max_dets_per_image)
-    drop_zero_area = False if args.keep_zero_area else None  # None: the rules' own
-    rules = f"{rules_text(federated).split(',')[0]}, {detections_cap(federated, args.max_dets_per_image)}"
+    settings = evaluator_settings(federated, args.max_dets_per_image, bool(args.keep_zero_area))
     reports: dict[str, Any] = {}
-    iou_types = ("bbox", "segm") if args.masks else ("bbox",)
-    for iou_type in iou_types:
+    for iou_type in iou_types(bool(args.masks)):
         evaluator = evaluator_for_results(annotations, detections, iou_type=iou_type, federated=federated,
-                                          frequencies=frequencies, max_dets=max_dets, max_dets_per_image=per_image,
-                                          drop_zero_area=drop_zero_area)
-        metrics = evaluator.evaluate()
-        reports[iou_type] = {"federated": evaluator.federated, "rules": rules, "metrics": metrics,
-                             "per_category": evaluator.per_category()}
-    for iou_type in iou_types if args.fixed_ap else ():
-        key = "fixed_ap" if iou_type == "bbox" else "fixed_ap_segm"
-        reports[key] = {"budget": args.fixed_ap, "metrics": fixed_ap(
+                                          frequencies=frequencies, max_dets=settings.max_dets,
+                                          max_dets_per_image=settings.max_dets_per_image,
+                                          drop_zero_area=settings.drop_zero_area)
+        reports[iou_type] = ap_section(evaluator, settings.rules)
+    for iou_type in iou_types(bool(args.masks)) if args.fixed_ap else ():
+        reports[FIXED_AP_SECTIONS[iou_type]] = {"budget": args.fixed_ap, "metrics": fixed_ap(
             annotations, detections, args.fixed_ap, iou_type=iou_type, federated=federated, frequencies=frequencies,
-            drop_zero_area=drop_zero_area)}
+            drop_zero_area=settings.drop_zero_area)}
     return reports
 
 
 def results_file_protocol(args: argparse.Namespace, federated: bool) -> dict[str, Any]:
-    from regionspot.eval.protocol import detections_cap, fixed_ap_text, zero_area_text
-    from regionspot.eval.report import rules_text
+    from regionspot.eval.protocol import detections_cap, fixed_ap_text, rules_name, zero_area_text
 
     cap = detections_cap(federated, args.max_dets_per_image)
     protocol = {"annotations": f"`{args.data}`", "detections": f"`{args.detections}`",
                 "protocol": f"the detections as given (their boxes, labels and scores); "
-                            f"{rules_text(federated).split(',')[0]}; {cap}",
+                            f"{rules_name(federated)}; {cap}",
                 "zero_area": zero_area_text(federated, bool(args.keep_zero_area))}
     if args.fixed_ap:
         protocol["fixed_ap"] = fixed_ap_text(args.fixed_ap, bool(args.masks))

@@ -33,7 +33,7 @@ from regionspot.datasets.coco_format import (
     json_type,
     repeated,
 )
-from regionspot.eval.evaluator import resolve_frequencies
+from regionspot.eval.evaluator import DetectionEvaluator, resolve_frequencies
 from regionspot.ops.boxes import box_sizes, clip_boxes, xywh_to_xyxy, xyxy_to_xywh
 
 LOGGER = logging.getLogger(__name__)
@@ -297,6 +297,47 @@ def evaluator_cap(federated: bool, max_dets_per_image: int | None) -> tuple[tupl
     if max_dets_per_image == 0:
         return None, None
     return ((max_dets_per_image,) if federated else None), max_dets_per_image
+
+
+def rules_name(federated: bool) -> str:
+    """The evaluation rules by name."""
+    return "LVIS federated rules" if federated else "COCO rules"
+
+
+@dataclass(frozen=True)
+class EvaluatorSettings:
+    """What a :class:`~regionspot.eval.evaluator.DetectionEvaluator` is given for a protocol:
+    ``max_dets`` and ``max_dets_per_image`` (see :func:`evaluator_cap`), ``drop_zero_area``
+    (None: the rules' own; False: kept), and ``rules``, the rules and their cap in words."""
+
+    max_dets: tuple[int, ...] | None
+    max_dets_per_image: Any
+    drop_zero_area: bool | None
+    rules: str
+
+
+def evaluator_settings(federated: bool, max_dets_per_image: int | None, keep_zero_area: bool) -> EvaluatorSettings:
+    """The evaluator's settings for the rules, the protocol's cap and its zero-area choice."""
+    max_dets, per_image = evaluator_cap(federated, max_dets_per_image)
+    return EvaluatorSettings(max_dets, per_image, False if keep_zero_area else None,
+                             f"{rules_name(federated)}, {detections_cap(federated, max_dets_per_image)}")
+
+
+def iou_types(masks: bool) -> tuple[str, ...]:
+    """The AP types evaluated: boxes, and masks when asked."""
+    return ("bbox", "segm") if masks else ("bbox",)
+
+
+#: The report section of fixed AP for each AP type.
+FIXED_AP_SECTIONS = {"bbox": "fixed_ap", "segm": "fixed_ap_segm"}
+
+
+def ap_section(evaluator: DetectionEvaluator, rules: str) -> dict[str, Any]:
+    """A report section ``{"federated", "rules", "metrics", "per_category"}`` of an evaluator
+    that has all its detections."""
+    metrics = evaluator.evaluate()
+    return {"federated": evaluator.federated, "rules": rules, "metrics": metrics,
+            "per_category": evaluator.per_category()}
 
 
 def evaluator_image_cap(federated: bool, max_dets_per_image: int | None) -> int | None:

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from regionspot.eval.evaluator import format_metrics
+from regionspot.eval.protocol import rules_name
 
 SECTION_TITLES = {"bbox": "Box AP", "segm": "Mask AP", "fixed_ap": "Fixed AP (box)", "fixed_ap_segm": "Fixed AP (mask)"}
 
 
 def rules_text(federated: bool) -> str:
     """The evaluation rules in words (the default detections cap included)."""
-    return ("LVIS federated rules, at most 300 detections per image" if federated
-            else "COCO rules, at most 100 detections per image and category")
+    default_cap = "at most 300 detections per image" if federated else "at most 100 detections per image and category"
+    return f"{rules_name(federated)}, {default_cap}"
 
 
 def percent(value: float) -> str:

@@ -39,17 +39,21 @@ from regionspot.eval.image_run import (
 )
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
 from regionspot.eval.protocol import (
+    FIXED_AP_SECTIONS,
+    ap_section,
     category_index,
     check_ground_truth,
     detections_cap,
-    evaluator_cap,
     evaluator_image_cap,
+    evaluator_settings,
     fixed_ap_text,
     frequency_tags,
+    iou_types,
+    rules_name,
     stored_pairs,
     zero_area_text,
 )
-from regionspot.eval.report import markdown_report, rules_text, summary_text, write_report_files
+from regionspot.eval.report import markdown_report, summary_text, write_report_files
 from regionspot.eval.sharding import map_sharded, world_description
 from regionspot.model.loader import describe_model
 from regionspot.processes import DistributedContext
@@ -143,39 +147,31 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
     return EvalRun(document, files)
 
 
-def iou_types(masks: bool) -> tuple[str, ...]:
-    return ("bbox", "segm") if masks else ("bbox",)
-
-
 def evaluate_outputs(data: DatasetInputs, outputs: list[ImageOutput], config: EvalConfig
                      ) -> tuple[dict[str, Any], dict[str, DetectionEvaluator]]:
     """Box (and mask) AP over the evaluated images, and fixed AP when asked: report sections
-    ``{"bbox": {"federated", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``."""
+    ``{"bbox": {"federated", "rules", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``."""
     sections: dict[str, Any] = {}
     evaluators: dict[str, DetectionEvaluator] = {}
-    max_dets, per_image = evaluator_cap(data.federated, config.protocol.max_dets_per_image)
-    drop_zero_area = False if config.protocol.keep_zero_area else None  # None: the rules' own
-    cap = detections_cap(data.federated, config.protocol.max_dets_per_image)
-    rules = f"{rules_text(data.federated).split(',')[0]}, {cap}"
+    protocol = config.protocol
+    settings = evaluator_settings(data.federated, protocol.max_dets_per_image, protocol.keep_zero_area)
     for iou_type in iou_types(config.masks):
         evaluator = DetectionEvaluator(data.document, iou_type=iou_type, federated=data.federated,
-                                       frequencies=data.frequencies, max_dets=max_dets, max_dets_per_image=per_image,
-                                       drop_zero_area=drop_zero_area)
+                                       frequencies=data.frequencies, max_dets=settings.max_dets,
+                                       max_dets_per_image=settings.max_dets_per_image,
+                                       drop_zero_area=settings.drop_zero_area)
         for output in outputs:
             evaluator.process(output.image_id, output.detections)
-        metrics = evaluator.evaluate()
-        sections[iou_type] = {"federated": evaluator.federated, "rules": rules, "metrics": metrics,
-                              "per_category": evaluator.per_category()}
+        sections[iou_type] = ap_section(evaluator, settings.rules)
         evaluators[iou_type] = evaluator
     budget = config.protocol.fixed_ap_budget
     if budget:
         subset = subset_annotations(data.document, {output.image_id for output in outputs})
         detections = [detection for output in outputs for detection in output.detections]
         for iou_type in iou_types(config.masks):
-            key = "fixed_ap" if iou_type == "bbox" else "fixed_ap_segm"
-            sections[key] = {"budget": budget, "metrics": fixed_ap(
+            sections[FIXED_AP_SECTIONS[iou_type]] = {"budget": budget, "metrics": fixed_ap(
                 subset, detections, budget, iou_type=iou_type, federated=data.federated, frequencies=data.frequencies,
-                drop_zero_area=drop_zero_area)}
+                drop_zero_area=settings.drop_zero_area)}
     return sections, evaluators
 
 
@@ -205,7 +201,7 @@ def describe_protocol(config: EvalConfig, data: DatasetInputs, setup: RunSetup, 
                            + (f" (the best {setup.stored_pairs} stored: all the evaluator keeps)"
                               if (setup.stored_pairs or protocol.pairs_per_image) < protocol.pairs_per_image else ""),
         "detections_cap": detections_cap(data.federated, protocol.max_dets_per_image),
-        "rules": rules_text(data.federated).split(",")[0],
+        "rules": rules_name(data.federated),
         "frequency_groups": "APr/APc/APf from " + (config.frequencies or "the annotation")
                             if data.frequencies else "none (no LVIS frequency tags)",
         "images": f"{len(data.jobs)} of {total}"
