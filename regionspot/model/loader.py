@@ -36,7 +36,7 @@ from regionspot.config import (
 )
 from regionspot.devices import check_precision, choose_device
 from regionspot.model.recognizer import METHODS
-from regionspot.model.regionspot import RegionSpot
+from regionspot.model.regionspot import RegionSpot, decoder_eps
 from regionspot.model.zero_shot import ZeroShotCLIP
 from regionspot.presets import BY_VARIANT
 from regionspot.weights import CheckpointError
@@ -141,8 +141,7 @@ def unrecorded_decoder_eps(model: Model) -> float | None:
         return None
     if model.config.sam.decoder_layer_norm_eps is not None or model.config.inputs == "official":
         return None
-    eps = model.region_tokenizer.describe().get("decoder_layer_norm_eps")
-    return float(eps) if isinstance(eps, int | float) else None
+    return decoder_eps(model.region_tokenizer)
 
 
 def check_source(source: ModelSource) -> None:

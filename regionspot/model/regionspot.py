@@ -283,5 +283,11 @@ def fitted_fusion_config(
 def recorded_sam_config(sam: SamBackboneConfig, region_tokenizer: RegionTokenizer) -> SamBackboneConfig:
     """``sam`` with the decoder LayerNorm eps the tokenizer runs with recorded (when it reports
     one), so a head saved from this model runs with the eps its tokens were made with."""
+    eps = decoder_eps(region_tokenizer)
+    return sam if eps is None else dataclasses.replace(sam, decoder_layer_norm_eps=eps)
+
+
+def decoder_eps(region_tokenizer: RegionTokenizer) -> float | None:
+    """The SAM decoder LayerNorm eps the tokenizer reports in ``describe()``, or None."""
     eps = region_tokenizer.describe().get("decoder_layer_norm_eps")
-    return dataclasses.replace(sam, decoder_layer_norm_eps=float(eps)) if isinstance(eps, float) else sam
+    return float(eps) if isinstance(eps, int | float) and not isinstance(eps, bool) else None

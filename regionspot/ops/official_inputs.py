@@ -70,9 +70,8 @@ def tensor_resize_clip_pixels(image: np.ndarray, size: int, mean: Sequence[float
 
 def scale_xyxy(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
     """``[R, 4]`` xyxy boxes from an image of ``from_size`` to the same image at ``to_size``."""
-    (height, width), (new_h, new_w) = from_size, to_size
-    factors = np.array([new_w / width, new_h / height, new_w / width, new_h / height])
-    return np.asarray(boxes, dtype=np.float64) * factors
+    corners = np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2)
+    return scale_xy(corners, from_size, to_size).reshape(-1, 4)
 
 
 def scale_xy(points: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
