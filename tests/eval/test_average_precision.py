@@ -3,9 +3,7 @@ COCOeval on the real COCO sample (../shared/data/coco-sample) for boxes and mask
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import json
 from collections import Counter
 from pathlib import Path
@@ -14,8 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from regionspot.eval import (
     DetectionEvaluator,
@@ -151,29 +147,8 @@ def _box_polygon(box: np.ndarray) -> list[float]:
     return [x, y, x, y + h, x + w, y + h, x + w, y]
 
 
-def pycocotools_eval(dataset: dict[str, Any], results: list[dict[str, Any]], iou_type: str,
-                     image_ids: list[int] | None = None) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = copy.deepcopy(dataset)
-        gt.createIndex()
-        coco_eval = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), iou_type)
-        if image_ids is not None:
-            coco_eval.params.imgIds = image_ids
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-    return coco_eval
-
-
 def _as_stats(metrics: dict[str, float]) -> np.ndarray:
     return np.array([metrics[k] if np.isfinite(metrics[k]) else -1.0 for k in STAT_KEYS])
-
-
-@pytest.fixture(scope="module")
-def coco_dataset(coco_sample: Path) -> dict[str, Any]:
-    with open(coco_sample / "annotations.json", encoding="utf-8") as handle:
-        return json.load(handle)
 
 
 @pytest.mark.parametrize(("iou_type", "masks", "boxes"), [
@@ -182,8 +157,8 @@ def coco_dataset(coco_sample: Path) -> dict[str, Any]:
     ("segm", True, True),    # detectron2-style results: box + mask (detection area = box area)
     ("segm", True, False),   # mask-only results (detection area = mask area)
 ])
-def test_agrees_with_pycocotools_on_coco_sample(coco_dataset: dict[str, Any], iou_type: str, masks: bool,
-                                                boxes: bool, tmp_path: Path) -> None:
+def test_agrees_with_pycocotools_on_coco_sample(coco_dataset: dict[str, Any], pycocotools_eval, iou_type: str,
+                                                masks: bool, boxes: bool, tmp_path: Path) -> None:
     results = build_detections(coco_dataset, masks=masks, boxes=boxes)
     assert sum(a["iscrowd"] for a in coco_dataset["annotations"]) > 0  # crowd handling is exercised
     results_file = tmp_path / "results.json"
@@ -196,7 +171,8 @@ def test_agrees_with_pycocotools_on_coco_sample(coco_dataset: dict[str, Any], io
     assert set(ours) == set(STAT_KEYS)  # COCO categories carry no frequency tags
 
 
-def test_per_category_and_subset_agree_with_pycocotools(coco_dataset: dict[str, Any]) -> None:
+def test_per_category_and_subset_agree_with_pycocotools(coco_dataset: dict[str, Any],
+                                                        pycocotools_eval) -> None:
     results = build_detections(coco_dataset, masks=False, seed=1)
     subset = sorted(img["id"] for img in coco_dataset["images"])[::2]
     theirs = pycocotools_eval(coco_dataset, [r for r in results if r["image_id"] in subset], "bbox", subset)
@@ -212,7 +188,8 @@ def test_per_category_and_subset_agree_with_pycocotools(coco_dataset: dict[str, 
     assert np.isnan(our_ap).sum() > 0 and (~np.isnan(our_ap)).sum() > 10
 
 
-def test_federated_with_complete_negative_lists_reduces_to_coco(coco_dataset: dict[str, Any]) -> None:
+def test_federated_with_complete_negative_lists_reduces_to_coco(coco_dataset: dict[str, Any],
+                                                                pycocotools_eval) -> None:
     """LVIS rules on an exhaustively labelled dataset (every absent category listed as negative,
     nothing not-exhaustive) must give COCO's numbers."""
     lvis_style = copy.deepcopy(coco_dataset)

@@ -5,29 +5,18 @@ test_evaluator.py."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from regionspot.eval import evaluate_results_file, fixed_ap
 
 TOLERANCE = 1e-4
 SIZES = ("all", "small", "medium", "large")
-
-
-@pytest.fixture(scope="module")
-def coco_dataset(coco_sample: Path) -> dict[str, Any]:
-    return json.loads((coco_sample / "annotations.json").read_text(encoding="utf-8"))
 
 
 def jittered(dataset: dict[str, Any], seed: int = 0) -> list[dict[str, Any]]:
@@ -71,20 +60,6 @@ def zero_area(dataset: dict[str, Any], rng: np.random.Generator) -> list[dict[st
     return out
 
 
-def pycocotools_eval(dataset: dict[str, Any], results: list[dict[str, Any]], iou_type: str,
-                     max_dets: list[int] | None = None) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = copy.deepcopy(dataset)
-        gt.createIndex()
-        evaluation = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), iou_type)
-        if max_dets is not None:
-            evaluation.params.maxDets = max_dets
-        evaluation.evaluate()
-        evaluation.accumulate()
-    return evaluation
-
-
 def ap_by_size(evaluation: COCOeval) -> dict[str, float]:
     """AP over the valid categories for each area range, at the largest maxDets."""
     table = evaluation.eval["precision"]
@@ -100,8 +75,8 @@ def assert_close(ours: dict[str, float], theirs: dict[str, float]) -> None:
 
 
 @pytest.mark.parametrize(("iou_type", "boxes"), [("bbox", True), ("segm", True), ("segm", False)])
-def test_coco_rules_keep_zero_area_detections_as_pycocotools(coco_dataset: dict[str, Any], iou_type: str,
-                                                             boxes: bool) -> None:
+def test_coco_rules_keep_zero_area_detections_as_pycocotools(coco_dataset: dict[str, Any], pycocotools_eval,
+                                                             iou_type: str, boxes: bool) -> None:
     """pycocotools keeps detections of area 0 (COCOeval._prepare filters by image and category
     only): they match nothing and are false positives. So do we under COCO rules."""
     clean, zero = jittered(coco_dataset), zero_area(coco_dataset, np.random.default_rng(1))
@@ -127,7 +102,8 @@ def top_per_category(results: list[dict[str, Any]], budget: int) -> list[dict[st
 
 
 @pytest.mark.parametrize("budget", [3, 10000])
-def test_mask_fixed_ap_sizes_by_mask_area_as_the_fixed_ap_script(coco_dataset: dict[str, Any], budget: int) -> None:
+def test_mask_fixed_ap_sizes_by_mask_area_as_the_fixed_ap_script(coco_dataset: dict[str, Any], pycocotools_eval,
+                                                                  budget: int) -> None:
     """Mask fixed AP under COCO rules equals pycocotools on the file the fixed-AP script builds:
     each category's top ``budget`` detections, their ``bbox`` removed (so the mask area sizes
     them), with no per-image cap (maxDets per image and category = the budget)."""
