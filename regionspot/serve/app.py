@@ -194,7 +194,8 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
         if sum(field is not None for field in (boxes, points, region_masks)) != 1:
             raise ApiError(422, "bad_regions", "send the regions as boxes, as points or as region_masks (one of them)")
         box_array = parse_boxes_field(boxes, limits.max_boxes) if boxes is not None else None
-        clicks = parse_points_field(points, point_labels, limits.max_boxes) if points is not None else None
+        clicks, labels = parse_points_field(points, point_labels, limits.max_boxes) if points is not None \
+            else (None, None)
         names = parse_vocabulary_field(vocabulary, limits.max_vocabulary)
         topk = min(DEFAULT_TOPK, limits.max_topk) if topk is None else \
             check_positive_at_most(topk, limits.max_topk, "topk")
@@ -205,7 +206,7 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
         given_masks = None if region_masks is None else parse_region_masks_field(
             region_masks, session.image_size(source), limits.max_boxes, limits.max_mask_pixels)
         result = session.recognize(source, box_array, names, topk, with_masks=masks, with_attention=attention,
-                                   clicks=clicks, region_masks=given_masks)
+                                   points=clicks, point_labels=labels, masks=given_masks)
         document = recognition_document(result, source.key, with_masks=masks)
         return JSONResponse({"method": info["method"], **document})
 

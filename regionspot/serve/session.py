@@ -88,26 +88,23 @@ class InferenceSession:
             return list(self._cache)
 
     def recognize(self, image: ImageInput, boxes: np.ndarray | None, vocabulary: Sequence[str], topk: int,
-                  with_masks: bool, with_attention: bool,
-                  clicks: tuple[np.ndarray, np.ndarray | None] | None = None,
-                  region_masks: np.ndarray | None = None) -> RegionResult:
-        """Name ``boxes`` (float [R, 4] xyxy pixels), or the regions of ``clicks`` (points
-        [R, P, 2], labels [R, P] or None), of ``image`` against ``vocabulary`` (see
-        :meth:`RegionPredictor.predict`). Raises BoxError/VocabularyError/ApiError (422
-        ``too_many_mask_pixels`` above ``max_mask_pixels``)."""
-        regions = len(boxes) if boxes is not None else len(clicks[0]) if clicks is not None else \
-            len(region_masks) if region_masks is not None else 0
-        if with_masks or self.model.needs_region_masks or clicks is not None:
+                  with_masks: bool, with_attention: bool, *, points: np.ndarray | None = None,
+                  point_labels: np.ndarray | None = None, masks: np.ndarray | None = None) -> RegionResult:
+        """Name the regions of ``image`` against ``vocabulary``: ``boxes`` (float [R, 4] xyxy
+        pixels), or clicks (``points`` [R, P, 2], ``point_labels`` [R, P] or None), or ``masks``
+        (bool [R, H, W]), as :meth:`RegionPredictor.predict` takes them. Raises
+        BoxError/VocabularyError/ApiError (422 ``too_many_mask_pixels`` above ``max_mask_pixels``)."""
+        regions = next((len(given) for given in (boxes, points, masks) if given is not None), 0)
+        if with_masks or self.model.needs_region_masks or points is not None:
             self._check_mask_pixels(image, regions, with_masks)
         names = validate_vocabulary(list(vocabulary))
         try:
             self.model.text_embeddings(names)  # outside the inference lock; memoised for predict
             with self._inference_lock:
                 predictor = self._predictor_for(image)
-                points, labels = clicks if clicks is not None else (None, None)
                 return predictor.predict(boxes=boxes, vocabulary=names, topk=topk, with_masks=with_masks,
-                                         with_attention=with_attention, points=points, point_labels=labels,
-                                         masks=region_masks)
+                                         with_attention=with_attention, points=points, point_labels=point_labels,
+                                         masks=masks)
         finally:
             release_free_memory()
 
