@@ -42,6 +42,17 @@ def non_negative_int(text: str) -> int:
     return _bounded_int(text, 0)
 
 
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
+    return value
+
+
 def port_number(text: str) -> int:
     """argparse type: a TCP port 1..65535."""
     value = positive_int(text)

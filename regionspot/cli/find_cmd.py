@@ -14,20 +14,10 @@ from regionspot.cli.arguments import (
     check_output_path,
     positive_int,
     read_boxes,
+    unit_interval,
 )
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 from regionspot.cli.outputs import check_picture_suffix, method_caption, write_document, write_figures
-
-
-def unit_interval(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return value
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
