@@ -27,6 +27,7 @@ from regionspot.model.recognizer import Recognizer, RegionBatch
 from regionspot.ops.boxes import as_box_array, validate_boxes
 from regionspot.ops.image import load_image
 from regionspot.ops.instances import select_instances
+from regionspot.ops.masks import pairwise_mask_iou
 from regionspot.ops.official_inputs import nearest_resize_masks, scale_xy, scale_xyxy
 from regionspot.ops.prompts import PromptError, as_mask_prompts, as_point_prompts, region_boxes
 from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionProposer
@@ -45,6 +46,15 @@ FIND_THRESHOLDS = {"sigmoid": 0.3, "softmax": 0.5}
 #: The built-in vocabulary whose names (less the queries) a softmax recognizer's ``find`` also
 #: scores, so that a region which is none of the queries can say so.
 FIND_DISTRACTORS = "coco"
+
+
+def find_vocabulary(queries: list[str], score_kind: str) -> list[str]:
+    """The names ``find`` scores: the queries, and for a softmax recognizer after them the names
+    of :data:`FIND_DISTRACTORS` that are not queries (compared case-insensitively)."""
+    if score_kind != "softmax":
+        return queries
+    taken = {name.casefold() for name in queries}
+    return [*queries, *(name for name in parse_vocabulary(FIND_DISTRACTORS) if name.casefold() not in taken)]
 
 
 def find_thresholds(threshold: float | Sequence[float] | None, queries: int, score_kind: str) -> np.ndarray:
@@ -247,19 +257,25 @@ class RegionPredictor:
 
     @torch.inference_mode()
     def find(self, queries: str | Sequence[str], *, boxes: Any = None, threshold: float | Sequence[float] | None = None,
-             nms_iou: float = 0.5, max_per_query: int = 100, proposals: AutoProposalConfig | None = None,
-             with_masks: bool = True, progress: bool = False) -> RegionResult:
+             nms_iou: float = 0.5, nms: str = "box", max_per_query: int = 100,
+             proposals: AutoProposalConfig | None = None, with_masks: bool = True,
+             progress: bool = False) -> RegionResult:
         """Every instance of each query name in the image: class-agnostic regions (``boxes``, or
         SAM's ``auto`` proposals made with ``proposals``), scored against the queries, kept where
         a query scores at least its ``threshold`` (one value, or one per query; default
-        :data:`FIND_THRESHOLDS` for the recognizer's score kind), de-duplicated per query by box
-        NMS at ``nms_iou``, at most ``max_per_query`` each. Returns one result, best first, whose
-        vocabulary is the queries and whose single (name, score) per region is the query found.
+        :data:`FIND_THRESHOLDS` for the recognizer's score kind), de-duplicated per query by
+        non-maximum suppression at ``nms_iou`` (``nms="box"``: box IoU; ``"mask"``: IoU of the
+        regions' SAM masks, so a part inside a whole is kept unless it covers most of it), at most
+        ``max_per_query`` each. Returns one result, best first, whose vocabulary is the queries and
+        whose single (name, score) per region is the query found. Masks are made only for the
+        regions returned.
 
         A softmax recognizer's scores sum to one over the names it is given, so with queries
         alone every region would look like one of them; they are scored against the queries
         plus the names of :data:`FIND_DISTRACTORS` that are not queries instead."""
         encoded = self._encoded("find")
+        if nms not in ("box", "mask"):
+            raise ValueError(f"nms must be 'box' or 'mask', got {nms!r}")
         names = validate_vocabulary(parse_vocabulary(queries))
         thresholds = find_thresholds(threshold, len(names), self.model.score_kind)
         if boxes is None:
@@ -268,19 +284,47 @@ class RegionPredictor:
             return RegionResult(boxes=np.zeros((0, 4)), topk_ids=np.zeros((0, 1), dtype=np.int64),
                                 topk_scores=np.zeros((0, 1)), vocabulary=names, image_size=encoded.size,
                                 masks=np.zeros((0, *encoded.size), dtype=bool) if with_masks else None)
-        vocabulary = names
-        if self.model.score_kind == "softmax":
-            taken = {name.casefold() for name in names}
-            distractors = parse_vocabulary(FIND_DISTRACTORS)
-            vocabulary = [*names, *(name for name in distractors if name.casefold() not in taken)]
-        scored = self.predict(boxes, vocabulary, topk=len(vocabulary), with_masks=with_masks)
+        vocabulary = find_vocabulary(names, self.model.score_kind)
+        scored = self.predict(boxes, vocabulary, topk=len(vocabulary), with_masks=False)
         matrix = np.zeros((len(scored), len(vocabulary)))
         np.put_along_axis(matrix, scored.topk_ids, scored.topk_scores, axis=1)
-        found = select_instances(matrix[:, :len(names)], scored.boxes, thresholds, nms_iou, max_per_query)
-        picked = scored[found.regions]
-        return RegionResult(boxes=picked.boxes, topk_ids=found.queries[:, None], topk_scores=found.scores[:, None],
-                            vocabulary=names, image_size=encoded.size, masks=picked.masks,
-                            mask_scores=picked.mask_scores)
+        matrix = matrix[:, :len(names)]
+        candidates = np.asarray((matrix >= thresholds).any(axis=1))
+        overlaps = self._mask_overlaps(scored.boxes, candidates) if nms == "mask" else None
+        found = select_instances(matrix, scored.boxes, thresholds, nms_iou, max_per_query, overlaps)
+        picked_boxes = scored.boxes[found.regions]
+        masks, mask_scores = self.segment(picked_boxes) if with_masks and len(picked_boxes) else (None, None)
+        return RegionResult(boxes=picked_boxes, topk_ids=found.queries[:, None], topk_scores=found.scores[:, None],
+                            vocabulary=names, image_size=encoded.size,
+                            masks=masks if with_masks else None, mask_scores=mask_scores)
+
+    @torch.inference_mode()
+    def segment(self, boxes: Any) -> tuple[np.ndarray, np.ndarray]:
+        """SAM's masks of ``boxes`` ([R, 4] xyxy image pixels, validated as ``predict``'s), without
+        naming them: bool [R, H, W] at the image's size and SAM's predicted IoU float [R]."""
+        encoded = self._encoded("segment")
+        logits, scores = self._box_mask_logits(validate_boxes(boxes, encoded.size))
+        return self._masks_at_image_size(logits), scores
+
+    def _box_mask_logits(self, boxes: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Low-res mask logits [R, 256, 256] and predicted IoU [R] of validated image-pixel boxes."""
+        assert self.encoded is not None
+        in_frame = scale_xyxy(boxes, self.encoded.size, self.encoded.frame_size)
+        with autocast(self.model.device, self.model.precision):
+            tokens = self._predict_tokenizer().encode_regions(
+                self.encoded.sam, torch.as_tensor(in_frame, dtype=torch.float32), with_masks=True)
+        assert tokens.mask_logits is not None and tokens.mask_scores is not None
+        return tokens.mask_logits, tokens.mask_scores.float().cpu().numpy()
+
+    def _mask_overlaps(self, boxes: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Pairwise IoU [R, R] of the SAM masks of ``boxes`` [R, 4] where ``candidates`` [R] is
+        True (0 elsewhere), measured on the decoder's low-resolution masks."""
+        overlaps = np.zeros((len(boxes), len(boxes)))
+        rows = np.flatnonzero(candidates)
+        if rows.size:
+            logits, _ = self._box_mask_logits(boxes[rows])
+            overlaps[np.ix_(rows, rows)] = pairwise_mask_iou((logits > 0).cpu().numpy())
+        return overlaps
 
     @torch.inference_mode()
     def propose(self, config: AutoProposalConfig | None = None, progress: bool = False) -> Proposals:

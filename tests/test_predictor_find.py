@@ -63,3 +63,22 @@ def test_find_on_auto_proposals_and_nothing_found(mobile_sam_model, photo: Path)
     assert len(found) >= 1 and found.masks is None
     nothing = predictor.find(["bowl"], boxes=BOXES, threshold=1.0)
     assert len(nothing) == 0 and nothing.vocabulary == ["bowl"]
+
+
+def test_masks_are_the_returned_regions_sams_and_mask_nms(mobile_sam_model, photo: Path) -> None:
+    from regionspot.ops.masks import pairwise_mask_iou
+
+    predictor = mobile_sam_model.predictor()
+    predictor.set_image(photo)
+    found = predictor.find(["bowl"], boxes=BOXES, threshold=0.0, nms="mask", nms_iou=0.5)
+    masks, scores = predictor.segment(found.boxes)
+    assert found.masks is not None and found.mask_scores is not None
+    np.testing.assert_array_equal(found.masks, masks)
+    np.testing.assert_allclose(found.mask_scores, scores)
+    named = predictor.predict(found.boxes, ["bowl"], topk=1)
+    assert named.masks is not None
+    np.testing.assert_array_equal(found.masks, named.masks)  # the same masks predict gives those boxes
+    overlaps = pairwise_mask_iou(found.masks)[np.triu_indices(len(found), 1)]
+    assert len(found) == 3 and (overlaps <= 0.55).all()  # NMS judged low-res masks; these are at image size
+    with pytest.raises(ValueError, match="nms must be"):
+        predictor.find(["bowl"], boxes=BOXES, nms="boxes")

@@ -1,6 +1,6 @@
 """Every instance of each query among scored regions: threshold per query, then non-maximum
-suppression per query (the selection step of ``RegionPredictor.find``). Pure functions; boxes
-xyxy absolute pixels."""
+suppression per query by box IoU or by any given pairwise overlap, such as mask IoU (the
+selection step of ``RegionPredictor.find``). Pure functions; boxes xyxy absolute pixels."""
 
 from __future__ import annotations
 
@@ -21,24 +21,46 @@ class Instances:
     scores: np.ndarray
 
 
+def nms_by_overlap(overlaps: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression on a precomputed pairwise overlap ``overlaps`` [N, N]
+    (e.g. mask IoU) of N items scored ``scores`` [N]: from the best score down, an item is kept
+    unless it overlaps an already kept one by more than ``iou_threshold``. Equal scores keep
+    input order. Returns int64 indices of the kept items, best first."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    kept: list[int] = []
+    while order.size:
+        best, order = int(order[0]), order[1:]
+        kept.append(best)
+        order = order[overlaps[best, order] <= iou_threshold]
+    return np.asarray(kept, dtype=np.int64)
+
+
 def select_instances(scores: np.ndarray, boxes: np.ndarray, thresholds: np.ndarray, nms_iou: float,
-                     max_per_query: int) -> Instances:
+                     max_per_query: int, overlaps: np.ndarray | None = None) -> Instances:
     """``scores`` [R, Q] of R regions (``boxes`` [R, 4]) for Q queries; ``thresholds`` [Q].
 
     For each query: the regions scoring at least its threshold, best first, minus any region
-    whose box overlaps a better one of the same query by IoU above ``nms_iou``, at most
-    ``max_per_query``. A region may be kept for several queries. All queries' instances are
-    returned together, best score first (ties: query order, then region order)."""
+    that overlaps a better one of the same query by more than ``nms_iou``, at most
+    ``max_per_query``. Overlap is box IoU, or ``overlaps`` [R, R] when given (e.g. mask IoU;
+    only the rows and columns of regions above some threshold are read). A region may be kept
+    for several queries. All queries' instances are returned together, best score first
+    (ties: query order, then region order)."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape[0] != len(boxes) or len(thresholds) != scores.shape[1]:
         raise ValueError(f"scores must be [R, Q] for {len(boxes)} boxes and {len(thresholds)} thresholds, "
                          f"got shape {scores.shape}")
+    if overlaps is not None and overlaps.shape != (len(boxes), len(boxes)):
+        raise ValueError(f"overlaps must be [R, R] for {len(boxes)} boxes, got shape {overlaps.shape}")
     regions, queries, kept_scores = [], [], []
     for query in range(scores.shape[1]):
         candidates = np.flatnonzero(scores[:, query] >= thresholds[query])
         if not candidates.size:
             continue
-        survivors = candidates[nms(boxes[candidates], scores[candidates, query], nms_iou)][:max_per_query]
+        if overlaps is None:
+            kept = nms(boxes[candidates], scores[candidates, query], nms_iou)
+        else:
+            kept = nms_by_overlap(overlaps[np.ix_(candidates, candidates)], scores[candidates, query], nms_iou)
+        survivors = candidates[kept][:max_per_query]
         regions.append(survivors)
         queries.append(np.full(len(survivors), query))
         kept_scores.append(scores[survivors, query])

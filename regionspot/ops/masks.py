@@ -41,3 +41,13 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     intersection = (a2 & b2).sum(axis=1)
     union = (a2 | b2).sum(axis=1)
     return np.where(union > 0, intersection / np.maximum(union, 1), 0.0)
+
+
+def pairwise_mask_iou(masks: np.ndarray) -> np.ndarray:
+    """IoU of every pair of bool masks ``masks`` [N, H, W] -> float64 [N, N] (0 where both are
+    empty; 1 on the diagonal of a non-empty mask). Counted exactly with integer products."""
+    flat = masks.reshape(masks.shape[0], -1).astype(np.float32)
+    intersection = np.rint(flat @ flat.T).astype(np.int64)  # exact below 2**24 pixels a mask
+    areas = np.diag(intersection)
+    union = areas[:, None] + areas[None, :] - intersection
+    return np.divide(intersection, union, out=np.zeros(union.shape), where=union > 0)

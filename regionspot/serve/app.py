@@ -1,7 +1,7 @@
 """The HTTP API of ``regionspot serve`` (FastAPI): recognise regions, propose boxes, describe
 the server, and serve the web page. See ``create_app``; the contract is in the README.
 
-Routes: ``GET /healthz``, ``GET /v1/info``, ``POST /v1/recognize``, ``POST /v1/propose``,
+Routes: ``GET /healthz``, ``GET /v1/info``, ``POST /v1/recognize``, ``POST /v1/find``, ``POST /v1/propose``,
 ``GET /`` (the web page), ``/static/*`` (its assets), ``/docs`` and ``/openapi.json``.
 """
 
@@ -67,6 +67,16 @@ TopkField = Annotated[int | None, Form(description="(label, score) pairs per reg
 MasksField = Annotated[bool, Form(description="return each region's mask as COCO RLE")]
 AttentionField = Annotated[bool, Form(description="return each region's attention over the CLIP patch grid")]
 MaxBoxesField = Annotated[int | None, Form(description="at most this many boxes (default: the server's setting)")]
+QueriesField = Annotated[str, Form(description="names to find: a JSON list, or separated by commas or newlines")]
+CandidateBoxesField = Annotated[str | None, Form(description="JSON [[x0, y0, x1, y1], ...]: candidate boxes xyxy in "
+                                                             "pixels (default: SAM's automatic proposals)")]
+ThresholdField = Annotated[float | None, Form(description="keep a region for a query scoring at least this, in [0, 1] "
+                                                          "(default: 0.3 for sigmoid scores, 0.5 for softmax scores)")]
+NmsIouField = Annotated[float, Form(description="drop a region overlapping a better one of the same query by more "
+                                                "than this IoU, in [0, 1]")]
+NmsField = Annotated[str, Form(description="'box': NMS by box IoU; 'mask': by the IoU of the regions' SAM masks")]
+MaxPerQueryField = Annotated[int | None, Form(description="at most this many regions per query (default and most: "
+                                                          "the server's max_boxes)")]
 
 
 def create_app(model: Model, config: ServeConfig | None = None, *,
@@ -219,6 +229,28 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
         source = _image_input(image, image_id, limits, session)
         size, proposals = session.propose(source, config.proposals, max_boxes=max_boxes)
         return JSONResponse(proposals_document(proposals, source.key, size))
+
+    @router.post("/v1/find", summary="every instance of each named thing", responses=_ERROR_RESPONSES)
+    def find(queries: QueriesField, image: ImageField = None, image_id: ImageIdField = None,
+             boxes: CandidateBoxesField = None, threshold: ThresholdField = None, nms_iou: NmsIouField = 0.5,
+             nms: NmsField = "box", max_per_query: MaxPerQueryField = None, masks: MasksField = True) -> JSONResponse:
+        """Class-agnostic regions (SAM's proposals, or ``boxes``) named against ``queries``, kept
+        above ``threshold`` and de-duplicated per query: the JSON of ``/v1/recognize`` (each
+        region's ``label`` is the query it was found for, ``topk`` that one pair)."""
+        names = parse_vocabulary_field(queries, limits.max_vocabulary)
+        box_array = parse_boxes_field(boxes, config.proposals.max_proposals) if boxes is not None else None
+        for name, value in (("threshold", threshold), ("nms_iou", nms_iou)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ApiError(422, f"bad_{name}", f"{name} must be between 0 and 1, got {value}")
+        if nms not in ("box", "mask"):
+            raise ApiError(422, "bad_nms", f"nms must be 'box' or 'mask', got {nms[:40]!r}")
+        per_query = limits.max_boxes if max_per_query is None else \
+            check_positive_at_most(max_per_query, limits.max_boxes, "max_per_query")
+        source = _image_input(image, image_id, limits, session)
+        result = session.find(source, names, boxes=box_array, proposals=config.proposals, with_masks=masks,
+                              threshold=threshold, nms_iou=nms_iou, nms=nms, max_per_query=per_query)
+        document = recognition_document(result, source.key, with_masks=masks)
+        return JSONResponse({"method": info["method"], **document})
 
     return router
 

@@ -16,12 +16,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from regionspot.ops.memory import release_free_memory
-from regionspot.predictor import EncodedImage, RegionPredictor
+from regionspot.predictor import EncodedImage, RegionPredictor, find_vocabulary
 from regionspot.proposals.auto import AutoProposalConfig, Proposals
 from regionspot.results import RegionResult
 from regionspot.serve.errors import ApiError
@@ -105,6 +105,31 @@ class InferenceSession:
                 return predictor.predict(boxes=boxes, vocabulary=names, topk=topk, with_masks=with_masks,
                                          with_attention=with_attention, points=points, point_labels=point_labels,
                                          masks=masks)
+        finally:
+            release_free_memory()
+
+    def find(self, image: ImageInput, queries: Sequence[str], *, boxes: np.ndarray | None,
+             proposals: AutoProposalConfig, with_masks: bool, **selection: Any) -> RegionResult:
+        """Every instance of each query in ``image`` (:meth:`RegionPredictor.find`): among
+        ``boxes`` (float [R, 4] xyxy pixels) or SAM's proposals made with ``proposals``;
+        ``selection``: ``threshold``, ``nms_iou``, ``nms``, ``max_per_query``. Regions are found
+        first and masks made after, so the mask-pixel limit is checked on the regions returned
+        (and, for a recognizer that crops by masks, on the candidates before they are scored)."""
+        names = validate_vocabulary(list(queries))
+        if self.model.needs_region_masks:
+            self._check_mask_pixels(image, len(boxes) if boxes is not None else proposals.max_proposals, False)
+        try:
+            self.model.text_embeddings(find_vocabulary(names, self.model.score_kind))  # outside the lock
+            with self._inference_lock:
+                predictor = self._predictor_for(image)
+                found = predictor.find(names, boxes=boxes, proposals=proposals, with_masks=False, **selection)
+            if not with_masks:
+                return found
+            self._check_mask_pixels(image, len(found), True)
+            with self._inference_lock:
+                masks, scores = predictor.segment(found.boxes) if len(found) else \
+                    (np.zeros((0, *found.image_size), dtype=bool), np.zeros(0))
+            return dataclasses.replace(found, masks=masks, mask_scores=scores)
         finally:
             release_free_memory()
 

@@ -3,6 +3,7 @@ uvicorn server on a free loopback port (``live_server``, also used by the browse
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -36,6 +37,21 @@ def serve_model(mobile_sam_checkpoint: Path, tiny_clip_dir: Path, text_cache_dir
         text=TextConfig(cache_dir=str(text_cache_dir), templates="single"),
         overrides=["fusion.region_self_attention=false"],
     )
+
+
+def post_with_photo(client, route: str, photo: Path, fields: dict[str, object]) -> dict:
+    """POST ``fields`` (non-strings sent as JSON) and ``photo`` as the ``image`` file to
+    ``route`` of a TestClient; the JSON answer with its ``status`` added."""
+    data = {key: value if isinstance(value, str) else json.dumps(value) for key, value in fields.items()}
+    with photo.open("rb") as handle:
+        response = client.post(route, data=data, files={"image": (photo.name, handle, "image/jpeg")})
+    return {"status": response.status_code, **response.json()}
+
+
+@pytest.fixture(scope="session")
+def post_form():
+    """:func:`post_with_photo`, for tests to call."""
+    return post_with_photo
 
 
 @pytest.fixture(scope="session")

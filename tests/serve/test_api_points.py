@@ -4,6 +4,7 @@ JSON error for each malformed click field."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,31 +28,29 @@ def photo(photo_paths: list[Path]) -> Path:
     return photo_paths[0]
 
 
-def post(client: TestClient, photo: Path, **fields: object) -> dict:
-    encoded = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
-    data = {"vocabulary": json.dumps(VOCAB), **encoded}
-    with photo.open("rb") as handle:
-        response = client.post("/v1/recognize", data=data, files={"image": (photo.name, handle, "image/jpeg")})
-    return {"status": response.status_code, **response.json()}
+@pytest.fixture(scope="module")
+def post(client: TestClient, photo: Path, post_form: Callable[..., dict]) -> Callable[..., dict]:
+    """POST the photo and ``fields`` to /v1/recognize; the JSON answer with its ``status``."""
+    return lambda **fields: post_form(client, "/v1/recognize", photo, {"vocabulary": VOCAB, **fields})
 
 
-def test_clicks_give_the_predictors_answer(client: TestClient, serve_model, photo: Path) -> None:
+def test_clicks_give_the_predictors_answer(serve_model, photo: Path, post: Callable[..., dict]) -> None:
     predictor = serve_model.predictor()
     predictor.set_image(photo)
     for fields, prompt in (({"points": CLICKS}, {"points": [[c] for c in CLICKS]}),
                            ({"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]},
                             {"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]})):
-        answer = post(client, photo, topk=3, **fields)
+        answer = post(topk=3, **fields)
         assert answer.pop("status") == 200, answer
         expected = predictor.predict(vocabulary=VOCAB, topk=3, **prompt).to_dict()
         assert answer["regions"] == expected["regions"]
 
 
-def test_region_masks_give_the_predictors_answer(client: TestClient, serve_model, photo: Path) -> None:
+def test_region_masks_give_the_predictors_answer(serve_model, photo: Path, post: Callable[..., dict]) -> None:
     masks = np.zeros((2, 480, 640), dtype=bool)
     masks[0, 100:200, 150:300] = True
     masks[1, 250:400, 50:120] = True
-    answer = post(client, photo, topk=3, region_masks=encode_rle(masks))
+    answer = post(topk=3, region_masks=encode_rle(masks))
     assert answer.pop("status") == 200, answer
     predictor = serve_model.predictor()
     predictor.set_image(photo)
@@ -65,8 +64,8 @@ def test_region_masks_give_the_predictors_answer(client: TestClient, serve_model
     ([{"size": [10, 10], "counts": "abc"}], "must be {\"size\": [480, 640]"),
     ([{"size": [480, 640], "counts": 5}], "must be {\"size\": [480, 640]"),
 ])
-def test_bad_region_masks_are_422_json(client: TestClient, photo: Path, rles: object, message: str) -> None:
-    answer = post(client, photo, region_masks=rles)
+def test_bad_region_masks_are_422_json(rles: object, message: str, post: Callable[..., dict]) -> None:
+    answer = post(region_masks=rles)
     assert answer["status"] == 422 and answer["error"]["type"] == "bad_prompt", answer
     assert message in answer["error"]["message"]
 
@@ -80,7 +79,7 @@ def test_bad_region_masks_are_422_json(client: TestClient, photo: Path, rles: ob
     ({"points": [[10, 10]], "boxes": [[0, 0, 5, 5]]}, "bad_regions", "as points or as region_masks"),
     ({}, "bad_regions", "as points or as region_masks"),
 ])
-def test_bad_clicks_are_422_json(client: TestClient, photo: Path, fields: dict, error_type: str, message: str) -> None:
-    answer = post(client, photo, **fields)
+def test_bad_clicks_are_422_json(fields: dict, error_type: str, message: str, post: Callable[..., dict]) -> None:
+    answer = post(**fields)
     assert answer["status"] == 422 and answer["error"]["type"] == error_type, answer
     assert message in answer["error"]["message"] and "Traceback" not in json.dumps(answer)
