@@ -1,7 +1,11 @@
 """``regionspot find IMAGE --query "red umbrella,dog" [--checkpoint CKPT]``: every instance of
 each named thing in one image, with masks (open-vocabulary detection). Class-agnostic boxes
 come from SAM's point grid (or ``--boxes``), are named against the queries, kept above the
-threshold and de-duplicated per query (see :meth:`regionspot.predictor.RegionPredictor.find`)."""
+threshold and de-duplicated per query (see :meth:`regionspot.predictor.RegionPredictor.find`).
+
+``--threshold`` is find's score filter (it drops low scores from the output and the picture, as
+``predict --min-score`` does), so find has no ``--min-score``; ``--max-labels N`` tags only the
+N best finds in the picture."""
 
 from __future__ import annotations
 
@@ -17,7 +21,13 @@ from regionspot.cli.arguments import (
     unit_interval,
 )
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
-from regionspot.cli.outputs import check_picture_suffix, method_caption, write_document, write_figures
+from regionspot.cli.outputs import (
+    add_max_labels_argument,
+    check_picture_suffix,
+    method_caption,
+    write_document,
+    write_figures,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,7 +43,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--boxes", help="candidate boxes instead of SAM's point grid (as predict --boxes)")
     parser.add_argument("--threshold", type=unit_interval,
                         help="keep a region for a query scoring at least this (default: 0.3 for a head's sigmoid "
-                             "scores, 0.5 for softmax scores; not calibrated, see the README)")
+                             "scores, 0.5 for softmax scores; not calibrated, see the README); find's score filter, "
+                             "as predict's --min-score, for the output and the picture")
     parser.add_argument("--nms-iou", type=unit_interval, default=0.5,
                         help="drop a box overlapping a better one of the same query by more than this IoU")
     parser.add_argument("--max-per-query", type=positive_int, default=100, help="at most this many per query")
@@ -45,6 +56,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
     parser.add_argument("--viz", help="write a picture of what was found (PNG/JPEG)")
     parser.add_argument("--no-masks", action="store_true", help="skip mask pasting and RLE")
+    add_max_labels_argument(parser, attention=False)
     add_overrides_argument(parser, "model config overrides with dotted keys, e.g. --set text.templates=single")
     add_progress_argument(parser)
     parser.set_defaults(handler=run, attention=None, vocab="")
@@ -76,5 +88,6 @@ def run(args: argparse.Namespace) -> int:
     write_document(args, found, queries, description)
     counts = {name: int((found.label_ids == index).sum()) for index, name in enumerate(queries)}
     print("found: " + ", ".join(f"{count} {name}" for name, count in counts.items()), file=sys.stderr)
-    write_figures(image, found, viz=args.viz, attention=None, caption=method_caption(description))
+    write_figures(image, found, viz=args.viz, attention=None, caption=method_caption(description),
+                  max_labels=args.max_labels)
     return 0

@@ -5,15 +5,19 @@
 A folder has no ground-truth boxes, so its boxes come from ``auto`` proposals or a proposals
 file. ``--format coco`` writes a COCO results list (each image's best (box, category) pairs, as
 an evaluation keeps them); ``--format json`` one ``regionspot predict`` document per image.
+``--min-score S`` drops what scores under ``S`` from the output (COCO pairs, or a document's
+regions); there are no pictures, so there is no ``--max-labels``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from regionspot.cli.arguments import check_output_path, positive_int
 from regionspot.cli.dataset_args import add_run_options, config_from_args
+from regionspot.cli.outputs import add_min_score_argument, drop_low_scores
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,6 +37,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="categories per box (json default 5; coco default: as --pairs-per-box)")
     parser.add_argument("--pairs-per-image", type=positive_int, metavar="N",
                         help="coco format: (box, category) pairs kept per image (default 900)")
+    add_min_score_argument(parser, help="drop what scores under S, a number in [0, 1], from the output: coco: the "
+                                        "(box, category) pairs under S; json: the regions whose top-1 score is "
+                                        "under S (default: keep all)")
     add_run_options(parser)
     parser.set_defaults(handler=run)
 
@@ -51,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
         config.boxes = "auto"  # a folder has no ground truth
     ctx = init_distributed(args.device, command="predict-batch")
     try:
-        run_batch_prediction(config, Path(args.out), output_format=args.format, ctx=ctx,
-                             progress=not args.no_progress)
+        written = run_batch_prediction(config, Path(args.out), output_format=args.format, ctx=ctx,
+                                       progress=not args.no_progress)
+        if written is not None and args.min_score is not None:  # rank 0 wrote the output
+            kept, total = drop_low_scores(written, args.format, args.min_score)
+            Path(args.out).write_text(json.dumps(written, indent=None if args.format == "coco" else 1) + "\n",
+                                      encoding="utf-8")
+            unit = "(box, category) pairs" if args.format == "coco" else "regions"
+            print(f"--min-score {args.min_score:g}: kept {kept} of {total} {unit} in {args.out}")
     finally:
         shutdown(ctx)
     return 0

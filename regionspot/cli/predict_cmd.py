@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,12 +18,17 @@ from regionspot.cli.arguments import (
     read_boxes,
 )
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
-from regionspot.cli.outputs import check_picture_suffix, method_caption, write_document, write_figures
+from regionspot.cli.outputs import (
+    add_max_labels_argument,
+    add_min_score_argument,
+    check_picture_suffix,
+    keep_min_score,
+    method_caption,
+    write_document,
+    write_figures,
+)
 from regionspot.ops.boxes import BoxError, validate_boxes
 from regionspot.ops.prompts import as_point_prompts, parse_points_text
-
-if TYPE_CHECKING:
-    pass
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -55,6 +60,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--image-id", type=int, help="image_id for --format coco (default: digits of the file name)")
     parser.add_argument("--max-boxes", type=positive_int, default=20,
                         help="with --boxes auto: name the best N proposals")
+    add_min_score_argument(parser)
+    add_max_labels_argument(parser, attention=True)
     add_overrides_argument(parser, "model config overrides with dotted keys, e.g. --set sam.name_or_path=/local/sam "
                                    "text.templates=single")
     add_progress_argument(parser)
@@ -87,11 +94,16 @@ def run(args: argparse.Namespace) -> int:
         boxes = auto_boxes(predictor, args.max_boxes)
     result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
                                with_attention=bool(args.attention), points=clicks)
+    named = len(result)
+    result = keep_min_score(result, args.min_score)
+    if len(result) < named:
+        print(f"--min-score {args.min_score:g}: kept {len(result)} of {named} regions", file=sys.stderr)
     description = model.describe()
     write_document(args, result, names, description)
     for box, label, score in zip(result.boxes, result.labels, result.scores, strict=True):
         print(f"  [{', '.join(f'{v:.0f}' for v in box)}]  {label}  {score:.3f}", file=sys.stderr)
-    write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(description))
+    write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(description),
+                  max_labels=args.max_labels)
     return 0
 
 

@@ -3,6 +3,7 @@
 the region's cross-attention over CLIP's ``g x g`` patch grid is upsampled bilinearly to the
 whole image (CLIP sees the whole image squashed to a square, so the grid spans the image),
 coloured with :data:`HEAT_RAMP` and blended over the photo, with the region's box and tag on top.
+The figure ends with a colour bar (:func:`add_heat_bar`): the ramp from low (left) to high (right).
 """
 
 from __future__ import annotations
@@ -13,20 +14,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from regionspot.ops.image import load_image
-from regionspot.viz.regions import (
-    _WHITE,
-    RGB,
-    _check_inputs,
-    _draw_box,
-    _draw_tags,
-    _pixel_box,
-    _style,
-    _tag_text,
-    region_color,
-)
+from regionspot.viz.regions import _check_inputs, _draw_box, _pixel_box
+from regionspot.viz.style import RGB, RIM, WHITE, Style, region_color, style_for, tag_size
+from regionspot.viz.tags import draw_tags, tag_text
+
+_BAR_TEXT: RGB = (20, 20, 20)
 
 #: Heat-map colour ramp, low to high attention: Google's Turbo sampled at 9 even steps
-#: (interpolated linearly in between). The web page's app.js uses the same ramp.
+#: (interpolated linearly in between): dark blue, blue, cyan, green, yellow-green, yellow, orange,
+#: red, dark red. The web page's draw.js uses the same ramp.
 HEAT_RAMP: tuple[RGB, ...] = (
     (48, 18, 59), (70, 107, 227), (40, 188, 235), (50, 242, 152), (164, 252, 60),
     (238, 207, 58), (251, 126, 33), (208, 47, 5), (122, 4, 3),
@@ -94,10 +90,10 @@ def draw_attention(
     if rect is None:
         return out
     draw = ImageDraw.Draw(out)
-    style = _style(height, width)
+    style = style_for(height, width)
     _draw_box(draw, rect, region_color(color_index), style)
     if label is not None:
-        _draw_tags(draw, [(color_index, rect, _tag_text(label, score))], style, (width, height))
+        draw_tags(draw, [(color_index, rect, tag_text(label, score))], style, (width, height))
     return out
 
 
@@ -111,18 +107,26 @@ def draw_attention_figure(
     columns: int = 4,
     panel_side: int = 480,
     gap: int = 6,
+    color_indices: Sequence[int] | None = None,
 ) -> Image.Image:
     """One :func:`draw_attention` panel per region, tiled left to right, top to bottom.
 
     ``boxes``: ``[R, 4]`` xyxy absolute pixels of ``image``; ``attentions``: ``[R, g, g]``;
     ``labels``/``scores``: optional ``R`` names and ``[R]`` scores for the tags. Each panel shows
     the image scaled so its longer side is at most ``panel_side`` (never enlarged); ``columns``
-    panels per row, ``gap`` white pixels between panels.
+    panels per row, ``gap`` white pixels between panels. Panel ``i``'s box is drawn in
+    ``region_color(color_indices[i])`` (default ``i``): pass the regions' indices in a
+    :func:`~regionspot.viz.draw_regions` picture of more regions to keep its colours. Below the
+    panels, the colour bar of :data:`HEAT_RAMP` from low to high attention (:func:`add_heat_bar`;
+    each map is scaled to its own maximum, so "high" is the region's most attended spot).
 
     Raises:
-        ValueError: no regions, mismatched lengths or bad sizes.
+        ValueError: no regions, mismatched lengths (``color_indices`` too) or bad sizes.
     """
     rgb = load_image(image)
+    if color_indices is not None and len(color_indices) != len(attentions):
+        raise ValueError(f"got {len(attentions)} attention maps but {len(color_indices)} color_indices")
+    colors = list(range(len(attentions))) if color_indices is None else [int(i) for i in color_indices]
     attentions = np.asarray(attentions, dtype=np.float32)
     count = len(attentions)
     names = list(labels) if labels is not None else [f"region {i + 1}" for i in range(count)]
@@ -138,9 +142,38 @@ def draw_attention_figure(
     small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS)) if scale < 1 else rgb
     cols = min(columns, count)
     rows = -(-count // cols)
-    sheet = Image.new("RGB", (cols * size[0] + (cols - 1) * gap, rows * size[1] + (rows - 1) * gap), _WHITE)
+    sheet = Image.new("RGB", (cols * size[0] + (cols - 1) * gap, rows * size[1] + (rows - 1) * gap), WHITE)
     for i in range(count):
         panel = draw_attention(small, boxes[i] * scale, attentions[i], names[i],
-                               score=None if scores is None else float(scores[i]), color_index=i)
+                               score=None if scores is None else float(scores[i]), color_index=colors[i])
         sheet.paste(panel, ((i % cols) * (size[0] + gap), (i // cols) * (size[1] + gap)))
-    return sheet
+    return add_heat_bar(sheet, style_for(size[1], size[0]))
+
+
+def add_heat_bar(picture: Image.Image, style: Style | None = None) -> Image.Image:
+    """``picture`` with a white strip below it holding the colour bar of :data:`HEAT_RAMP`:
+    ``low``, the ramp from its first colour (left) to its last (right), ``high``; centred.
+
+    The bar's pixel column ``j`` of ``n`` has colour ``heat_colors(j / (n - 1))``; a one-pixel dark
+    rim surrounds it. Returns a new RGB image as wide as ``picture``.
+    """
+    style = style or style_for(picture.height, picture.width)
+    probe = ImageDraw.Draw(picture)
+    gap = 2 * style.pad
+    (low_w, text_h, low_at), (high_w, _, high_at) = (tag_size(probe, word, style) for word in ("low", "high"))
+    low_w, high_w = low_w - 2 * style.pad, high_w - 2 * style.pad
+    bar_w = max(16, min(360, picture.width - 2 * gap - low_w - high_w - 4 * gap))
+    bar_h = max(6, text_h - 2 * style.pad)
+    out = Image.new("RGB", (picture.width, picture.height + bar_h + 4 * gap), WHITE)
+    out.paste(picture.convert("RGB"), (0, 0))
+    left = max(gap, (picture.width - (low_w + bar_w + high_w + 4 * gap)) // 2)
+    top = picture.height + 2 * gap
+    bar = heat_colors(np.linspace(0.0, 1.0, bar_w))[None].repeat(bar_h, axis=0)
+    bar_left = left + low_w + 2 * gap
+    out.paste(Image.fromarray(bar), (bar_left, top))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((bar_left - 1, top - 1, bar_left + bar_w, top + bar_h), outline=RIM, width=1)
+    for word, x, offset in (("low", left, low_at), ("high", bar_left + bar_w + 2 * gap, high_at)):
+        draw.text((x - offset[0], top + (bar_h - (text_h - 2 * style.pad)) // 2 - offset[1]), word,
+                  fill=_BAR_TEXT, font=style.font)
+    return out

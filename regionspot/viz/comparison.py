@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from regionspot.viz.regions import _RIM, RGB, _font, _Style, _style, _tag_size
+from regionspot.viz.style import RGB, RIM, Style, fit_text, font_of_size, style_for, tag_size
 
 _BACKGROUND: RGB = (255, 255, 255)
 _TEXT: RGB = (20, 20, 20)
@@ -38,7 +38,7 @@ def side_by_side(panels: Sequence[tuple[str, Image.Image]], *, title: str,
         raise ValueError(f"panel_side must be >= 16 and gap >= 0, got {panel_side} and {gap}")
     pictures = [_fit(picture.convert("RGB"), panel_side) for _, picture in panels]
     height = max(picture.height for picture in pictures)
-    style = _style(height, max(picture.width for picture in pictures))
+    style = style_for(height, max(picture.width for picture in pictures))
     heading = _title_style(style)
     line = _line_height(style)
     top = gap + _line_height(heading) + line + gap  # the title, then the panel headings
@@ -66,32 +66,30 @@ def _fit(picture: Image.Image, side: int) -> Image.Image:
     return picture.resize(size, Image.Resampling.LANCZOS)
 
 
-def _title_style(style: _Style) -> _Style:
+def _title_style(style: Style) -> Style:
     """``style`` with a font a quarter larger, for the title."""
     size = getattr(style.font, "size", None)
-    return style if size is None else dataclasses.replace(style, font=_font(round(size * 1.25)))
+    return style if size is None else dataclasses.replace(style, font=font_of_size(round(size * 1.25)))
 
 
-def _line_height(style: _Style) -> int:
+def _line_height(style: Style) -> int:
     """Height of one line of text with its padding."""
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    return _tag_size(probe, "Ag", style)[1] + style.pad
+    return tag_size(probe, "Ag", style)[1] + style.pad
 
 
-def _text(draw: ImageDraw.ImageDraw, origin: tuple[int, int], text: str, style: _Style, color: RGB,
+def _text(draw: ImageDraw.ImageDraw, origin: tuple[int, int], text: str, style: Style, color: RGB,
           room: int) -> None:
     """``text`` with its ink's top-left at ``origin``, cut with an ellipsis to ``room`` pixels."""
-    shown = text
-    while shown and _tag_size(draw, shown, style)[0] - 2 * style.pad > room:
-        shown = shown[:-2] + "…" if len(shown) > 2 else ""
-    _, _, offset = _tag_size(draw, shown or " ", style)
+    shown = fit_text(draw, text, style, room)
+    _, _, offset = tag_size(draw, shown or " ", style)
     draw.text((origin[0] - offset[0], origin[1] - offset[1]), shown, fill=color, font=style.font)
 
 
-def _legend_line(draw: ImageDraw.ImageDraw, origin: tuple[int, int], color: RGB, meaning: str, style: _Style,
+def _legend_line(draw: ImageDraw.ImageDraw, origin: tuple[int, int], color: RGB, meaning: str, style: Style,
                  room: int) -> None:
     """A filled square of ``color`` with a dark rim, then ``meaning``."""
-    side = _tag_size(draw, "Ag", style)[1] - 2 * style.pad
+    side = tag_size(draw, "Ag", style)[1] - 2 * style.pad
     x, y = origin
-    draw.rectangle((x, y, x + side, y + side), fill=color, outline=_RIM, width=1)
+    draw.rectangle((x, y, x + side, y + side), fill=color, outline=RIM, width=1)
     _text(draw, (x + side + 2 * style.pad, y), meaning, style, _TEXT, room - side - 2 * style.pad)

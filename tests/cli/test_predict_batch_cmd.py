@@ -69,3 +69,33 @@ def test_mistakes_exit_2(checkpoint, folder, tmp_path, capsys, arguments, messag
     assert main(["predict-batch", *arguments, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err
+
+
+@pytest.mark.parametrize(("output_format", "written", "kept"), [
+    ("coco", [{"image_id": 9, "score": s} for s in (0.9, 0.3, 0.6, 0.1)], [0.9, 0.6]),
+    ("json", [{"image": {"id": 9}, "regions": [{"score": 0.9}, {"score": 0.2}]},
+              {"image": {"id": 25}, "regions": [{"score": 0.4}, {"score": 0.7}]}], [0.9, 0.7]),
+])
+def test_min_score_drops_low_scores_from_the_output(folder, tmp_path, monkeypatch, capsys, output_format, written,
+                                                    kept) -> None:
+    def fake_run(config, out: Path, *, output_format: str, **_: object) -> list[dict]:
+        out.write_text(json.dumps(written))
+        return written
+
+    monkeypatch.setattr("regionspot.eval.batch_predict.run_batch_prediction", fake_run)
+    out = tmp_path / "pred.json"
+    assert main(["predict-batch", "--images", str(folder), "--vocab", "cat", "--format", output_format,
+                 "--min-score", "0.5", "--out", str(out), "--no-progress"]) == 0
+    document = json.loads(out.read_text())
+    scores = ([pair["score"] for pair in document] if output_format == "coco"
+              else [region["score"] for doc in document for region in doc["regions"]])
+    assert scores == kept
+    assert "--min-score 0.5: kept 2 of 4" in capsys.readouterr().out
+
+
+def test_min_score_outside_0_1_is_refused(folder, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["predict-batch", "--images", str(folder), "--vocab", "cat", "--out", "x.json", "--min-score", "7"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exited.value.code == 2
+    assert errors == ["regionspot predict-batch: error: argument --min-score: 7 is not in [0, 1]"]

@@ -11,6 +11,8 @@ from PIL import Image
 
 from regionspot.cli.main import main
 from regionspot.ops.masks import decode_rle
+from regionspot.results import RegionResult
+from regionspot.viz import region_color
 
 PHOTO = "000000000009.jpg"
 
@@ -55,9 +57,10 @@ def test_predict_writes_json_and_pictures(checkpoint: Path, photo: Path, tmp_pat
     scale = min(1.0, 480 / max(height, width))  # draw_attention_figure's default panel size
     panel_w, panel_h = round(width * scale), round(height * scale)
     figure = np.asarray(Image.open(attention).convert("RGB"))
-    assert figure.shape[:2] == (panel_h, 2 * panel_w + 6)  # two panels side by side, 6 px apart
+    assert figure.shape[1] == 2 * panel_w + 6  # two panels side by side, 6 px apart ...
+    assert panel_h + 10 < figure.shape[0] < panel_h + 60  # ... above the colour bar
     photo_small = np.asarray(Image.open(photo).convert("RGB").resize((panel_w, panel_h)), float)
-    assert np.abs(figure[:, :panel_w].astype(float) - photo_small).mean() > 10
+    assert np.abs(figure[:panel_h, :panel_w].astype(float) - photo_small).mean() > 10
 
 
 def test_predict_coco_format_with_builtin_vocabulary_and_box_file(checkpoint, photo, tmp_path) -> None:
@@ -215,20 +218,119 @@ def test_boxes_and_points_together_are_refused(photo, capsys) -> None:
     assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
-def test_find_writes_every_instance_and_a_picture(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir, photo,
-                                                  tmp_path, capsys) -> None:
-    out, viz = tmp_path / "found.json", tmp_path / "found.png"
-    assert run_cli("find", photo, "--query", "bowl,broccoli", "--boxes", "10,20,200,240;12,22,202,238;300,40,420,300",
-                   "--threshold", "0", "--sam", mobile_sam_checkpoint, "--clip", tiny_clip_dir, "--out", out,
-                   "--viz", viz, "--no-progress", "--set", f"text.cache_dir={text_cache_dir}") == 0
-    document = json.loads(out.read_text())
-    assert document["vocabulary"] == ["bowl", "broccoli"] and document["model"]["method"] == "clip-mask-crop"
-    per_query = {name: [r for r in document["regions"] if r["label"] == name] for name in ("bowl", "broccoli")}
-    assert all(len(regions) == 2 for regions in per_query.values())  # the two overlapping boxes: one kept per query
-    assert viz.stat().st_size > 0 and "found: 2 bowl, 2 broccoli" in capsys.readouterr().err
+# --- --min-score and --max-labels ---------------------------------------------------------------------
 
 
-def test_find_refuses_a_threshold_outside_0_1(photo, capsys) -> None:
+class _FakePredictor:
+    """Answers ``predict`` with fixed scores (one per box, in box order) and the runner-up name
+    0.1 below; masks are the boxes; attention maps are 2x2."""
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+        self.image_size = (0, 0)
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.image_size = image.shape[:2]
+
+    def predict(self, *, boxes: np.ndarray, vocabulary: list[str], topk: int, with_masks: bool,
+                with_attention: bool, points: object) -> RegionResult:
+        scores = np.array(self.scores)
+        masks = np.zeros((len(boxes), *self.image_size), bool)
+        for mask, (x1, y1, x2, y2) in zip(masks, np.asarray(boxes, int), strict=True):
+            mask[y1:y2, x1:x2] = True
+        return RegionResult(boxes=boxes, topk_ids=np.tile([0, 1], (len(boxes), 1)),
+                            topk_scores=np.stack([scores, scores - 0.1], axis=1),
+                            vocabulary=vocabulary, image_size=self.image_size, masks=masks if with_masks else None,
+                            extras={"attention": np.ones((len(boxes), 2, 2), np.float32)} if with_attention else {})
+
+
+class _FakeModel:
+    method, has_attention = "clip-mask-crop", True
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+
+    def predictor(self) -> _FakePredictor:
+        return _FakePredictor(self.scores)
+
+    def describe(self) -> dict[str, object]:
+        return {"method": self.method, "trained": False, "origin": {"head": "none (zero-shot)"},
+                "score_kind": "softmax"}
+
+
+SCORES = [0.9, 0.2, 0.7, 0.5, 0.1]
+ROW = ";".join(f"{20 + 120 * i},150,{120 + 120 * i},400" for i in range(5))  # five boxes side by side
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("regionspot.cli.predict_cmd.load_model_from_args", lambda *_: _FakeModel(SCORES))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--min-score", "1.5", "argument --min-score: 1.5 is not in [0, 1]"),
+    ("--min-score", "-0.1", "argument --min-score: -0.1 is not in [0, 1]"),
+    ("--min-score", "high", "argument --min-score: 'high' is not a number"),
+    ("--max-labels", "0", "argument --max-labels: must be at least 1, got 0"),
+    ("--max-labels", "2.5", "argument --max-labels: '2.5' is not an integer"),
+])
+def test_bad_min_score_and_max_labels_are_one_error_line(photo, capsys, option, value, message) -> None:
     with pytest.raises(SystemExit) as exited:
-        run_cli("find", photo, "--query", "dog", "--threshold", "1.5")
-    assert exited.value.code == 2 and "not in [0, 1]" in capsys.readouterr().err
+        run_cli("predict", photo, "--boxes", "1,2,30,40", "--vocab", "cat", option, value)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exited.value.code == 2 and errors == [f"regionspot predict: error: {message}"]
+
+
+def test_min_score_drops_regions_from_the_output_and_the_picture(fake_model, photo, tmp_path, capsys) -> None:
+    out, viz, coco = tmp_path / "out.json", tmp_path / "out.png", tmp_path / "coco.json"
+    assert run_cli("predict", photo, "--boxes", ROW, "--vocab", "cat,dog", "--min-score", "0.5",
+                   "--out", out, "--viz", viz) == 0
+    assert "--min-score 0.5: kept 3 of 5 regions" in capsys.readouterr().err
+    regions = json.loads(out.read_text())["regions"]
+    assert [r["score"] for r in regions] == [0.9, 0.7, 0.5]  # the kept regions, in box order
+    assert [r["box"][0] for r in regions] == [20, 260, 380]
+    picture = np.asarray(Image.open(viz).convert("RGB"))
+    tinted = [np.abs(picture[300, x].astype(int) - np.asarray(Image.open(photo))[300, x]).sum() > 30
+              for x in (70, 190, 310, 430, 550)]  # the middle of each box's mask
+    assert tinted == [True, False, True, True, False]  # dropped regions are not drawn
+    assert run_cli("predict", photo, "--boxes", ROW, "--vocab", "cat,dog", "--min-score", "0.5", "--topk", "2",
+                   "--format", "coco", "--out", coco) == 0
+    pairs = sorted(r["score"] for r in json.loads(coco.read_text()))
+    assert pairs == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])  # the runner-up 0.4 of region 0.5 is dropped too
+
+
+def test_max_labels_tags_only_the_best_regions_and_keeps_the_output(fake_model, photo, tmp_path, capsys) -> None:
+    out, viz, attention = tmp_path / "out.json", tmp_path / "out.png", tmp_path / "attention.png"
+    assert run_cli("predict", photo, "--boxes", ROW, "--vocab", "cat,dog", "--max-labels", "2", "--out", out,
+                   "--viz", viz, "--attention", attention) == 0
+    assert len(json.loads(out.read_text())["regions"]) == 5  # the output keeps every region
+    picture = np.asarray(Image.open(viz).convert("RGB"))[:149]  # the strip above the boxes holds the tags
+    tagged = [bool(np.all(picture == np.asarray(region_color(i), np.uint8), axis=2).sum() > 50) for i in range(5)]
+    assert tagged == [True, False, True, False, False]  # the two best: 0.9 and 0.7
+    height, width = np.asarray(Image.open(photo)).shape[:2]
+    panel_w = round(width * min(1.0, 480 / max(height, width)))
+    figure = Image.open(attention).convert("RGB")
+    assert figure.width == 2 * panel_w + 6  # two attention panels, for the same two regions ...
+    drawn = [bool(np.all(np.asarray(figure) == np.asarray(region_color(i), np.uint8), axis=2).sum() > 50)
+             for i in range(5)]
+    assert drawn == [True, False, True, False, False]  # ... in their colours of the --viz picture
+    capsys.readouterr()
+
+
+def test_min_score_above_every_region_writes_an_empty_result(fake_model, photo, tmp_path, capsys) -> None:
+    out, viz, attention = tmp_path / "out.json", tmp_path / "out.png", tmp_path / "attention.png"
+    assert run_cli("predict", photo, "--boxes", ROW, "--vocab", "cat,dog", "--min-score", "0.95", "--out", out,
+                   "--viz", viz, "--attention", attention) == 0
+    assert json.loads(out.read_text())["regions"] == []
+    assert viz.is_file() and not attention.exists()
+    assert f"no region left to draw, {attention} not written" in capsys.readouterr().err
+
+
+def test_min_score_and_max_labels_with_a_real_model(checkpoint, photo, tmp_path, capsys) -> None:
+    out, viz = tmp_path / "out.json", tmp_path / "out.png"
+    assert run_cli("predict", photo, "--boxes", "10,20,200,240;300,40,420,300;50,250,300,470", "--vocab", "cat,dog",
+                   "--checkpoint", checkpoint, "--min-score", "0", "--max-labels", "1", "--out", out, "--viz", viz,
+                   "--no-progress") == 0
+    assert len(json.loads(out.read_text())["regions"]) == 3
+    assert Image.open(viz).width == np.asarray(Image.open(photo)).shape[1]
+    capsys.readouterr()
