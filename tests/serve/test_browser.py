@@ -3,8 +3,10 @@
 The session fixture ``live_server`` (tests/serve/conftest.py) serves the app with a tiny model
 (MobileSAM + tiny random CLIP, untrained head). The tests upload a COCO photo, draw a box with
 the mouse, recognize it, inspect the region (top-k list, attention map), check API errors are
-shown, and run the page's RLE decoder and drawing helpers against the Python side. Screenshots
-go to ``test-artifacts/browser/`` at the repository root.
+shown. The page's ES modules (RLE decoder, drawing, label placement) are checked against the
+Python side in test_page_modules.py; clicks, touch, Find and the display filters in
+test_page_clicks.py. Both use this module's ``driver`` fixture and helpers. Screenshots go to
+``test-artifacts/browser/`` at the repository root.
 
 Without chromium the tests are skipped, except under CI (``CI`` set), where they fail:
 ``.ci/run`` installs ``chromium`` and ``chromium-driver`` with apt.
@@ -25,8 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from regionspot.ops.masks import encode_rle
-from regionspot.viz import HEAT_RAMP, PALETTE, upsample_attention
+from regionspot.viz import HEAT_RAMP, PALETTE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "browser"
@@ -106,13 +107,28 @@ def _upload(browser: Any, photo: Path) -> None:
           "the image on the canvas", 60)
 
 
+def _show_canvas(browser: Any) -> Any:
+    """Scroll the whole canvas into view, below the sticky action bar (selenium's offsets are from
+    the centre of an element's visible part); returns the canvas element."""
+    canvas = _element(browser, "canvas")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'})", canvas)
+    top, bar = browser.execute_script("""return [arguments[0].getBoundingClientRect().top,
+        document.getElementById('actionbar').getBoundingClientRect().bottom]""", canvas)
+    assert top >= bar, "the canvas does not fit in the window below the action bar"
+    return canvas
+
+
+def _canvas_offset(canvas: Any, point: tuple[float, float]) -> tuple[int, int]:
+    """A point in canvas (CSS) pixels from its top-left -> selenium's offset from its centre."""
+    return round(point[0] - canvas.size["width"] / 2), round(point[1] - canvas.size["height"] / 2)
+
+
 def _drag_box(browser: Any, start: tuple[int, int], end: tuple[int, int]) -> None:
     """Mouse drag on the canvas between two points given in canvas (CSS) pixels from its top-left."""
     from selenium.webdriver.common.action_chains import ActionChains
 
-    canvas = _element(browser, "canvas")
-    width, height = canvas.size["width"], canvas.size["height"]
-    to_center = lambda point: (point[0] - width // 2, point[1] - height // 2)  # noqa: E731 - offsets are from the centre
+    canvas = _show_canvas(browser)
+    to_center = lambda point: _canvas_offset(canvas, point)  # noqa: E731
     actions = ActionChains(browser)
     actions.move_to_element_with_offset(canvas, *to_center(start)).click_and_hold()
     for step in (1, 2, 3):
@@ -120,6 +136,37 @@ def _drag_box(browser: Any, start: tuple[int, int], end: tuple[int, int]) -> Non
         y = start[1] + (end[1] - start[1]) * step // 3
         actions.move_to_element_with_offset(canvas, *to_center((x, y)))
     actions.release().perform()
+
+
+def _in_module(browser: Any, module: str, body: str, *args: Any) -> Any:
+    """Run ``body`` (a function body seeing ``m``, the page's ES module ``/static/<module>``, and
+    ``args``) in the page and return what it returns; a thrown error fails the test."""
+    answer = browser.execute_async_script(f"""
+        const done = arguments[arguments.length - 1];
+        const args = Array.from(arguments).slice(0, -1);
+        import('/static/{module}')
+            .then((m) => done({{value: ((m, args) => {{ {body} }})(m, args)}}))
+            .catch((e) => done({{error: String(e && e.stack || e)}}));""", *args)
+    if "error" in answer:
+        pytest.fail(f"{module}: {answer['error']}")
+    return answer.get("value")
+
+
+def _record_requests(browser: Any) -> None:
+    """From now on the page keeps, in ``window.sentFields``, [url, {field: text value}] of each
+    form it posts (a file field shows as its file name)."""
+    browser.execute_script("""
+        window.sentFields = [];
+        const send = window.fetch;
+        window.fetch = (url, options) => {
+            if (options && options.body instanceof FormData) {
+                const fields = {};
+                for (const [key, value] of options.body.entries())
+                    fields[key] = typeof value === 'string' ? value : value.name;
+                window.sentFields.push([String(url), fields]);
+            }
+            return send(url, options);
+        };""")
 
 
 def _console_errors(browser: Any, allow_network_errors: bool = False) -> list[str]:
@@ -186,9 +233,9 @@ def test_upload_draw_recognize_and_inspect_a_region(driver: Any, live_server: st
     tag_pixels = np.all(_canvas_pixels(driver, "canvas") == PALETTE[0], axis=2)  # region 0's tag on the image
     assert tag_pixels.sum() > 100
 
-    canvas = _element(driver, "canvas")  # click inside the region on the image
-    ActionChains(driver).move_to_element_with_offset(
-        canvas, 150 - canvas.size["width"] // 2, 150 - canvas.size["height"] // 2).click().perform()
+    _element(driver, "mode-inspect").click()  # clicks now select regions instead of recognizing
+    canvas = _show_canvas(driver)  # click inside the region on the image
+    ActionChains(driver).move_to_element_with_offset(canvas, *_canvas_offset(canvas, (150, 150))).click().perform()
     _wait(driver, lambda b: _element(b, "details").is_displayed(), "the region details", 30)
     topk = driver.find_elements(By.CSS_SELECTOR, "#topk-list li")
     assert 1 <= len(topk) <= len(VOCABULARY)
@@ -200,6 +247,10 @@ def test_upload_draw_recognize_and_inspect_a_region(driver: Any, live_server: st
     plain = np.asarray(Image.open(photo).convert("RGB").resize((heat.shape[1], heat.shape[0])), float)
     assert np.abs(heat - plain).mean() > 10  # the photo under a heat map
     assert np.corrcoef(heat.mean(axis=2).ravel(), plain.mean(axis=2).ravel())[0, 1] > 0.3  # ... still visible
+    assert _element(driver, "heat-legend").is_displayed()
+    bar = _canvas_pixels(driver, "heat-bar")
+    np.testing.assert_allclose(bar[bar.shape[0] // 2, [0, -1]], [HEAT_RAMP[0], HEAT_RAMP[-1]], atol=3)
+    assert "dark blue is low" in _element(driver, "attention-note").text
     _screenshot(driver, "recognize.png")
     assert _console_errors(driver) == []
 
@@ -241,14 +292,7 @@ def test_auto_boxes_with_a_builtin_vocabulary(driver: Any, live_server: str, pho
 
     _open_page(driver, live_server)
     _upload(driver, photo)
-    driver.execute_script("""
-        window.sentFields = [];
-        const send = window.fetch;
-        window.fetch = (url, options) => {
-            if (options && options.body instanceof FormData)
-                window.sentFields.push([url, Array.from(options.body.keys())]);
-            return send(url, options);
-        };""")  # record which fields each request sends
+    _record_requests(driver)
     _element(driver, "auto-boxes").click()
     _wait(driver, lambda b: b.find_elements(By.CSS_SELECTOR, "#box-list li") or _element(b, "error").is_displayed(),
           "automatic boxes")
@@ -266,56 +310,9 @@ def test_auto_boxes_with_a_builtin_vocabulary(driver: Any, live_server: str, pho
     assert propose_url.endswith("v1/propose") and "image" in propose_fields
     assert recognize_url.endswith("v1/recognize") and "image_id" in recognize_fields  # not uploaded again
     assert "image" not in recognize_fields and {"boxes", "vocabulary", "attention"} <= set(recognize_fields)
+    numbers = [int(e.text) for e in driver.find_elements(By.CSS_SELECTOR, "#results li .number")]
+    scores = [float(e.text) for e in driver.find_elements(By.CSS_SELECTOR, "#results li .score")]
+    assert numbers == list(range(1, count + 1)) and scores == sorted(scores, reverse=True)  # best first
     _element(driver, "masks").click()  # masks off: the canvas is redrawn without them, no error
     _screenshot(driver, "auto-boxes.png")
     assert _console_errors(driver) == []
-
-
-def test_rle_decoder_matches_the_server_encoder(driver: Any, live_server: str) -> None:
-    """rle.js decodes the server's COCO compressed RLE (regionspot.ops.masks.encode_rle) exactly."""
-    _open_page(driver, live_server)
-    rng = np.random.default_rng(0)
-    masks = [np.zeros((7, 5), bool), np.ones((6, 9), bool), rng.random((33, 47)) > 0.5]
-    blob = np.zeros((300, 420), bool)
-    blob[40:260, 100:400] = True  # long runs: multi-character numbers
-    blob[100:120, :] = False
-    blob[5, 3] = True  # and a short run after a long one: a negative delta
-    masks.append(blob)
-    rles = [encode_rle(m[None])[0] for m in masks]
-    assert any(len(r["counts"]) > 2 for r in rles)
-    decoded = driver.execute_script("""
-        return arguments[0].map(r => {
-            const m = window.RegionSpotRle.decodeMask(r);
-            return [m.height, m.width, Array.from(m.data).join('')];
-        });""", rles)
-    for mask, (height, width, bits) in zip(masks, decoded, strict=True):
-        assert (height, width) == mask.shape
-        np.testing.assert_array_equal(np.frombuffer(bits.encode(), np.uint8).reshape(height, width) - 48, mask)
-    broken = driver.execute_script("""
-        try { window.RegionSpotRle.decodeMask({size: [4, 4], counts: '3'}); return 'no error'; }
-        catch (e) { return e.message; }""")
-    assert "cover" in broken
-
-
-def test_page_drawing_matches_viz(driver: Any, live_server: str) -> None:
-    """draw.js uses viz.py's palette and heat ramp, and upsamples attention the same way."""
-    _open_page(driver, live_server)
-    palette, ramp = driver.execute_script(
-        "return [window.RegionSpotDraw.PALETTE, window.RegionSpotDraw.HEAT_RAMP]")
-    assert [tuple(c) for c in palette] == list(PALETTE)
-    assert [tuple(c) for c in ramp] == list(HEAT_RAMP)
-    grid = np.random.default_rng(1).random((4, 4)).astype(np.float32)
-    in_page = driver.execute_script(
-        "return Array.from(window.RegionSpotDraw.upsampleGrid(arguments[0], 40, 30))", grid.tolist())
-    np.testing.assert_allclose(np.array(in_page).reshape(30, 40), upsample_attention(grid, 30, 40), atol=0.02)
-    mask_pixels = driver.execute_script("""
-        const data = new Uint8Array(20 * 10);
-        for (let y = 2; y < 8; y++) for (let x = 5; x < 15; x++) data[y * 20 + x] = 1;
-        const overlay = window.RegionSpotDraw.maskOverlay([{height: 10, width: 20, data: data}], [0], 20, 10, 0.45);
-        const px = overlay.getContext('2d').getImageData(0, 0, 20, 10).data;
-        const at = (x, y) => Array.from(px.slice(4 * (y * 20 + x), 4 * (y * 20 + x) + 4));
-        return [at(10, 5), at(5, 5), at(10, 2), at(0, 0), at(15, 5)];""")
-    inside, left_edge, top_edge, outside, right_of = (np.array(p) for p in mask_pixels)
-    assert inside[3] == round(0.45 * 255) and np.abs(inside[:3] - PALETTE[0]).max() <= 2
-    assert left_edge.tolist() == top_edge.tolist() == [*PALETTE[0], 255]  # solid contour
-    assert outside[3] == right_of[3] == 0

@@ -1,351 +1,341 @@
-/* RegionSpot page: upload or drop an image, draw boxes (or ask for automatic ones), name them
- * against a vocabulary through the HTTP API, show masks and labels, and each region's top-k
- * list and cross-attention map. Boxes are kept in image pixels (xyxy); the canvas shows the
- * image scaled to fit. Needs rle.js, draw.js, api.js and panels.js loaded first.
+/* RegionSpot page, the entry module: upload or drop an image; draw boxes (or ask for automatic
+ * ones) and name them against a vocabulary; click an object to recognize it (Shift-click or the
+ * Background point toggle marks background and re-asks); find every instance of typed names.
+ * Every answer's regions are listed best first and drawn with masks and tags, filtered on the
+ * client by a score threshold and a top-N slider; a region's top-k list and attention map show
+ * when it is selected. Everything kept here is in image pixels.
  */
-(function () {
-  "use strict";
+import { ImageSession } from "./api.js";
+import { loadInfo } from "./info.js";
+import { attachPointer } from "./pointer.js";
+import { fromAnswer, numberByScore, visibleRegions, regionAt } from "./regions.js";
+import { renderCanvas, MaskLayer } from "./view.js";
+import { renderResults, renderBoxList, showDetails, titleDetails, hideDetails } from "./panels.js";
+import { setupControls, filterValues, setRegionCount } from "./controls.js";
 
-  const Draw = window.RegionSpotDraw;
-  const Rle = window.RegionSpotRle;
-  const Api = window.RegionSpotApi;
-  const Panels = window.RegionSpotPanels;
-  const MASK_ALPHA = 0.45;
-  const CLICK_SLOP = 4;  // a mouse drag shorter than this (CSS pixels) is a click
-  const PENDING = [255, 255, 255];  // colour of boxes not yet recognized
+const state = {
+  session: null,    // ImageSession of the uploaded image
+  image: null,      // HTMLImageElement of the upload
+  boxes: [],        // boxes to recognize, [x0, y0, x1, y1] image pixels
+  sent: new Set(),  // those recognized already (JSON text), not drawn as pending
+  clicks: [],       // click groups [{points: [[x, y]], labels: [1 | 0], region}], the last one is refined
+  regions: [],      // regions on the page (regions.js), from boxes, clicks and Find
+  selected: null,   // the region shown in #details
+  drag: null,       // the box being dragged, or null
+  busy: false,
+  info: { limits: {}, attention: false },
+};
+const masks = new MaskLayer();
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas");
+let stageWidth = 0;  // the stage's width at the last drawing
 
-  const state = {
-    session: null,   // Api.ImageSession of the uploaded image
-    image: null,     // HTMLImageElement of the upload
-    boxes: [],       // boxes to recognize, [x0, y0, x1, y1] in image pixels
-    regions: [],     // regions of the last answer, each with .maskBits (rle.js) or null
-    overlay: null,   // canvas at image resolution with the masks painted
-    selected: -1,    // index of the region shown in #details
-    attention: true, // whether the model has cross-attention maps to show (GET /v1/info)
-    drag: null,      // {start, now: [x, y] image pixels, screen: [x, y]} while the mouse is down
-    limits: {},
+// --------------------------------------------------------------------------- messages
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+function showNotice(message) {
+  $("notice").textContent = message;
+  $("notice").hidden = !message;
+}
+
+/** A new action starts: earlier errors and notices are stale. */
+function clearMessages() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+  showNotice("");
+}
+
+function setBusy(text) {
+  state.busy = Boolean(text);
+  $("busy").hidden = !state.busy;
+  $("busy-text").textContent = text || "";
+  document.body.setAttribute("aria-busy", state.busy ? "true" : "false");
+  ["recognize", "auto-boxes", "file", "find"].forEach((id) => { $(id).disabled = state.busy; });
+}
+
+/** Run one request with the busy indicator on; its failure goes to #error (and onFail()). */
+async function withBusy(text, what, task, onFail) {
+  if (!state.session) return showError("Choose or drop an image first.");
+  setBusy(text);
+  try {
+    await task();
+  } catch (err) {
+    if (onFail) onFail();
+    showError(what + " failed: " + err.message);
+  } finally {
+    setBusy("");
+    update();
+  }
+}
+
+// --------------------------------------------------------------------------- drawing
+function visible() {
+  const filter = filterValues();
+  return visibleRegions(state.regions, filter.threshold, filter.topN);
+}
+
+/** Redraw the canvas and the lists from the state. */
+function update() {
+  const shown = visible();
+  if (state.selected && !shown.includes(state.selected)) state.selected = null;
+  renderResults(shown, state.regions.length, state.selected, selectFromList);
+  renderBoxList(state.boxes, deleteBox);
+  if (state.selected) titleDetails(state.selected);
+  else hideDetails();
+  draw(shown);
+}
+
+/** Redraw the canvas alone (while a box is dragged, on resizing). */
+function draw(shown) {
+  if (!state.image) return;
+  const width = state.image.naturalWidth;
+  const height = state.image.naturalHeight;
+  renderCanvas(canvas, $("stage"), {
+    image: state.image, regions: shown, selected: state.selected, boxes: pendingBoxes(), clicks: state.clicks,
+    drag: state.drag, labels: $("labels").checked, masks: $("masks").checked ? masks.get(shown, width, height) : null,
+    reserve: $("actionbar").querySelector(".row").offsetHeight + 40,
+  });
+  stageWidth = $("stage").clientWidth;
+}
+
+/** The boxes not recognized yet, each with its number in the box list. */
+function pendingBoxes() {
+  return state.boxes.map((box, index) => ({ box: box, number: index + 1 }))
+    .filter((entry) => !state.sent.has(JSON.stringify(entry.box)));
+}
+
+function selectRegion(region) {
+  state.selected = region;
+  showDetails(region, state.image);
+  update();
+}
+
+/** A click in the region list: select the region and bring its details (above the list) into view. */
+function selectFromList(region) {
+  selectRegion(region);
+  $("details").scrollIntoView({ block: "nearest" });
+}
+
+/** Replace the regions of one origin (or of one click group) by an answer's regions. */
+function setRegions(removed, answer, origin, keepColor) {
+  const kept = state.regions.filter((region) => !removed(region));
+  const added = fromAnswer(answer, origin, kept, showError);
+  if (keepColor !== undefined && added.length === 1) added[0].color = keepColor;
+  state.regions = numberByScore(kept.concat(added));
+  setRegionCount(state.regions.length);
+  if (state.selected && removed(state.selected)) state.selected = null;
+  return added;
+}
+
+/** A whole-picture answer (Recognize boxes, Find) replaces every region shown, and the clicks. */
+function replaceAll(answer, origin) {
+  state.clicks = [];
+  setRegions(() => true, answer, origin);
+}
+
+function resetImage(image, session) {
+  Object.assign(state, {
+    image: image, session: session, boxes: [], sent: new Set(), clicks: [], regions: [], selected: null,
+  });
+  setRegionCount(0);
+}
+
+// --------------------------------------------------------------------------- image input
+function loadFile(file) {
+  clearMessages();
+  if (!file) return;
+  if (file.type && !file.type.startsWith("image/")) return showError(file.name + " is not an image (" + file.type + ").");
+  const url = URL.createObjectURL(file);
+  const image = new Image();
+  image.onload = () => {
+    if (state.image) URL.revokeObjectURL(state.image.src);
+    resetImage(image, new ImageSession(file));
+    $("empty-hint").hidden = true;
+    $("file-name").textContent = file.name + " · " + image.naturalWidth + " × " + image.naturalHeight + " px";
+    update();
   };
+  image.onerror = () => {
+    URL.revokeObjectURL(url);
+    showError("The browser cannot read " + file.name + " as an image.");
+  };
+  image.src = url;
+}
 
-  const $ = function (id) { return document.getElementById(id); };
-  const canvas = $("canvas");
+function setupFileInputs() {
+  const zone = $("dropzone");
+  ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (event) => {
+    event.preventDefault();
+    zone.classList.add("dragging");
+  }));
+  ["dragleave", "drop"].forEach((type) => zone.addEventListener(type, () => zone.classList.remove("dragging")));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const files = event.dataTransfer ? event.dataTransfer.files : null;
+    if (files && files.length) loadFile(files[0]);
+  });
+  $("file").addEventListener("change", (event) => loadFile(event.target.files[0]));
+}
 
-  // ------------------------------------------------------------------ messages and busy state
-  function showError(message) {
-    $("error").textContent = message;
-    $("error").hidden = false;
+// --------------------------------------------------------------------------- boxes
+function addBoxes(boxes) {
+  const limit = state.info.limits.max_boxes || Infinity;
+  const all = state.boxes.concat(boxes);
+  if (all.length > limit) showError("At most " + limit + " boxes per request: the rest were dropped.");
+  state.boxes = all.slice(0, limit);
+}
+
+function deleteBox(index) {
+  state.boxes.splice(index, 1);
+  update();
+}
+
+function vocabulary() {
+  return $("builtin-vocabulary").value || $("vocabulary").value.trim();
+}
+
+function recognizeFields(extra) {
+  return Object.assign({
+    vocabulary: vocabulary(), topk: $("topk").value || "5", masks: "true",
+    attention: state.info.attention ? "true" : "false",
+  }, extra);
+}
+
+function proposeBoxes() {
+  clearMessages();
+  return withBusy("Finding regions…", "Auto boxes", async () => {
+    const limit = state.info.limits.max_boxes;
+    const body = await state.session.post("v1/propose", limit ? { max_boxes: String(limit) } : {});
+    state.boxes = [];
+    addBoxes(body.boxes.map((box) => box.map(Math.round)));
+    if (!body.boxes.length) showError("No regions were found automatically: draw boxes instead.");
+  });
+}
+
+function recognizeBoxes() {
+  clearMessages();
+  if (state.session && !state.boxes.length) return showError("Draw at least one box on the image (or use Auto boxes).");
+  if (state.session && !vocabulary()) return showError("Type some names (separated by commas or new lines) or pick a built-in vocabulary.");
+  const count = state.boxes.length;
+  return withBusy("Recognizing " + count + (count === 1 ? " region…" : " regions…"), "Recognition", async () => {
+    const body = await state.session.post("v1/recognize", recognizeFields({ boxes: JSON.stringify(state.boxes) }));
+    replaceAll(body.regions, "boxes");
+    state.sent = new Set(state.boxes.map((box) => JSON.stringify(box)));
+  });
+}
+
+// --------------------------------------------------------------------------- clicks
+/** A click or tap at an image point: inspect, recognize a new object, or add a background point. */
+function onClick(point, how) {
+  clearMessages();
+  const background = how.shift || $("negative").getAttribute("aria-pressed") === "true";
+  if (!background && $("mode-inspect").checked) return inspectAt(point);
+  if (state.busy) return showNotice("Wait for the current request to finish.");
+  if (!vocabulary()) return showError("Type some names (separated by commas or new lines) or pick a built-in vocabulary, then click.");
+  const xy = point.map(Math.round);
+  if (background) {
+    const group = state.clicks[state.clicks.length - 1];
+    if (!group) return showError("Click an object first: a background point refines the last clicked object.");
+    group.points.push(xy);
+    group.labels.push(0);
+    return askClick(group, () => { group.points.pop(); group.labels.pop(); });
   }
+  const group = { points: [xy], labels: [1], region: null };
+  state.clicks.push(group);
+  return askClick(group, () => state.clicks.splice(state.clicks.indexOf(group), 1));
+}
 
-  function clearError() {
-    $("error").hidden = true;
-    $("error").textContent = "";
-  }
+function inspectAt(point) {
+  const region = regionAt(visible(), point);
+  if (region) selectRegion(region);
+  else showNotice("No region there: recognize something first, or set Click: Recognize.");
+}
 
-  function setBusy(text) {
-    const busy = Boolean(text);
-    $("busy").hidden = !busy;
-    $("busy-text").textContent = text || "";
-    document.body.setAttribute("aria-busy", busy ? "true" : "false");
-    ["recognize", "auto-boxes", "file"].forEach(function (id) { $(id).disabled = busy; });
-  }
+/** POST the points of one click group; its region replaces the group's earlier one. */
+function askClick(group, undo) {
+  update();
+  const fields = recognizeFields({ points: JSON.stringify([group.points]), point_labels: JSON.stringify([group.labels]) });
+  return withBusy("Recognizing the clicked object…", "Recognition", async () => {
+    const body = await state.session.post("v1/recognize", fields);
+    const old = group.region;
+    const added = setRegions((region) => region === old, body.regions, "click", old ? old.color : undefined);
+    group.region = added[0] || null;
+    if (!group.region) return showNotice("No region at that point.");
+    selectRegion(group.region);
+    showNotice("Clicked object: region " + group.region.number + ", " + group.region.label + " " +
+      group.region.score.toFixed(2) + (group.labels.length > 1 ? " (" + group.labels.length + " points)" : "") +
+      ". Its top-k list and attention map are under the picture.");
+  }, undo);
+}
 
-  // ------------------------------------------------------------------ model information
-  function describePart(part) {
-    if (!part) return "none";
-    const path = String(part.name || part.name_or_path || "");
-    const short = path.split(/[\\/]/).filter(Boolean).pop() || "";
-    return [part.family, short].filter(Boolean).join(" ") || part.kind || "?";
-  }
-
-  function methodText(info) {
-    if (info.method && info.method !== "regionspot") {
-      return "Answering: zero-shot CLIP (" + info.method + ") on each region's crop, no trained head. " +
-        "Scores are a softmax over the vocabulary.";
+// --------------------------------------------------------------------------- find
+function find(event) {
+  if (event) event.preventDefault();
+  clearMessages();
+  const queries = $("find-text").value.trim();
+  if (state.session && !queries) return showError("Type the names to find (separated by commas).");
+  const fields = { queries: queries, masks: "true" };
+  if ($("find-threshold").value.trim() !== "") fields.threshold = $("find-threshold").value.trim();
+  return withBusy("Finding " + queries + "…", "Find", async () => {
+    const body = await state.session.post("v1/find", fields);
+    replaceAll(body.regions, "find");
+    if (!body.regions.length) {
+      showNotice("Nothing found for “" + queries + "”" + (fields.threshold ? " at score " + fields.threshold : "") +
+        ". Try a lower Min. score or other names.");
     }
-    return "Answering: " + (info.model || "a RegionSpot head") + ". Scores: " + (info.score_kind || "?") + ".";
-  }
+  });
+}
 
-  async function loadInfo() {
-    try {
-      const info = await Api.callApi("v1/info");
-      state.limits = info.limits || {};
-      const parts = info.backbones || {};
-      $("info").textContent = "regionspot " + info.version + " · SAM: " + describePart(parts.sam) +
-        " · CLIP vision: " + describePart(parts.clip_vision) + " · text: " + describePart(parts.text);
-      $("info").title = JSON.stringify(parts, null, 1);
-      state.attention = info.attention !== false;
-      $("method-note").textContent = methodText(info);
-      $("method-note").hidden = false;
-      $("untrained-note").hidden = !(info.method === "regionspot" && info.trained === false);
-      const select = $("builtin-vocabulary");
-      Object.keys(info.vocabularies || {}).forEach(function (key) {
-        const option = document.createElement("option");
-        option.value = key;
-        option.textContent = key + " (" + info.vocabularies[key] + " names)";
-        select.appendChild(option);
-      });
-      if (state.limits.max_topk) $("topk").max = String(state.limits.max_topk);
-    } catch (err) {
-      $("info").textContent = "Model information unavailable.";
-      showError("Could not load the model information: " + err.message);
-    }
-  }
+// --------------------------------------------------------------------------- start
+/** Client x, y -> [x, y] image pixels clamped to the image, or null with no image shown. */
+function toImage(clientX, clientY) {
+  if (!state.image) return null;
+  const rect = canvas.getBoundingClientRect();
+  const width = state.image.naturalWidth;
+  const height = state.image.naturalHeight;
+  const x = (clientX - rect.left) * width / rect.width;
+  const y = (clientY - rect.top) * height / rect.height;
+  return [Math.min(Math.max(x, 0), width), Math.min(Math.max(y, 0), height)];
+}
 
-  // ------------------------------------------------------------------ image input
-  function loadFile(file) {
-    clearError();
-    if (!file) return;
-    if (file.type && !file.type.startsWith("image/")) return showError(file.name + " is not an image (" + file.type + ").");
-    const url = URL.createObjectURL(file);
-    const image = new Image();
-    image.onload = function () {
-      if (state.image) URL.revokeObjectURL(state.image.src);
-      Object.assign(state, { session: new Api.ImageSession(file), image: image, boxes: [] });
-      setRegions([]);
-      renderBoxList();
-      $("empty-hint").hidden = true;
-      $("file-name").textContent = file.name + " · " + image.naturalWidth + " × " + image.naturalHeight + " px";
-      render();
-    };
-    image.onerror = function () {
-      URL.revokeObjectURL(url);
-      showError("The browser cannot read " + file.name + " as an image.");
-    };
-    image.src = url;
-  }
+function orderedBox(a, b) {
+  return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+}
 
-  function setupFileInputs() {
-    const zone = $("dropzone");
-    ["dragenter", "dragover"].forEach(function (type) {
-      zone.addEventListener(type, function (event) {
-        event.preventDefault();
-        zone.classList.add("dragging");
-      });
-    });
-    ["dragleave", "drop"].forEach(function (type) {
-      zone.addEventListener(type, function () { zone.classList.remove("dragging"); });
-    });
-    zone.addEventListener("drop", function (event) {
-      event.preventDefault();
-      const files = event.dataTransfer ? event.dataTransfer.files : null;
-      if (files && files.length) loadFile(files[0]);
-    });
-    $("file").addEventListener("change", function (event) { loadFile(event.target.files[0]); });
-  }
+function start() {
+  setupFileInputs();
+  attachPointer(canvas, {
+    toImage: toImage,
+    click: onClick,
+    dragMove: (from, to) => {
+      state.drag = from ? orderedBox(from, to) : null;
+      draw(visible());
+    },
+    dragEnd: (from, to) => {
+      clearMessages();
+      const box = orderedBox(from, to).map(Math.round);
+      if (box[2] > box[0] && box[3] > box[1]) addBoxes([box]);
+      update();
+    },
+  });
+  $("recognize").addEventListener("click", recognizeBoxes);
+  $("auto-boxes").addEventListener("click", proposeBoxes);
+  $("find-form").addEventListener("submit", find);
+  $("clear-boxes").addEventListener("click", () => {
+    clearMessages();
+    if (state.image) resetImage(state.image, state.session);
+    update();
+  });
+  setupControls(update);
+  window.addEventListener("resize", () => draw(visible()));
+  // the panel can change width without the window doing so (a scroll bar, the layout): redraw then
+  new ResizeObserver(() => requestAnimationFrame(() => {
+    if (Math.abs($("stage").clientWidth - stageWidth) > 1) draw(visible());
+  })).observe($("stage"));
+  update();
+  loadInfo(showError).then((info) => { state.info = info; });
+}
 
-  // ------------------------------------------------------------------ canvas
-  /** Size the canvas to the image scaled to fit; returns canvas pixels per image pixel. */
-  function fitCanvas() {
-    const width = state.image.naturalWidth;
-    const height = state.image.naturalHeight;
-    const maxWidth = Math.max(200, $("stage").clientWidth);
-    const maxHeight = Math.max(200, window.innerHeight * 0.75);
-    const scale = Math.min(maxWidth / width, maxHeight / height, 1);
-    canvas.width = Math.max(1, Math.round(width * scale));
-    canvas.height = Math.max(1, Math.round(height * scale));
-    return canvas.width / width;
-  }
-
-  function render() {
-    if (!state.image) return;
-    const scale = fitCanvas();
-    const context = canvas.getContext("2d");
-    const scaled = function (box) { return box.map(function (v) { return v * scale; }); };
-    context.drawImage(state.image, 0, 0, canvas.width, canvas.height);
-    if (state.overlay && $("masks").checked) context.drawImage(state.overlay, 0, 0, canvas.width, canvas.height);
-    state.boxes.forEach(function (box) { Draw.strokeBox(context, scaled(box), PENDING, 2, true); });
-    const order = byScore();
-    order.forEach(function (i) {
-      Draw.strokeBox(context, scaled(state.regions[i].box), Draw.regionColor(i), i === state.selected ? 4 : 2, false);
-    });
-    Draw.drawTags(context, order.map(function (i) {
-      return { box: scaled(state.regions[i].box), text: Panels.tagText(state.regions[i]), rgb: Draw.regionColor(i) };
-    }), 13);
-    if (state.drag) Draw.strokeBox(context, scaled(orderedBox(state.drag.start, state.drag.now)), PENDING, 2, true);
-  }
-
-  /** Region indices in increasing score order (the best is drawn last, on top). */
-  function byScore() {
-    return state.regions.map(function (_, i) { return i; })
-      .sort(function (a, b) { return state.regions[a].score - state.regions[b].score; });
-  }
-
-  function orderedBox(a, b) {
-    return [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
-  }
-
-  /** Mouse event -> [x, y] in image pixels, clamped to the image. */
-  function imagePoint(event) {
-    const rect = canvas.getBoundingClientRect();
-    const width = state.image.naturalWidth;
-    const height = state.image.naturalHeight;
-    const x = (event.clientX - rect.left) * width / rect.width;
-    const y = (event.clientY - rect.top) * height / rect.height;
-    return [Math.min(Math.max(x, 0), width), Math.min(Math.max(y, 0), height)];
-  }
-
-  function setupCanvasMouse() {
-    canvas.addEventListener("mousedown", function (event) {
-      if (!state.image || event.button !== 0) return;
-      event.preventDefault();
-      const point = imagePoint(event);
-      state.drag = { start: point, now: point, screen: [event.clientX, event.clientY] };
-    });
-    window.addEventListener("mousemove", function (event) {
-      if (!state.drag) return;
-      state.drag.now = imagePoint(event);
-      render();
-    });
-    window.addEventListener("mouseup", function (event) {
-      const drag = state.drag;
-      if (!drag) return;
-      state.drag = null;
-      if (Math.hypot(event.clientX - drag.screen[0], event.clientY - drag.screen[1]) < CLICK_SLOP) {
-        selectAt(drag.start);
-      } else {
-        const box = orderedBox(drag.start, imagePoint(event)).map(Math.round);
-        if (box[2] > box[0] && box[3] > box[1]) addBoxes([box]);
-      }
-      render();
-    });
-  }
-
-  /** A click at an image point selects the smallest region whose mask (else box) holds it. */
-  function selectAt(point) {
-    let best = -1;
-    let bestArea = Infinity;
-    const x = Math.min(Math.floor(point[0]), state.image.naturalWidth - 1);
-    const y = Math.min(Math.floor(point[1]), state.image.naturalHeight - 1);
-    state.regions.forEach(function (region, index) {
-      const b = region.box;
-      if (point[0] < b[0] || point[0] > b[2] || point[1] < b[1] || point[1] > b[3]) return;
-      const mask = region.maskBits;
-      const inMask = Boolean(mask) && mask.data[y * mask.width + x] === 1;
-      const area = (b[2] - b[0]) * (b[3] - b[1]) * (inMask ? 0.5 : 1);  // a mask hit wins over a bare box
-      if (area < bestArea) {
-        best = index;
-        bestArea = area;
-      }
-    });
-    if (best >= 0) selectRegion(best);
-  }
-
-  // ------------------------------------------------------------------ boxes
-  function addBoxes(boxes) {
-    const limit = state.limits.max_boxes || Infinity;
-    const all = state.boxes.concat(boxes);
-    if (all.length > limit) showError("At most " + limit + " boxes per request: the rest were dropped.");
-    state.boxes = all.slice(0, limit);
-    renderBoxList();
-  }
-
-  function renderBoxList() {
-    const list = $("box-list");
-    list.textContent = "";
-    state.boxes.forEach(function (box, index) {
-      const item = document.createElement("li");
-      item.textContent = "[" + box.join(", ") + "] ";
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "small";
-      remove.textContent = "Delete";
-      remove.setAttribute("aria-label", "Delete box " + (index + 1));
-      remove.addEventListener("click", function () {
-        state.boxes.splice(index, 1);
-        renderBoxList();
-        render();
-      });
-      item.appendChild(remove);
-      list.appendChild(item);
-    });
-    $("box-count").textContent = state.boxes.length + (state.boxes.length === 1 ? " box" : " boxes");
-  }
-
-  // ------------------------------------------------------------------ requests
-  /** Run one request with the busy indicator on; its failure goes to #error. */
-  async function withBusy(text, what, task) {
-    clearError();
-    if (!state.session) return showError("Choose or drop an image first.");
-    setBusy(text);
-    try {
-      await task();
-    } catch (err) {
-      showError(what + " failed: " + err.message);
-    } finally {
-      setBusy("");
-    }
-  }
-
-  function proposeBoxes() {
-    return withBusy("Finding regions…", "Auto boxes", async function () {
-      const fields = state.limits.max_boxes ? { max_boxes: String(state.limits.max_boxes) } : {};
-      const body = await state.session.post("v1/propose", fields);
-      state.boxes = [];
-      addBoxes(body.boxes.map(function (box) { return box.map(Math.round); }));
-      if (!body.boxes.length) showError("No regions were found automatically: draw boxes instead.");
-      render();
-    });
-  }
-
-  function recognize() {
-    const vocabulary = $("builtin-vocabulary").value || $("vocabulary").value.trim();
-    if (state.session && !state.boxes.length) return showError("Draw at least one box on the image (or use Auto boxes).");
-    if (state.session && !vocabulary) return showError("Type some names (separated by commas or new lines) or pick a built-in vocabulary.");
-    const count = state.boxes.length;
-    return withBusy("Recognizing " + count + (count === 1 ? " region…" : " regions…"), "Recognition", async function () {
-      const body = await state.session.post("v1/recognize", {
-        boxes: JSON.stringify(state.boxes), vocabulary: vocabulary, topk: $("topk").value || "5",
-        masks: $("masks").checked ? "true" : "false", attention: state.attention ? "true" : "false",
-      });
-      setRegions(body.regions);
-      render();
-    });
-  }
-
-  function setRegions(regions) {
-    const width = state.image ? state.image.naturalWidth : 0;
-    const height = state.image ? state.image.naturalHeight : 0;
-    state.regions = regions.map(function (region) {
-      let maskBits = null;
-      try {
-        maskBits = region.mask ? Rle.decodeMask(region.mask) : null;
-      } catch (err) {
-        showError("A mask could not be decoded: " + err.message);
-      }
-      return Object.assign({}, region, { maskBits: maskBits });
-    });
-    const masks = state.regions.map(function (region) { return region.maskBits; });
-    state.overlay = masks.some(Boolean) ? Draw.maskOverlay(masks, byScore(), width, height, MASK_ALPHA) : null;
-    state.selected = -1;
-    Panels.renderResults(state.regions, state.selected, selectRegion);
-  }
-
-  function selectRegion(index) {
-    state.selected = index;
-    Panels.renderResults(state.regions, index, selectRegion);
-    Panels.showDetails(state.regions[index], index, state.image);
-    render();
-  }
-
-  // ------------------------------------------------------------------ start
-  function start() {
-    setupFileInputs();
-    setupCanvasMouse();
-    $("recognize").addEventListener("click", recognize);
-    $("auto-boxes").addEventListener("click", proposeBoxes);
-    $("clear-boxes").addEventListener("click", function () {
-      state.boxes = [];
-      setRegions([]);
-      renderBoxList();
-      render();
-    });
-    $("masks").addEventListener("change", render);
-    $("builtin-vocabulary").addEventListener("change", function (event) {
-      $("vocabulary").disabled = Boolean(event.target.value);
-    });
-    window.addEventListener("resize", render);
-    renderBoxList();
-    loadInfo();
-  }
-
-  start();
-})();
+start();
