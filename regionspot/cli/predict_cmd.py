@@ -1,6 +1,6 @@
-"""``regionspot predict IMAGE --boxes BOXES|auto | --points CLICKS --vocab NAMES [--checkpoint CKPT]``: without a
-checkpoint the zero-shot recognizer answers (CLIP on SAM-mask crops); every output names the
-method that made it."""
+"""``regionspot predict IMAGE --boxes BOXES|auto | --points CLICKS | --masks FILE --vocab NAMES [--checkpoint CKPT]``:
+without a checkpoint the zero-shot recognizer answers (CLIP on SAM-mask crops); every output names
+the method that made it."""
 
 from __future__ import annotations
 
@@ -27,14 +27,15 @@ from regionspot.cli.outputs import (
     write_document,
     write_figures,
 )
+from regionspot.cli.region_masks import read_region_masks
 from regionspot.ops.boxes import BoxError, validate_boxes
 from regionspot.ops.prompts import as_point_prompts, parse_points_text
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "predict", help="name the given boxes of one image",
-        description="Name each box of IMAGE against a vocabulary; write JSON (or COCO results) and a picture.",
+        "predict", help="name the given regions (boxes, clicks or masks) of one image",
+        description="Name each region of IMAGE against a vocabulary; write JSON (or COCO results) and a picture.",
     )
     parser.add_argument("image", help="image file (JPEG, PNG, ...)")
     regions = parser.add_mutually_exclusive_group(required=True)
@@ -45,6 +46,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     regions.add_argument("--points",
                          help="clicks in pixels, 'x,y;x,y': each names the object under it (SAM's best mask for "
                               "the click, recognised from the mask's tight box)")
+    regions.add_argument("--masks", metavar="PATH",
+                         help="masks at the image's size: a PNG (a binary mask, or a label image: each distinct "
+                              "non-zero value, or non-black colour, one region), a .npy label image [H, W] or masks "
+                              "[R, H, W], or a .json COCO RLE mask or list of them (as --out writes); each region "
+                              "is recognised from its mask's tight box and keeps its mask")
     parser.add_argument("--vocab", required=True,
                         help="names: inline 'cat,dog', a file with one name per line, or lvis|coco|objects365")
     add_model_arguments(parser)
@@ -75,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = validate_vocabulary(parse_vocabulary(args.vocab))
     image = load_image(args.image)
-    auto = args.boxes is not None and args.boxes.strip().lower() == "auto"
-    clicks = None
-    if args.points is not None:  # fail before loading models
-        clicks, _ = as_point_prompts(parse_points_text(args.points), None, image.shape[:2])
-    boxes = None if auto or clicks is not None else validate_boxes(read_boxes(args.boxes), image.shape[:2])
+    boxes, clicks, masks = given_regions(args, image.shape[:2])  # fail before loading models
     for option, path in (("--viz", args.viz), ("--attention", args.attention)):
         check_picture_suffix(option, path)
     for option, path in (("--out", args.out), ("--viz", args.viz), ("--attention", args.attention)):
@@ -90,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
                           "no attention maps" + (" (clip.enabled=false)" if model.method == "regionspot" else ""))
     predictor = model.predictor()
     predictor.set_image(image)
-    if boxes is None and clicks is None:
+    if boxes is None and clicks is None and masks is None:
         boxes = auto_boxes(predictor, args.max_boxes)
     result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
-                               with_attention=bool(args.attention), points=clicks)
+                               with_attention=bool(args.attention), points=clicks, masks=masks)
     named = len(result)
     result = keep_min_score(result, args.min_score)
     if len(result) < named:
@@ -105,6 +107,22 @@ def run(args: argparse.Namespace) -> int:
     write_figures(image, result, viz=args.viz, attention=args.attention, caption=method_caption(description),
                   max_labels=args.max_labels)
     return 0
+
+
+Regions = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
+
+
+def given_regions(args: argparse.Namespace, image_size: tuple[int, int]) -> Regions:
+    """(boxes float [R, 4], clicks float [R, 1, 2], masks bool [R, H, W]) of ``--boxes``, ``--points``
+    or ``--masks``, checked against the image's ``(H, W)``: one of them is set, or none for
+    ``--boxes auto`` (the proposals need the model)."""
+    if args.points is not None:
+        return None, as_point_prompts(parse_points_text(args.points), None, image_size)[0], None
+    if args.masks is not None:
+        return None, None, read_region_masks(args.masks, image_size)
+    if args.boxes.strip().lower() == "auto":
+        return None, None, None
+    return validate_boxes(read_boxes(args.boxes), image_size), None, None
 
 
 def auto_boxes(predictor: Any, max_boxes: int) -> np.ndarray:

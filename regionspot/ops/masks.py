@@ -51,3 +51,33 @@ def pairwise_mask_iou(masks: np.ndarray) -> np.ndarray:
     areas = np.diag(intersection)
     union = areas[:, None] + areas[None, :] - intersection
     return np.divide(intersection, union, out=np.zeros(union.shape), where=union > 0)
+
+
+def compressed_rle_runs(counts: str) -> list[int]:
+    """Run lengths of a COCO compressed RLE string (pycocotools' ``rleFrString``); ``[-1]`` where a
+    character is outside its alphabet (so the caller's check fails)."""
+    runs: list[int] = []
+    position = 0
+    while position < len(counts):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(counts) or not 48 <= ord(counts[position]) < 112:
+                return [-1]
+            code = ord(counts[position]) - 48
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
+
+
+def rle_covers(counts: str | list[Any], height: int, width: int) -> bool:
+    """Whether RLE ``counts`` (compressed text or a list of run lengths) are valid runs adding up
+    to ``height * width`` pixels; pycocotools decodes runs that do not from memory it never wrote."""
+    runs = compressed_rle_runs(counts) if isinstance(counts, str) else counts
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in runs) and sum(runs) == height * width

@@ -77,7 +77,7 @@ def parse_region_masks_field(text: str, image_size: tuple[int, int], max_regions
     (as the answers' ``mask``) at the image's size -> bool [R, H, W]. The sizes are checked
     before anything is decoded: :class:`PromptError` for malformed or mis-sized masks, ``ApiError``
     422 above ``max_regions`` (``too_many_boxes``) or ``max_pixels`` (``too_many_mask_pixels``)."""
-    from regionspot.ops.masks import decode_rle
+    from regionspot.ops.masks import decode_rle, rle_covers
 
     try:
         data = json.loads(text)
@@ -93,6 +93,9 @@ def parse_region_masks_field(text: str, image_size: tuple[int, int], max_regions
                 and isinstance(rle.get("size"), list) and rle["size"] == list(image_size)):
             raise PromptError(f"region_masks[{index}] must be {{\"size\": {list(image_size)} (the image's height "
                               f"and width), \"counts\": \"...\"}}")
+        if not rle_covers(rle["counts"], *image_size):
+            raise PromptError(f"region_masks[{index}]'s run lengths do not add up to the image's "
+                              f"{image_size[0]}x{image_size[1]} pixels")
     if max_pixels is not None and len(data) * image_size[0] * image_size[1] > max_pixels:
         raise ApiError(422, "too_many_mask_pixels", f"{len(data)} masks of this image exceed max_mask_pixels="
                                                     f"{max_pixels:,}; send fewer")

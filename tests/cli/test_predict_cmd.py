@@ -212,6 +212,38 @@ def test_bad_points_are_one_error_line_before_loading(photo, tmp_path, capsys, a
     assert err.startswith(message) and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_masks_name_the_given_regions_as_the_python_api_does(mobile_sam_model, checkpoint, photo, tmp_path,
+                                                              capsys) -> None:
+    """--masks (a label PNG): the CLI's regions are the Python API's for the same masks: each box
+    its mask's tight box, each mask the given one, the same labels and scores; the picture tints them."""
+    from regionspot.ops.boxes import masks_to_boxes
+
+    height, width = np.asarray(Image.open(photo)).shape[:2]
+    rows, cols = np.mgrid[0:height, 0:width]
+    masks = np.stack([(rows - 300) ** 2 + (cols - 200) ** 2 < 60 ** 2,  # a disc: its box is not the mask
+                      (rows >= 40) & (rows < 200) & (cols >= 350) & (cols < 600)])
+    labels = np.where(masks[0], 4, np.where(masks[1], 9, 0)).astype(np.uint8)  # label 4 before label 9
+    Image.fromarray(labels, mode="L").save(tmp_path / "labels.png")
+    out, viz = tmp_path / "out.json", tmp_path / "out.png"
+    assert run_cli("predict", photo, "--masks", tmp_path / "labels.png", "--vocab", "cat,dog,bowl", "--checkpoint",
+                   checkpoint, "--out", out, "--viz", viz, "--topk", "3", "--no-progress") == 0
+    regions = json.loads(out.read_text())["regions"]
+    predictor = mobile_sam_model.predictor()
+    predictor.set_image(np.asarray(Image.open(photo).convert("RGB")))
+    expected = predictor.predict(masks=masks, vocabulary=["cat", "dog", "bowl"], topk=3).to_dict()["regions"]
+    assert [r["box"] for r in regions] == [e["box"] for e in expected] == masks_to_boxes(masks).tolist()
+    assert [r["mask"] for r in regions] == [e["mask"] for e in expected]
+    np.testing.assert_array_equal(decode_rle([r["mask"] for r in regions]), masks)
+    assert [[t["label"] for t in r["topk"]] for r in regions] == [[t["label"] for t in e["topk"]] for e in expected]
+    np.testing.assert_allclose([[t["score"] for t in r["topk"]] for r in regions],
+                               [[t["score"] for t in e["topk"]] for e in expected], atol=1e-5)
+    picture = np.asarray(Image.open(viz).convert("RGB"))[:height].astype(int)
+    original = np.asarray(Image.open(photo).convert("RGB")).astype(int)
+    assert np.abs(picture[300, 200] - original[300, 200]).sum() > 30  # inside the disc: tinted
+    assert np.abs(picture[250, 250] - original[250, 250]).sum() < 30  # its box's corner, outside it: not
+    capsys.readouterr()
+
+
 def test_boxes_and_points_together_are_refused(photo, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         run_cli("predict", photo, "--boxes", "1,2,30,40", "--points", "5,5", "--vocab", "cat")
@@ -233,8 +265,9 @@ class _FakePredictor:
         self.image_size = image.shape[:2]
 
     def predict(self, *, boxes: np.ndarray, vocabulary: list[str], topk: int, with_masks: bool,
-                with_attention: bool, points: object) -> RegionResult:
+                with_attention: bool, points: object, masks: object) -> RegionResult:
         scores = np.array(self.scores)
+        assert points is None and masks is None
         masks = np.zeros((len(boxes), *self.image_size), bool)
         for mask, (x1, y1, x2, y2) in zip(masks, np.asarray(boxes, int), strict=True):
             mask[y1:y2, x1:x2] = True

@@ -22,3 +22,21 @@ def test_mask_iou():
     a[0, :2] = True
     b[0, :1] = True
     np.testing.assert_allclose(mask_iou(a, b), [0.5, 0.0])
+
+
+def test_compressed_rle_runs_read_pycocotools_strings() -> None:
+    from pycocotools import mask as mask_utils
+
+    from regionspot.ops.masks import compressed_rle_runs, rle_covers
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        runs = [int(v) for v in rng.integers(0, 300, size=int(rng.integers(1, 40)))]
+        height, width = 1, sum(runs)
+        if width == 0:
+            continue
+        compressed = mask_utils.frPyObjects({"size": [height, width], "counts": runs}, height, width)["counts"]
+        assert compressed_rle_runs(compressed.decode("ascii")) == runs
+        assert rle_covers(compressed.decode("ascii"), height, width)
+        assert not rle_covers(compressed.decode("ascii"), height, width + 1)
+    assert compressed_rle_runs("\x7f") == [-1] and not rle_covers("", 2, 2) and not rle_covers([1, True], 1, 2)

@@ -63,6 +63,8 @@ def test_region_masks_give_the_predictors_answer(serve_model, photo: Path, post:
     ([], "non-empty list"),
     ([{"size": [10, 10], "counts": "abc"}], "must be {\"size\": [480, 640]"),
     ([{"size": [480, 640], "counts": 5}], "must be {\"size\": [480, 640]"),
+    ([{"size": [480, 640], "counts": ""}], "run lengths do not add up"),  # pycocotools would read garbage
+    ([{"size": [480, 640], "counts": "0d"}], "run lengths do not add up"),
 ])
 def test_bad_region_masks_are_422_json(rles: object, message: str, post: Callable[..., dict]) -> None:
     answer = post(region_masks=rles)
