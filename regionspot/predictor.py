@@ -335,7 +335,8 @@ class RegionPredictor:
         encoded = self._encoded("propose")
         if self._proposer is None:
             self._proposer = RegionProposer(self.model.region_tokenizer)
-        proposals = self._proposer(encoded.sam, config, progress)
+        frame = self.model.input_frame(encoded.image) if config is not None and config.crop_layers else None
+        proposals = self._proposer(encoded.sam, config, progress, image=frame)
         if encoded.frame_size != encoded.size:
             height, width = encoded.size
             boxes = np.clip(scale_xyxy(proposals.boxes, encoded.frame_size, encoded.size), 0, [width, height] * 2)

@@ -19,7 +19,8 @@ not have it"):
   (:data:`PREDICT_SAM`, :data:`PREDICT_TEXT`).
 * ``propose`` (``auto`` boxes: :meth:`RegionPredictor.propose
   <regionspot.predictor.RegionPredictor.propose>`, ``--boxes auto``, ``POST /v1/propose``): the
-  SAM adapter is also :class:`PointPromptable` (``image_input_size``, ``encode_points``).
+  SAM adapter is also :class:`PointPromptable` (``image_input_size``, ``encode_points``), and with
+  crop layers :class:`CropPromptable` (those and ``encode_image``).
   Checked when a :class:`~regionspot.proposals.auto.RegionProposer` is made: at the
   predictor's first ``propose``, and by each call of
   :func:`~regionspot.proposals.auto.propose_regions` (``PROPOSE_SAM`` in
@@ -127,6 +128,15 @@ class PointPromptable(Protocol):
         one foreground point. Returns mask logits ``[P, K, m, m]`` (low resolution, padded input
         frame like ``RegionTokens.mask_logits``; ``image_input_size / m`` input pixels a cell)
         and predicted IoU ``[P, K]`` of K mask outputs."""
+        ...
+
+
+@runtime_checkable
+class CropPromptable(PointPromptable, Protocol):
+    """SAM-family side, for ``propose`` with crop layers: also encode a crop of the image."""
+
+    def encode_image(self, image: np.ndarray) -> SamImageEmbedding:
+        """HxWx3 uint8 (a crop of the image) -> its embedding, as :meth:`RegionTokenizer.encode_image`."""
         ...
 
 

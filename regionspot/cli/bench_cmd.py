@@ -52,6 +52,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", default="bench-results/train.json", help="JSON output")
     add_progress_argument(train)
     train.set_defaults(handler=run_train)
+    proposals = which.add_parser(
+        "proposals", help="recall and time of SAM's automatic boxes on annotated photos",
+        description="Recall at IoU 0.5, AR (0.5:0.95), recall by object size, boxes and seconds per photo of "
+                    "auto proposals made with each setting, on COCO-format annotated photos.",
+    )
+    proposals.add_argument("--sam", default=str(DEFAULT_SAM), help="MobileSAM (or other SAM) checkpoint")
+    proposals.add_argument("--annotations", default="../shared/data/coco-sample/annotations.json",
+                           help="COCO-format annotations (non-crowd boxes are the objects to find)")
+    proposals.add_argument("--images", default="../shared/data/coco-sample/images", help="their image folder")
+    proposals.add_argument("--limit", type=positive_int, help="measure on the first N annotated photos (default: all)")
+    proposals.add_argument("--setting", action="append", dest="settings", metavar="KEY=VALUE,...",
+                           help="a proposal setting as comma-separated overrides, e.g. 'points_per_side=32,"
+                                "pred_iou_thresh=0.8'; 'preset=recall' starts from the high-recall preset; "
+                                "'' is the default; repeat for several (default: the default, "
+                                "points_per_side=32 and preset=recall)")
+    proposals.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
+    proposals.add_argument("--out", default="bench-results/proposals.json", help="JSON output")
+    add_progress_argument(proposals)
+    proposals.set_defaults(handler=run_proposals)
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:
@@ -91,6 +110,32 @@ def run_predict(args: argparse.Namespace) -> int:
     result = run_predict_bench(args.sam, image, counts, args.vocab_size, args.repeats,
                                progress=_no_progress if args.no_progress else lambda m: print(m, file=sys.stderr),
                                device=args.device, model=model)
+    print(format_table(result))
+    write_json(result, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_proposals(args: argparse.Namespace) -> int:
+    import torch
+
+    from regionspot.bench.proposals_bench import (
+        DEFAULT_SETTINGS,
+        format_table,
+        read_annotated_photos,
+        run_proposal_bench,
+        write_json,
+    )
+
+    if not Path(args.sam).is_file():
+        raise FileNotFoundError(f"SAM checkpoint {args.sam} not found; fetch MobileSAM with "
+                                f"'python scripts/fetch_mobile_sam.py {DEFAULT_SAM}' or pass --sam")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    photos = read_annotated_photos(args.annotations, args.images, args.limit)
+    settings = args.settings if args.settings is not None else list(DEFAULT_SETTINGS)
+    result = run_proposal_bench(args.sam, photos, settings, progress=not args.no_progress,
+                                log=lambda line: print(line, file=sys.stderr))
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

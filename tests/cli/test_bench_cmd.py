@@ -1,4 +1,5 @@
-"""``regionspot bench predict`` runs end to end and writes what it measured (no timing asserts)."""
+"""``regionspot bench predict``, ``train`` and ``proposals`` run end to end and write what they
+measured (no timing asserts)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,31 @@ def test_bench_train_measures_three_modes(mobile_sam_checkpoint: Path, coco_samp
     assert set(document["modes"]) == {"online", "tokens", "tokens+memory"}
     assert all(row["regions_per_s"] > 0 and row["peak_rss_mib"] > 0 for row in document["modes"].values())
     assert "paper schedule" in capsys.readouterr().out
+
+
+def test_bench_proposals_measures_each_setting(mobile_sam_checkpoint: Path, coco_sample: Path, tmp_path: Path,
+                                               capsys) -> None:
+    from regionspot.backbones.mobile_sam import load_mobile_sam
+    from regionspot.bench.proposals_bench import read_annotated_photos
+    from regionspot.ops.boxes import box_iou_xyxy
+    from regionspot.ops.image import load_image
+    from regionspot.proposals.auto import AutoProposalConfig, propose_regions
+
+    out = tmp_path / "proposals.json"
+    code = main(["bench", "proposals", "--sam", str(mobile_sam_checkpoint), "--annotations",
+                 str(coco_sample / "annotations.json"), "--images", str(coco_sample / "images"), "--limit", "1",
+                 "--setting", "points_per_side=4", "--setting", "points_per_side=4,max_proposals=1",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    assert "recall@.5" in capsys.readouterr().out
+    document = json.loads(out.read_text())
+    first, capped = document["settings"]
+    assert capped["max_boxes"] == 1 and first["boxes_per_photo"] >= 1
+    photo = read_annotated_photos(coco_sample / "annotations.json", coco_sample / "images", limit=1)[0]
+    tokenizer = load_mobile_sam(mobile_sam_checkpoint)
+    proposals = propose_regions(tokenizer, tokenizer.encode_image(load_image(photo.path)),
+                                AutoProposalConfig(points_per_side=4))
+    expected = (box_iou_xyxy(photo.boxes, proposals.boxes).max(axis=1) >= 0.5).mean()
+    assert first["recall_50"] == pytest.approx(expected) and first["boxes_per_photo"] == len(proposals)
+    assert document["photos"] == 1 and document["encode_seconds_per_photo"] > 0
+    assert main(["bench", "proposals", "--sam", str(mobile_sam_checkpoint), "--setting", "points_per_side=0"]) == 2
