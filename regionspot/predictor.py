@@ -293,10 +293,12 @@ class RegionPredictor:
         overlaps = self._mask_overlaps(scored.boxes, candidates) if nms == "mask" else None
         found = select_instances(matrix, scored.boxes, thresholds, nms_iou, max_per_query, overlaps)
         picked_boxes = scored.boxes[found.regions]
-        masks, mask_scores = self.segment(picked_boxes) if with_masks and len(picked_boxes) else (None, None)
+        masks, mask_scores = None, None
+        if with_masks:
+            masks, mask_scores = self.segment(picked_boxes) if len(picked_boxes) else \
+                (np.zeros((0, *encoded.size), dtype=bool), np.zeros(0))
         return RegionResult(boxes=picked_boxes, topk_ids=found.queries[:, None], topk_scores=found.scores[:, None],
-                            vocabulary=names, image_size=encoded.size,
-                            masks=masks if with_masks else None, mask_scores=mask_scores)
+                            vocabulary=names, image_size=encoded.size, masks=masks, mask_scores=mask_scores)
 
     @torch.inference_mode()
     def segment(self, boxes: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -322,8 +324,9 @@ class RegionPredictor:
         overlaps = np.zeros((len(boxes), len(boxes)))
         rows = np.flatnonzero(candidates)
         if rows.size:
-            logits, _ = self._box_mask_logits(boxes[rows])
-            overlaps[np.ix_(rows, rows)] = pairwise_mask_iou((logits > 0).cpu().numpy())
+            masks = np.concatenate([(self._box_mask_logits(boxes[chunk])[0] > 0).cpu().numpy()
+                                    for chunk in np.array_split(rows, math.ceil(rows.size / self.region_batch_size))])
+            overlaps[np.ix_(rows, rows)] = pairwise_mask_iou(masks)
         return overlaps
 
     @torch.inference_mode()

@@ -71,13 +71,12 @@ def test_masks_are_the_returned_regions_sams_and_mask_nms(mobile_sam_model, phot
     predictor = mobile_sam_model.predictor()
     predictor.set_image(photo)
     found = predictor.find(["bowl"], boxes=BOXES, threshold=0.0, nms="mask", nms_iou=0.5)
-    masks, scores = predictor.segment(found.boxes)
-    assert found.masks is not None and found.mask_scores is not None
-    np.testing.assert_array_equal(found.masks, masks)
-    np.testing.assert_allclose(found.mask_scores, scores)
     named = predictor.predict(found.boxes, ["bowl"], topk=1)
-    assert named.masks is not None
+    assert found.masks is not None and found.mask_scores is not None and named.masks is not None
     np.testing.assert_array_equal(found.masks, named.masks)  # the same masks predict gives those boxes
+    np.testing.assert_allclose(found.mask_scores, named.mask_scores)
+    nothing = predictor.find(["bowl"], boxes=BOXES, threshold=1.0)  # found nothing: empty masks, not None
+    assert nothing.masks is not None and nothing.masks.shape == (0, 480, 640)
     overlaps = pairwise_mask_iou(found.masks)[np.triu_indices(len(found), 1)]
     assert len(found) == 3 and (overlaps <= 0.55).all()  # NMS judged low-res masks; these are at image size
     with pytest.raises(ValueError, match="nms must be"):

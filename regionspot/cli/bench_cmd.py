@@ -124,6 +124,7 @@ def run_proposals(args: argparse.Namespace) -> int:
         format_table,
         read_annotated_photos,
         run_proposal_bench,
+        setting_config,
         write_json,
     )
 
@@ -132,8 +133,10 @@ def run_proposals(args: argparse.Namespace) -> int:
                                 f"'python scripts/fetch_mobile_sam.py {DEFAULT_SAM}' or pass --sam")
     if args.threads:
         torch.set_num_threads(args.threads)
-    photos = read_annotated_photos(args.annotations, args.images, args.limit)
     settings = args.settings if args.settings is not None else list(DEFAULT_SETTINGS)
+    for setting in settings:
+        setting_config(setting)  # a bad setting fails before any work
+    photos = read_annotated_photos(args.annotations, args.images, args.limit)
     result = run_proposal_bench(args.sam, photos, settings, progress=not args.no_progress,
                                 log=lambda line: print(line, file=sys.stderr))
     print(format_table(result))

@@ -10,7 +10,9 @@ N best finds in the picture."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 from regionspot.cli.arguments import (
     add_overrides_argument,
@@ -29,6 +31,9 @@ from regionspot.cli.outputs import (
     write_figures,
 )
 
+if TYPE_CHECKING:
+    from regionspot.proposals.auto import AutoProposalConfig
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
@@ -46,10 +51,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "scores, 0.5 for softmax scores; not calibrated, see the README); find's score filter, "
                              "as predict's --min-score, for the output and the picture")
     parser.add_argument("--nms-iou", type=unit_interval, default=0.5,
-                        help="drop a box overlapping a better one of the same query by more than this IoU")
+                        help="drop a region overlapping a better one of the same query by more than this IoU (of "
+                             "boxes, or of masks with --nms mask)")
     parser.add_argument("--max-per-query", type=positive_int, default=100, help="at most this many per query")
-    parser.add_argument("--points-per-side", type=positive_int, default=16,
-                        help="SAM's point grid for the candidate boxes (denser: more recall, slower)")
+    parser.add_argument("--high-recall", action="store_true",
+                        help="SAM's candidate boxes with the high-recall preset (32x32 grid, looser thresholds, up "
+                             "to 300 boxes): finds more, several times slower on CPU; see docs/benchmarks.md")
+    parser.add_argument("--nms", choices=("box", "mask"), default="box",
+                        help="de-duplicate by box IoU or by the IoU of the regions' SAM masks")
+    parser.add_argument("--points-per-side", type=positive_int,
+                        help="SAM's point grid for the candidate boxes (default 16, or 32 with --high-recall; "
+                             "denser: more recall, slower)")
     parser.add_argument("--out", help="write the result here (default: print to stdout)")
     parser.add_argument("--format", choices=("json", "coco"), default="json",
                         help="json: regionspot's document; coco: a COCO results list")
@@ -62,16 +74,29 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run, attention=None, vocab="")
 
 
+def proposal_config(args: argparse.Namespace) -> AutoProposalConfig:
+    """The candidate-box settings: the default or ``--high-recall`` preset, with ``--points-per-side``."""
+    from regionspot.proposals.auto import AutoProposalConfig
+
+    config = AutoProposalConfig.high_recall() if args.high_recall else AutoProposalConfig()
+    if args.points_per_side is not None:
+        config = dataclasses.replace(config, points_per_side=args.points_per_side)
+    return config
+
+
 def run(args: argparse.Namespace) -> int:
+    from regionspot.config import ConfigError
     from regionspot.ops.boxes import validate_boxes
     from regionspot.ops.image import load_image
-    from regionspot.proposals.auto import AutoProposalConfig
     from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
     queries = validate_vocabulary(parse_vocabulary(args.query))
     args.vocab = args.query
     image = load_image(args.image)
     boxes = None
+    if args.boxes is not None and (args.high_recall or args.points_per_side is not None):
+        raise ConfigError("--high-recall and --points-per-side set SAM's candidate boxes; with --boxes there are "
+                          "none to set")
     if args.boxes is not None:  # fail before loading models
         boxes = validate_boxes(read_boxes(args.boxes), image.shape[:2])
     check_picture_suffix("--viz", args.viz)
@@ -82,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     predictor.set_image(image)
     found = predictor.find(queries, boxes=boxes, threshold=args.threshold, nms_iou=args.nms_iou,
                            max_per_query=args.max_per_query, with_masks=not args.no_masks,
-                           proposals=AutoProposalConfig(points_per_side=args.points_per_side),
+                           proposals=proposal_config(args), nms=args.nms,
                            progress=not args.no_progress)
     description = model.describe()
     write_document(args, found, queries, description)

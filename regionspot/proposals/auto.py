@@ -106,6 +106,8 @@ class Proposals:
 
 _POSITIVE_INTS = ("points_per_side", "points_per_batch", "max_proposals", "crop_points_downscale")
 _NON_NEGATIVE_INTS = ("crop_layers",)
+#: Most crop layers (layer i costs 4**i encoder runs: 3 layers are 84).
+MAX_CROP_LAYERS = 3
 _UNIT_INTERVAL = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_overlap")
 _NON_NEGATIVE = ("stability_score_offset", "min_box_side", "crop_edge_margin")
 
@@ -122,6 +124,8 @@ def check_auto_config(config: AutoProposalConfig) -> AutoProposalConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ConfigError(f"{where} must be {'a positive' if least else 'a non-negative'} integer, "
                                   f"got {value!r}")
+            if field.name == "crop_layers" and value > MAX_CROP_LAYERS:
+                raise ConfigError(f"{where} must be at most {MAX_CROP_LAYERS} (4**i encoder runs a layer), got {value}")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where} must be a finite number, got {value!r}")
@@ -181,7 +185,8 @@ Crop = tuple[int, int, int, int]
 def crop_boxes(image_size: tuple[int, int], layers: int, overlap: float) -> list[tuple[int, Crop]]:
     """The crops of crop layers 1..``layers`` of an (H, W) image as (layer, xyxy integer pixels),
     layer by layer, row by row: layer ``i`` has ``2**i`` x ``2**i`` equal crops covering the
-    image, where neighbours overlap by ``overlap * min(H, W) * 2 / 2**i`` pixels."""
+    image, where neighbours overlap by ``overlap * min(H, W) * 2 / 2**i`` pixels (more on an image
+    of fewer pixels than crops; a crop never reaches past the image or is empty)."""
     height, width = image_size
     crops = []
     for layer in range(1, layers + 1):
@@ -190,8 +195,8 @@ def crop_boxes(image_size: tuple[int, int], layers: int, overlap: float) -> list
         crop_w, crop_h = (math.ceil((shared * (per_side - 1) + side) / per_side) for side in (width, height))
         for row in range(per_side):
             for col in range(per_side):
-                x0, y0 = (crop_w - shared) * col, (crop_h - shared) * row
-                crops.append((layer, (x0, y0, min(x0 + crop_w, width), min(y0 + crop_h, height))))
+                x0, y0 = min((crop_w - shared) * col, width - crop_w), min((crop_h - shared) * row, height - crop_h)
+                crops.append((layer, (max(x0, 0), max(y0, 0), min(x0 + crop_w, width), min(y0 + crop_h, height))))
     return crops
 
 

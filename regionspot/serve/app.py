@@ -23,6 +23,7 @@ from regionspot.serve.config import ServeConfig, ServeLimits, check_serve_config
 from regionspot.serve.errors import ApiError, ErrorBody, install_error_handlers
 from regionspot.serve.forms import (
     check_positive_at_most,
+    find_selection,
     parse_boxes_field,
     parse_points_field,
     parse_region_masks_field,
@@ -76,7 +77,8 @@ NmsIouField = Annotated[float, Form(description="drop a region overlapping a bet
                                                 "than this IoU, in [0, 1]")]
 NmsField = Annotated[str, Form(description="'box': NMS by box IoU; 'mask': by the IoU of the regions' SAM masks")]
 MaxPerQueryField = Annotated[int | None, Form(description="at most this many regions per query (default and most: "
-                                                          "the server's max_boxes)")]
+                                                          "the server's max_boxes; at most max_boxes in all, best "
+                                                          "first, and not_returned says how many more passed)")]
 
 
 def create_app(model: Model, config: ServeConfig | None = None, *,
@@ -238,19 +240,13 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
         above ``threshold`` and de-duplicated per query: the JSON of ``/v1/recognize`` (each
         region's ``label`` is the query it was found for, ``topk`` that one pair)."""
         names = parse_vocabulary_field(queries, limits.max_vocabulary)
-        box_array = parse_boxes_field(boxes, config.proposals.max_proposals) if boxes is not None else None
-        for name, value in (("threshold", threshold), ("nms_iou", nms_iou)):
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ApiError(422, f"bad_{name}", f"{name} must be between 0 and 1, got {value}")
-        if nms not in ("box", "mask"):
-            raise ApiError(422, "bad_nms", f"nms must be 'box' or 'mask', got {nms[:40]!r}")
-        per_query = limits.max_boxes if max_per_query is None else \
-            check_positive_at_most(max_per_query, limits.max_boxes, "max_per_query")
+        box_array = parse_boxes_field(boxes, limits.max_boxes) if boxes is not None else None
+        selection = find_selection(threshold, nms_iou, nms, max_per_query, limits.max_boxes)
         source = _image_input(image, image_id, limits, session)
         result = session.find(source, names, boxes=box_array, proposals=config.proposals, with_masks=masks,
-                              threshold=threshold, nms_iou=nms_iou, nms=nms, max_per_query=per_query)
-        document = recognition_document(result, source.key, with_masks=masks)
-        return JSONResponse({"method": info["method"], **document})
+                              max_regions=limits.max_boxes, **selection)
+        document = recognition_document(result.found, source.key, with_masks=masks)
+        return JSONResponse({"method": info["method"], **document, "not_returned": result.not_returned})
 
     return router
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import numpy as np
 
@@ -137,6 +138,21 @@ def parse_vocabulary_field(text: str, max_names: int) -> list[str]:
         raise ApiError(422, "vocabulary_too_large", f"{len(names)} names sent; at most max_vocabulary={max_names} "
                                                     "(built-in vocabularies are always allowed)")
     return validate_vocabulary(names)
+
+
+def find_selection(threshold: float | None, nms_iou: float, nms: str, max_per_query: int | None,
+                   max_boxes: int) -> dict[str, Any]:
+    """``/v1/find``'s selection fields, checked -> keyword arguments of ``RegionPredictor.find``
+    (``threshold``, ``nms_iou``, ``nms``, ``max_per_query``: default and most ``max_boxes``).
+    ``ApiError`` 422 ``bad_<field>`` for a value out of range."""
+    for name, value in (("threshold", threshold), ("nms_iou", nms_iou)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ApiError(422, f"bad_{name}", f"{name} must be between 0 and 1, got {value}")
+    if nms not in ("box", "mask"):
+        raise ApiError(422, "bad_nms", f"nms must be 'box' or 'mask', got {nms[:40]!r}")
+    per_query = max_boxes if max_per_query is None else check_positive_at_most(max_per_query, max_boxes,
+                                                                                 "max_per_query")
+    return {"threshold": threshold, "nms_iou": nms_iou, "nms": nms, "max_per_query": per_query}
 
 
 def check_positive_at_most(value: int, limit: int, name: str) -> int:

@@ -55,6 +55,15 @@ class ImageInput:
         return self._pixels
 
 
+@dataclass
+class FoundRegions:
+    """What ``/v1/find`` answers: the regions ``found`` (best first) and how many more passed the
+    threshold but were ``not_returned`` (over the server's ``max_boxes``)."""
+
+    found: RegionResult
+    not_returned: int
+
+
 class InferenceSession:
     """Serialised inference on one recognizer with ``cache_size`` encoded images kept."""
 
@@ -109,12 +118,13 @@ class InferenceSession:
             release_free_memory()
 
     def find(self, image: ImageInput, queries: Sequence[str], *, boxes: np.ndarray | None,
-             proposals: AutoProposalConfig, with_masks: bool, **selection: Any) -> RegionResult:
+             proposals: AutoProposalConfig, with_masks: bool, max_regions: int, **selection: Any) -> FoundRegions:
         """Every instance of each query in ``image`` (:meth:`RegionPredictor.find`): among
         ``boxes`` (float [R, 4] xyxy pixels) or SAM's proposals made with ``proposals``;
-        ``selection``: ``threshold``, ``nms_iou``, ``nms``, ``max_per_query``. Regions are found
-        first and masks made after, so the mask-pixel limit is checked on the regions returned
-        (and, for a recognizer that crops by masks, on the candidates before they are scored)."""
+        ``selection``: ``threshold``, ``nms_iou``, ``nms``, ``max_per_query``. At most
+        ``max_regions`` are returned, best first. Regions are found first and masks made after,
+        so the mask-pixel limit is checked on the regions returned (and, for a recognizer that
+        crops by masks, on the candidates before they are scored)."""
         names = validate_vocabulary(list(queries))
         if self.model.needs_region_masks:
             self._check_mask_pixels(image, len(boxes) if boxes is not None else proposals.max_proposals, False)
@@ -122,14 +132,16 @@ class InferenceSession:
             self.model.text_embeddings(find_vocabulary(names, self.model.score_kind))  # outside the lock
             with self._inference_lock:
                 predictor = self._predictor_for(image)
-                found = predictor.find(names, boxes=boxes, proposals=proposals, with_masks=False, **selection)
+                everything = predictor.find(names, boxes=boxes, proposals=proposals, with_masks=False, **selection)
+            found = everything[:max_regions]
             if not with_masks:
-                return found
+                return FoundRegions(found, len(everything) - len(found))
             self._check_mask_pixels(image, len(found), True)
             with self._inference_lock:
                 masks, scores = predictor.segment(found.boxes) if len(found) else \
                     (np.zeros((0, *found.image_size), dtype=bool), np.zeros(0))
-            return dataclasses.replace(found, masks=masks, mask_scores=scores)
+            return FoundRegions(dataclasses.replace(found, masks=masks, mask_scores=scores),
+                                len(everything) - len(found))
         finally:
             release_free_memory()
 

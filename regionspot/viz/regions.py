@@ -196,7 +196,8 @@ def draw_regions(
     for i, rect in rects.items():
         if rect is not None:
             _draw_box(draw, rect, color_of(i), style)
-    best_first = [(i, rect) for i, rect in reversed(rects.items()) if rect is not None][:max_labels]
+    ranked = np.argsort(-scores, kind="stable") if scores is not None else np.arange(len(boxes))
+    best_first = [(int(i), rect) for i in ranked if (rect := rects[int(i)]) is not None][:max_labels]
     tags = [(i, rect, tag_text(str(labels[i]), None if scores is None else float(scores[i])))
             for i, rect in best_first]
     legend = draw_tags(draw, tags, style, (width, height), color_of)

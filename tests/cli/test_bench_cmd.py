@@ -69,4 +69,6 @@ def test_bench_proposals_measures_each_setting(mobile_sam_checkpoint: Path, coco
     expected = (box_iou_xyxy(photo.boxes, proposals.boxes).max(axis=1) >= 0.5).mean()
     assert first["recall_50"] == pytest.approx(expected) and first["boxes_per_photo"] == len(proposals)
     assert document["photos"] == 1 and document["encode_seconds_per_photo"] > 0
-    assert main(["bench", "proposals", "--sam", str(mobile_sam_checkpoint), "--setting", "points_per_side=0"]) == 2
+    assert main(["bench", "proposals", "--sam", str(mobile_sam_checkpoint), "--setting", "points_per_side=0",
+                 "--annotations", str(coco_sample / "annotations.json")]) == 2
+    assert "points_per_side must be a positive integer" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -85,3 +86,38 @@ def test_find_refuses_a_bad_max_labels(photo, capsys, value: str, message: str) 
         run_cli("find", photo, "--query", "dog", "--max-labels", value)
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert exited.value.code == 2 and errors == [f"regionspot find: error: argument --max-labels: {message}"]
+
+
+class _RecordingFinder(_FakeFinder):
+    """Records what ``find`` was asked with; finds nothing."""
+
+    asked: ClassVar[dict[str, object]] = {}
+
+    def find(self, queries: list[str], **options: object) -> RegionResult:
+        _RecordingFinder.asked = options
+        return RegionResult(boxes=np.zeros((0, 4)), topk_ids=np.zeros((0, 1), int), topk_scores=np.zeros((0, 1)),
+                            vocabulary=queries, image_size=self.image_size)
+
+
+@pytest.mark.parametrize(("flags", "side", "preset"), [((), 16, False), (("--high-recall",), 32, True),
+                                                      (("--high-recall", "--points-per-side", "24"), 24, True),
+                                                      (("--points-per-side", "8", "--nms", "mask"), 8, False)])
+def test_find_proposal_settings_and_nms(photo, tmp_path, monkeypatch, capsys, flags: tuple[str, ...], side: int,
+                                        preset: bool) -> None:
+    from regionspot.proposals.auto import AutoProposalConfig
+
+    model = _FakeModel()
+    model.predictor = _RecordingFinder  # type: ignore[method-assign]  # a finder that records its options
+    monkeypatch.setattr("regionspot.cli.find_cmd.load_model_from_args", lambda *_: model)
+    assert run_cli("find", photo, "--query", "bowl", "--out", tmp_path / "f.json", *flags) == 0
+    proposals = _RecordingFinder.asked["proposals"]
+    base = AutoProposalConfig.high_recall() if preset else AutoProposalConfig()
+    assert isinstance(proposals, AutoProposalConfig) and proposals.points_per_side == side
+    assert proposals.pred_iou_thresh == base.pred_iou_thresh
+    assert _RecordingFinder.asked["nms"] == ("mask" if "mask" in flags else "box")
+    assert "found: 0 bowl" in capsys.readouterr().err
+
+
+def test_find_refuses_proposal_settings_with_boxes(photo, capsys) -> None:
+    assert run_cli("find", photo, "--query", "dog", "--boxes", "1,1,50,50", "--high-recall") == 2
+    assert "with --boxes there are none to set" in capsys.readouterr().err

@@ -63,7 +63,25 @@ def test_masks_are_made_for_the_regions_found_within_the_limit(serve_model, phot
     over = post(boxes=BOXES, threshold=0.0, nms_iou=1.0)
     assert over["status"] == 422 and over["error"]["type"] == "too_many_mask_pixels"
     none = post(boxes=BOXES, threshold=1.0)
-    assert none["status"] == 200 and none["regions"] == []
+    assert none["status"] == 200 and none["regions"] == [] and none["not_returned"] == 0
+
+
+def test_at_most_max_boxes_regions_are_returned(serve_model, photo: Path, post_form: Callable[..., dict]) -> None:
+    """Many queries x max_per_query could make a huge answer: the best max_boxes come back and
+    not_returned counts the rest."""
+    client = TestClient(create_app(serve_model, ServeConfig(proposals=PROPOSALS, limits=ServeLimits(max_boxes=3))),
+                        raise_server_exceptions=False)
+    queries = ["bowl", "broccoli", "orange", "table"]
+    answer = post_form(client, "/v1/find", photo, {"queries": queries, "boxes": BOXES[:3], "threshold": 0.0,
+                                                   "nms_iou": 1.0, "masks": "false"})
+    assert answer.pop("status") == 200, answer
+    predictor = serve_model.predictor()
+    predictor.set_image(photo)
+    everything = predictor.find(queries, boxes=BOXES[:3], threshold=0.0, nms_iou=1.0, with_masks=False)
+    assert len(everything) == 12 and answer["not_returned"] == 9
+    assert answer["regions"] == everything[:3].to_dict()["regions"]
+    too_many = post_form(client, "/v1/find", photo, {"queries": queries, "boxes": BOXES})
+    assert too_many["status"] == 422 and too_many["error"]["type"] == "too_many_boxes"
 
 
 @pytest.mark.parametrize(("fields", "error_type", "message"), [

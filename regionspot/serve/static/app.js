@@ -234,7 +234,9 @@ function onClick(point, how) {
   if (!background && $("mode-inspect").checked) return inspectAt(point);
   if (state.busy) return showNotice("Wait for the current request to finish.");
   if (!vocabulary()) return showError("Type some names (separated by commas or new lines) or pick a built-in vocabulary, then click.");
-  const xy = point.map(Math.round);
+  // a click must lie inside the image: pixel centres run 0 .. W-1, 0 .. H-1
+  const xy = [Math.min(Math.floor(point[0]), state.image.naturalWidth - 1),
+              Math.min(Math.floor(point[1]), state.image.naturalHeight - 1)];
   if (background) {
     const group = state.clicks[state.clicks.length - 1];
     if (!group) return showError("Click an object first: a background point refines the last clicked object.");
@@ -297,7 +299,7 @@ function toImage(clientX, clientY) {
   const height = state.image.naturalHeight;
   const x = (clientX - rect.left) * width / rect.width;
   const y = (clientY - rect.top) * height / rect.height;
-  return [Math.min(Math.max(x, 0), width), Math.min(Math.max(y, 0), height)];
+  return [Math.min(Math.max(x, 0), width), Math.min(Math.max(y, 0), height)];  // box corners may reach W, H
 }
 
 function orderedBox(a, b) {
