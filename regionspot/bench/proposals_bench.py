@@ -148,18 +148,20 @@ def run_proposal_bench(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPho
     return result
 
 
-def format_row(row: SettingResult) -> str:
+def format_row(row: SettingResult, width: int = 44) -> str:
+    """One setting's line of the table; ``width``: characters of the setting's column."""
     sizes = " ".join(f"{row.recall_50_by_size.get(name, float('nan')):.3f}" for name in SIZE_LIMITS)
-    return (f"{row.setting:<44} {row.recall_50:>9.3f} {row.average_recall:>6.3f} {sizes:>20} "
+    return (f"{row.setting:<{width}} {row.recall_50:>9.3f} {row.average_recall:>6.3f} {sizes:>20} "
             f"{row.boxes_per_photo:>7.1f} {row.max_boxes:>5d} {row.seconds_per_photo:>8.2f}")
 
 
 def format_table(result: ProposalBenchResult) -> str:
-    header = (f"{'setting':<44} {'recall@.5':>9} {'AR':>6} {'small medium large':>20} {'boxes':>7} {'max':>5} "
+    width = max([44, *(len(row.setting) for row in result.settings)])
+    header = (f"{'setting':<{width}} {'recall@.5':>9} {'AR':>6} {'small medium large':>20} {'boxes':>7} {'max':>5} "
               f"{'s/photo':>8}")
     lines = [f"{result.photos} photos, {result.annotated_boxes} annotated boxes; SAM image encoder "
              f"{result.encode_seconds_per_photo:.2f} s/photo (not included below)", header]
-    return "\n".join([*lines, *(format_row(row) for row in result.settings)])
+    return "\n".join([*lines, *(format_row(row, width) for row in result.settings)])
 
 
 def write_json(result: ProposalBenchResult, path: str | Path) -> None:
