@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from regionspot.ops.prompts import PromptError, as_mask_prompts
+from regionspot.ops.prompts import PromptError, as_mask_prompts, decode_rle_prompts
 
 #: Most regions a label image may hold (a photo given by mistake has thousands of colours).
 MAX_LABEL_REGIONS = 1000
@@ -139,8 +139,6 @@ def _pil_labels(image: Any) -> np.ndarray:
 
 def _rle_masks(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     """``.json`` COCO RLE (one dict, a list, or a ``predict --out`` document) -> bool ``[R, H, W]``."""
-    from regionspot.ops.masks import decode_rle
-
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, RecursionError, UnicodeDecodeError) as exc:
@@ -151,31 +149,4 @@ def _rle_masks(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     if not isinstance(rles, list) or not rles:
         raise PromptError(f'{path} must hold a COCO RLE mask {{"size": [H, W], "counts": "..."}} or a non-empty '
                           "list of them")
-    prepared = [_checked_rle(rle, index, path, image_size) for index, rle in enumerate(rles)]
-    try:
-        return decode_rle(prepared)
-    except (ValueError, TypeError) as exc:
-        raise PromptError(f"{path}: could not be decoded as COCO RLE ({exc})") from None
-
-
-def _checked_rle(rle: Any, index: int, path: Path, image_size: tuple[int, int]) -> dict[str, Any]:
-    """Mask ``index`` of the file as a compressed RLE dict, its size and run lengths checked (pycocotools
-    decodes runs that do not add up to ``H * W`` from memory it never wrote)."""
-    if not (isinstance(rle, dict) and isinstance(rle.get("size"), list) and len(rle["size"]) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in rle["size"])
-            and isinstance(rle.get("counts"), (str, list))):
-        raise PromptError(f'{path}: mask {index} must be a COCO RLE {{"size": [H, W], "counts": "..."}}')
-    height, width = rle["size"]
-    if (height, width) != tuple(image_size):
-        raise PromptError(f"{path}: mask {index} is {width}x{height} (WxH) but the image is "
-                          f"{image_size[1]}x{image_size[0]}: give masks at the image's size")
-    from regionspot.ops.masks import rle_covers
-
-    counts = rle["counts"]
-    if not rle_covers(counts, height, width):
-        raise PromptError(f"{path}: mask {index}'s run lengths do not add up to its {height}x{width} pixels")
-    if isinstance(counts, str):
-        return {"size": [height, width], "counts": counts}
-    from pycocotools import mask as mask_utils
-
-    return dict(mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width))
+    return decode_rle_prompts(rles, image_size, lambda index: f"{path}: mask {index}")

@@ -8,6 +8,7 @@ Points are xy absolute pixels of the image. ``[P, 2]`` is one region prompted by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -112,3 +113,36 @@ def _labels(labels: Any, shape: tuple[int, ...]) -> np.ndarray:
     if not np.isin(array, (0, 1)).all():
         raise PromptError("point_labels must be 1 (foreground) or 0 (background)")
     return array.astype(np.int64)
+
+
+def decode_rle_prompts(rles: list[Any], image_size: tuple[int, int], name: Callable[[int], str]) -> np.ndarray:
+    """COCO RLE masks given as region prompts -> bool [R, H, W] at ``image_size`` (H, W).
+
+    Each entry is ``{"size": [H, W], "counts": ...}`` with ``counts`` compressed text (as
+    :func:`regionspot.ops.masks.encode_rle` writes) or a list of run lengths. Sizes and run
+    lengths are checked before anything is decoded (pycocotools decodes runs that do not add up
+    to ``H * W`` from memory it never wrote). :class:`PromptError` otherwise, its message starting
+    with ``name(index)`` (e.g. ``"region_masks[2]"``)."""
+    from pycocotools import mask as mask_utils
+
+    from regionspot.ops.masks import decode_rle, rle_covers
+
+    height, width = image_size
+    prepared = []
+    for index, rle in enumerate(rles):
+        if not (isinstance(rle, dict) and isinstance(rle.get("size"), list) and len(rle["size"]) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in rle["size"])
+                and isinstance(rle.get("counts"), (str, list))):
+            raise PromptError(f'{name(index)} must be a COCO RLE {{"size": [H, W], "counts": "..."}}')
+        if tuple(rle["size"]) != (height, width):
+            raise PromptError(f"{name(index)} is {rle['size'][1]}x{rle['size'][0]} (WxH) but the image is "
+                              f"{width}x{height}: give masks at the image's size")
+        if not rle_covers(rle["counts"], height, width):
+            raise PromptError(f"{name(index)}'s run lengths do not add up to its {height}x{width} pixels")
+        counts = rle["counts"]
+        prepared.append({"size": [height, width], "counts": counts} if isinstance(counts, str)
+                        else dict(mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)))
+    try:
+        return decode_rle(prepared)
+    except (ValueError, TypeError) as exc:
+        raise PromptError(f"the masks could not be decoded as COCO RLE ({exc})") from None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from regionspot.ops.boxes import BoxError, as_box_array
-from regionspot.ops.prompts import PromptError
+from regionspot.ops.prompts import PromptError, decode_rle_prompts
 from regionspot.serve.errors import ApiError
 from regionspot.vocab import VocabularyError, builtin_vocabulary, validate_vocabulary
 
@@ -75,11 +75,10 @@ def parse_points_field(points: str, labels: str | None, max_regions: int) -> tup
 def parse_region_masks_field(text: str, image_size: tuple[int, int], max_regions: int,
                              max_pixels: int | None) -> np.ndarray:
     """``region_masks`` form field: JSON list of COCO RLE masks ``{"size": [H, W], "counts": str}``
-    (as the answers' ``mask``) at the image's size -> bool [R, H, W]. The sizes are checked
-    before anything is decoded: :class:`PromptError` for malformed or mis-sized masks, ``ApiError``
-    422 above ``max_regions`` (``too_many_boxes``) or ``max_pixels`` (``too_many_mask_pixels``)."""
-    from regionspot.ops.masks import decode_rle, rle_covers
-
+    (as the answers' ``mask``; ``counts`` may also be a list of run lengths) at the image's size
+    -> bool [R, H, W]. Sizes and run lengths are checked before anything is decoded:
+    :class:`PromptError` for malformed or mis-sized masks, ``ApiError`` 422 above ``max_regions``
+    (``too_many_boxes``) or ``max_pixels`` (``too_many_mask_pixels``)."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -89,21 +88,10 @@ def parse_region_masks_field(text: str, image_size: tuple[int, int], max_regions
         raise PromptError("region_masks must be a non-empty list of COCO RLE masks")
     if len(data) > max_regions:
         raise ApiError(422, "too_many_boxes", f"{len(data)} regions sent; at most max_boxes={max_regions} per request")
-    for index, rle in enumerate(data):
-        if not (isinstance(rle, dict) and isinstance(rle.get("counts"), str)
-                and isinstance(rle.get("size"), list) and rle["size"] == list(image_size)):
-            raise PromptError(f"region_masks[{index}] must be {{\"size\": {list(image_size)} (the image's height "
-                              f"and width), \"counts\": \"...\"}}")
-        if not rle_covers(rle["counts"], *image_size):
-            raise PromptError(f"region_masks[{index}]'s run lengths do not add up to the image's "
-                              f"{image_size[0]}x{image_size[1]} pixels")
     if max_pixels is not None and len(data) * image_size[0] * image_size[1] > max_pixels:
         raise ApiError(422, "too_many_mask_pixels", f"{len(data)} masks of this image exceed max_mask_pixels="
                                                     f"{max_pixels:,}; send fewer")
-    try:
-        return decode_rle(data)
-    except (ValueError, TypeError) as exc:
-        raise PromptError(f"region_masks could not be decoded as COCO RLE: {exc}") from None
+    return decode_rle_prompts(data, image_size, lambda index: f"region_masks[{index}]")
 
 
 def is_builtin_vocabulary(text: str) -> bool:

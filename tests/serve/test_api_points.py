@@ -61,8 +61,10 @@ def test_region_masks_give_the_predictors_answer(serve_model, photo: Path, post:
 @pytest.mark.parametrize(("rles", "message"), [
     ("[{", "region_masks must be JSON"),
     ([], "non-empty list"),
-    ([{"size": [10, 10], "counts": "abc"}], "must be {\"size\": [480, 640]"),
-    ([{"size": [480, 640], "counts": 5}], "must be {\"size\": [480, 640]"),
+    ([{"size": [10, 10], "counts": "abc"}], "region_masks[0] is 10x10 (WxH) but the image is 640x480"),
+    ([{"size": [480, 640], "counts": 5}], "region_masks[0] must be a COCO RLE"),
+    ([{"size": [480, 640], "counts": [480 * 640]}, {"size": [480, 640], "counts": [3]}],
+     "region_masks[1]'s run lengths do not add up to its 480x640 pixels"),
     ([{"size": [480, 640], "counts": ""}], "run lengths do not add up"),  # pycocotools would read garbage
     ([{"size": [480, 640], "counts": "0d"}], "run lengths do not add up"),
 ])
