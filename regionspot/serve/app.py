@@ -232,6 +232,14 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
         size, proposals = session.propose(source, config.proposals, max_boxes=max_boxes)
         return JSONResponse(proposals_document(proposals, source.key, size))
 
+    _add_find_route(router, session, config, info)
+    return router
+
+
+def _add_find_route(router: APIRouter, session: InferenceSession, config: ServeConfig, info: dict[str, Any]) -> None:
+    """``POST /v1/find`` on ``router``."""
+    limits = config.limits
+
     @router.post("/v1/find", summary="every instance of each named thing", responses=_ERROR_RESPONSES)
     def find(queries: QueriesField, image: ImageField = None, image_id: ImageIdField = None,
              boxes: CandidateBoxesField = None, threshold: ThresholdField = None, nms_iou: NmsIouField = 0.5,
@@ -247,8 +255,6 @@ def _api_router(session: InferenceSession, config: ServeConfig, info: dict[str, 
                               max_regions=limits.max_boxes, **selection)
         document = recognition_document(result.found, source.key, with_masks=masks)
         return JSONResponse({"method": info["method"], **document, "not_returned": result.not_returned})
-
-    return router
 
 
 _NO_PAGE = ("<!doctype html><html><head><meta charset='utf-8'><title>regionspot</title></head><body>"

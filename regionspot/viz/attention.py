@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from regionspot.ops.image import load_image
-from regionspot.viz.regions import _check_inputs, _draw_box, _pixel_box
+from regionspot.viz.regions import check_drawing_inputs, draw_box_outline, pixel_rect
 from regionspot.viz.style import RGB, RIM, WHITE, Style, region_color, style_for, tag_size
 from regionspot.viz.tags import draw_tags, tag_text
 
@@ -81,17 +81,17 @@ def draw_attention(
     rgb = load_image(image)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    boxes, _ = _check_inputs(rgb, np.asarray(box, dtype=np.float64).reshape(1, -1), ["region"], None, None)
+    boxes, _ = check_drawing_inputs(rgb, np.asarray(box, dtype=np.float64).reshape(1, -1), ["region"], None, None)
     height, width = rgb.shape[:2]
     heat = heat_colors(upsample_attention(attention, height, width)).astype(np.float32)
     blended = np.round(rgb.astype(np.float32) * (1.0 - alpha) + heat * alpha).astype(np.uint8)
     out = Image.fromarray(blended)
-    rect = _pixel_box(boxes[0], height, width)
+    rect = pixel_rect(boxes[0], height, width)
     if rect is None:
         return out
     draw = ImageDraw.Draw(out)
     style = style_for(height, width)
-    _draw_box(draw, rect, region_color(color_index), style)
+    draw_box_outline(draw, rect, region_color(color_index), style)
     if label is not None:
         draw_tags(draw, [(color_index, rect, tag_text(label, score))], style, (width, height))
     return out
@@ -130,7 +130,7 @@ def draw_attention_figure(
     attentions = np.asarray(attentions, dtype=np.float32)
     count = len(attentions)
     names = list(labels) if labels is not None else [f"region {i + 1}" for i in range(count)]
-    boxes, scores = _check_inputs(rgb, boxes, names, scores, None)
+    boxes, scores = check_drawing_inputs(rgb, boxes, names, scores, None)
     if count == 0 or attentions.ndim != 3 or len(boxes) != count:
         raise ValueError(f"need R >= 1 boxes and [R, g, g] attentions, got {len(boxes)} boxes and "
                          f"attentions of shape {attentions.shape}")

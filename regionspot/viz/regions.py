@@ -39,7 +39,7 @@ __all__ = ["PALETTE", "RGB", "add_caption", "contrast_text_color", "draw_regions
 CONTOUR_ONLY_AREA = 0.5
 
 
-def _check_inputs(
+def check_drawing_inputs(
     image: np.ndarray,
     boxes: np.ndarray,
     labels: Sequence[str],
@@ -97,7 +97,7 @@ def _paint_mask(canvas: np.ndarray, mask: np.ndarray, color: RGB, alpha: float, 
     canvas[mask & ~inner] = fill
 
 
-def _pixel_box(box: np.ndarray, height: int, width: int) -> Rect | None:
+def pixel_rect(box: np.ndarray, height: int, width: int) -> Rect | None:
     """Inclusive pixel rectangle covered by an xyxy box, clipped; None when wholly outside."""
     x1, x2 = sorted((float(box[0]), float(box[2])))
     y1, y2 = sorted((float(box[1]), float(box[3])))
@@ -110,7 +110,7 @@ def _pixel_box(box: np.ndarray, height: int, width: int) -> Rect | None:
     return left, top, right, bottom
 
 
-def _draw_box(draw: ImageDraw.ImageDraw, rect: Rect, color: RGB, style: Style) -> None:
+def draw_box_outline(draw: ImageDraw.ImageDraw, rect: Rect, color: RGB, style: Style) -> None:
     """Box outline in ``color`` with a one-pixel dark rim on its outer side."""
     left, top, right, bottom = rect
     if style.line >= 2:
@@ -183,7 +183,7 @@ def draw_regions(
         raise ValueError(f"mask_alpha must be in [0, 1], got {mask_alpha}")
     if max_labels is not None and max_labels < 1:
         raise ValueError(f"max_labels must be at least 1, got {max_labels}")
-    boxes, scores = _check_inputs(rgb, boxes, labels, scores, masks)
+    boxes, scores = check_drawing_inputs(rgb, boxes, labels, scores, masks)
     color_of = _color_picker(colors, len(boxes))
     height, width = rgb.shape[:2]
     style = style_for(height, width)
@@ -192,10 +192,10 @@ def draw_regions(
         rgb = _paint_masks(rgb, masks, order, color_of, mask_alpha, style)
     out = Image.fromarray(rgb)
     draw = ImageDraw.Draw(out)
-    rects = {int(i): _pixel_box(boxes[i], height, width) for i in order}
+    rects = {int(i): pixel_rect(boxes[i], height, width) for i in order}
     for i, rect in rects.items():
         if rect is not None:
-            _draw_box(draw, rect, color_of(i), style)
+            draw_box_outline(draw, rect, color_of(i), style)
     ranked = np.argsort(-scores, kind="stable") if scores is not None else np.arange(len(boxes))
     best_first = [(int(i), rect) for i in ranked if (rect := rects[int(i)]) is not None][:max_labels]
     tags = [(i, rect, tag_text(str(labels[i]), None if scores is None else float(scores[i])))

@@ -283,6 +283,10 @@ function find(event) {
   return withBusy("Finding " + queries + "…", "Find", async () => {
     const body = await state.session.post("v1/find", fields);
     replaceAll(body.regions, "find");
+    if (body.not_returned) {
+      showNotice(body.not_returned + " more passed the score but are not shown: the server returns at most " +
+        body.regions.length + " (raise Min. score to see the best of fewer).");
+    }
     if (!body.regions.length) {
       showNotice("Nothing found for “" + queries + "”" + (fields.threshold ? " at score " + fields.threshold : "") +
         ". Try a lower Min. score or other names.");
