@@ -57,22 +57,6 @@ def best_regions(result: RegionResult, count: int | None) -> np.ndarray:
     return np.sort(order if count is None else order[:count])
 
 
-def drop_low_scores(written: list[dict[str, Any]], output_format: str, min_score: float) -> tuple[int, int]:
-    """Drop, in place, what scores under ``min_score`` from a written ``predict-batch`` output: COCO
-    results (``output_format`` coco) lose their pairs under it, ``predict`` documents (json) their
-    regions under it. Returns (kept, total) counts of pairs or regions."""
-    if output_format == "coco":
-        total = len(written)
-        written[:] = [pair for pair in written if pair["score"] >= min_score]
-        return len(written), total
-    total = kept = 0
-    for document in written:
-        regions = document.get("regions", [])
-        document["regions"] = [region for region in regions if region["score"] >= min_score]
-        total, kept = total + len(regions), kept + len(document["regions"])
-    return kept, total
-
-
 def default_image_id(image_path: str) -> int:
     digits = "".join(ch for ch in Path(image_path).stem if ch.isdigit())
     return int(digits) if digits else 0

@@ -12,12 +12,11 @@ regions); there are no pictures, so there is no ``--max-labels``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from regionspot.cli.arguments import check_output_path, positive_int
 from regionspot.cli.dataset_args import add_run_options, config_from_args
-from regionspot.cli.outputs import add_min_score_argument, drop_low_scores
+from regionspot.cli.outputs import add_min_score_argument
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -58,14 +57,8 @@ def run(args: argparse.Namespace) -> int:
         config.boxes = "auto"  # a folder has no ground truth
     ctx = init_distributed(args.device, command="predict-batch")
     try:
-        written = run_batch_prediction(config, Path(args.out), output_format=args.format, ctx=ctx,
-                                       progress=not args.no_progress)
-        if written is not None and args.min_score is not None:  # rank 0 wrote the output
-            kept, total = drop_low_scores(written, args.format, args.min_score)
-            Path(args.out).write_text(json.dumps(written, indent=None if args.format == "coco" else 1) + "\n",
-                                      encoding="utf-8")
-            unit = "(box, category) pairs" if args.format == "coco" else "regions"
-            print(f"--min-score {args.min_score:g}: kept {kept} of {total} {unit} in {args.out}")
+        run_batch_prediction(config, Path(args.out), output_format=args.format, ctx=ctx, progress=not args.no_progress,
+                             min_score=args.min_score)
     finally:
         shutdown(ctx)
     return 0

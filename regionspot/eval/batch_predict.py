@@ -76,8 +76,9 @@ def prediction_inputs(config: EvalConfig) -> tuple[list[ImageJob], list[str], li
 
 def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = "coco",
                          ctx: DistributedContext | None = None, model: Model | None = None,
-                         progress: bool = True) -> list[dict[str, Any]] | None:
-    """Predict over the images (split across processes) and write ``out`` (JSON) on rank 0.
+                         progress: bool = True, min_score: float | None = None) -> list[dict[str, Any]] | None:
+    """Predict over the images (split across processes) and write ``out`` (JSON) on rank 0,
+    without what scores under ``min_score`` (see :func:`drop_low_scores`) when given.
     Returns the written list on rank 0, None elsewhere."""
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"output format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
@@ -99,6 +100,10 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     else:
         written = [output.document or empty_document(job, names, str(config.method))
                    for job, output in zip(jobs, outputs, strict=True)]
+    if min_score is not None:
+        kept, total = drop_low_scores(written, output_format, min_score)
+        unit = "(box, category) pairs" if output_format == "coco" else "regions"
+        print(f"min score {min_score:g}: kept {kept} of {total} {unit}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(written, indent=None if output_format == "coco" else 1) + "\n", encoding="utf-8")
@@ -118,3 +123,19 @@ def summary(outputs: list[ImageOutput], out: Path, seconds: float) -> str:
     return (f"wrote {out}: {counts['images']} images, {counts['boxes_classified']} boxes named "
             f"({counts['boxes_skipped']} skipped as under 1 px), {counts['detections']} (box, category) pairs, "
             f"{seconds:.1f} s")
+
+
+def drop_low_scores(written: list[dict[str, Any]], output_format: str, min_score: float) -> tuple[int, int]:
+    """Drop, in place, what scores under ``min_score`` from a written ``predict-batch`` output: COCO
+    results (``output_format`` coco) lose their pairs under it, ``predict`` documents (json) their
+    regions under it. Returns (kept, total) counts of pairs or regions."""
+    if output_format == "coco":
+        total = len(written)
+        written[:] = [pair for pair in written if pair["score"] >= min_score]
+        return len(written), total
+    total = kept = 0
+    for document in written:
+        regions = document.get("regions", [])
+        document["regions"] = [region for region in regions if region["score"] >= min_score]
+        total, kept = total + len(regions), kept + len(document["regions"])
+    return kept, total

@@ -76,21 +76,26 @@ def test_mistakes_exit_2(checkpoint, folder, tmp_path, capsys, arguments, messag
     ("json", [{"image": {"id": 9}, "regions": [{"score": 0.9}, {"score": 0.2}]},
               {"image": {"id": 25}, "regions": [{"score": 0.4}, {"score": 0.7}]}], [0.9, 0.7]),
 ])
-def test_min_score_drops_low_scores_from_the_output(folder, tmp_path, monkeypatch, capsys, output_format, written,
-                                                    kept) -> None:
-    def fake_run(config, out: Path, *, output_format: str, **_: object) -> list[dict]:
-        out.write_text(json.dumps(written))
-        return written
+def test_min_score_drops_low_scores_from_the_output(output_format, written, kept) -> None:
+    from regionspot.eval.batch_predict import drop_low_scores
+
+    assert drop_low_scores(written, output_format, 0.5) == (2, 4)
+    scores = ([pair["score"] for pair in written] if output_format == "coco"
+              else [region["score"] for doc in written for region in doc["regions"]])
+    assert scores == kept
+
+
+def test_min_score_reaches_the_batch_run(folder, tmp_path, monkeypatch) -> None:
+    """The command passes --min-score to the run, which filters before its one write."""
+    asked: dict[str, object] = {}
+
+    def fake_run(config, out: Path, **options: object) -> None:
+        asked.update(options)
 
     monkeypatch.setattr("regionspot.eval.batch_predict.run_batch_prediction", fake_run)
-    out = tmp_path / "pred.json"
-    assert main(["predict-batch", "--images", str(folder), "--vocab", "cat", "--format", output_format,
-                 "--min-score", "0.5", "--out", str(out), "--no-progress"]) == 0
-    document = json.loads(out.read_text())
-    scores = ([pair["score"] for pair in document] if output_format == "coco"
-              else [region["score"] for doc in document for region in doc["regions"]])
-    assert scores == kept
-    assert "--min-score 0.5: kept 2 of 4" in capsys.readouterr().out
+    assert main(["predict-batch", "--images", str(folder), "--vocab", "cat", "--min-score", "0.5", "--out",
+                 str(tmp_path / "pred.json"), "--no-progress"]) == 0
+    assert asked["min_score"] == 0.5
 
 
 def test_min_score_outside_0_1_is_refused(folder, capsys) -> None:

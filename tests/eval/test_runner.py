@@ -247,6 +247,9 @@ def test_batch_prediction_of_a_dataset(model, coco_sample, tiny_clip_dir, mobile
     assert results is not None and len(results) == 10 * 3
     assert {r["category_id"] for r in results} <= {c["id"] for c in json.loads(
         (coco_sample / "annotations.json").read_text())["categories"]}
+    middle = float(np.median([r["score"] for r in results]))
+    kept = run_batch_prediction(config, tmp_path / "kept.json", model=model, progress=False, min_score=middle)
+    assert kept == [r for r in results if r["score"] >= middle] == json.loads((tmp_path / "kept.json").read_text())
 
 
 def test_user_mistakes_are_clear_errors(coco_sample, tiny_clip_dir, mobile_sam_checkpoint, annotation,
