@@ -1,6 +1,7 @@
 /* RegionSpot page, the entry module: upload or drop an image; draw boxes (or ask for automatic
  * ones) and name them against a vocabulary; click an object to recognize it (Shift-click or the
  * Background point toggle marks background and re-asks); find every instance of typed names.
+ * A picked mask image (a binary mask or a label image at the photo's size) names its regions too.
  * Every answer's regions are listed best first and drawn with masks and tags, filtered on the
  * client by a score threshold and a top-N slider; a region's top-k list and attention map show
  * when it is selected. Everything kept here is in image pixels.
@@ -12,6 +13,7 @@ import { fromAnswer, numberByScore, visibleRegions, regionAt } from "./regions.j
 import { renderCanvas, MaskLayer } from "./view.js";
 import { renderResults, renderBoxList, showDetails, titleDetails, hideDetails } from "./panels.js";
 import { setupControls, filterValues, setRegionCount } from "./controls.js";
+import { readMaskImage } from "./mask_upload.js";
 
 const state = {
   session: null,    // ImageSession of the uploaded image
@@ -19,7 +21,7 @@ const state = {
   boxes: [],        // boxes to recognize, [x0, y0, x1, y1] image pixels
   sent: new Set(),  // those recognized already (JSON text), not drawn as pending
   clicks: [],       // click groups [{points: [[x, y]], labels: [1 | 0], region}], the last one is refined
-  regions: [],      // regions on the page (regions.js), from boxes, clicks and Find
+  regions: [],      // regions on the page (regions.js), from boxes, mask images, clicks and Find
   selected: null,   // the region shown in #details
   drag: null,       // the box being dragged, or null
   busy: false,
@@ -53,7 +55,7 @@ function setBusy(text) {
   $("busy").hidden = !state.busy;
   $("busy-text").textContent = text || "";
   document.body.setAttribute("aria-busy", state.busy ? "true" : "false");
-  ["recognize", "auto-boxes", "file", "find"].forEach((id) => { $(id).disabled = state.busy; });
+  ["recognize", "auto-boxes", "file", "mask-file", "find"].forEach((id) => { $(id).disabled = state.busy; });
 }
 
 /** Run one request with the busy indicator on; its failure goes to #error (and onFail()). */
@@ -226,6 +228,31 @@ function recognizeBoxes() {
   });
 }
 
+/** A picked mask image: its regions (one per non-black colour) are recognized and replace those shown. */
+async function recognizeMasks(file) {
+  clearMessages();
+  if (!file) return;
+  if (!state.session) return showError("Choose or drop a photo first, then pick a mask image at its size.");
+  if (!vocabulary()) {
+    return showError("Type some names (separated by commas or new lines) or pick a built-in vocabulary, " +
+      "then pick the mask image.");
+  }
+  const image = state.image;
+  let found;
+  try {
+    found = await readMaskImage(file, image.naturalWidth, image.naturalHeight, state.info.limits.max_boxes);
+  } catch (err) {
+    return showError(err.message);
+  }
+  if (image !== state.image) return;  // another photo was loaded meanwhile
+  const count = found.masks.length;
+  return withBusy("Recognizing " + count + (count === 1 ? " region" : " regions") + " of " + file.name + "…",
+    "Recognition of the mask image", async () => {
+      const body = await state.session.post("v1/recognize", recognizeFields({ region_masks: JSON.stringify(found.masks) }));
+      replaceAll(body.regions, "mask");
+    });
+}
+
 // --------------------------------------------------------------------------- clicks
 /** A click or tap at an image point: inspect, recognize a new object, or add a background point. */
 function onClick(point, how) {
@@ -328,6 +355,11 @@ function start() {
   });
   $("recognize").addEventListener("click", recognizeBoxes);
   $("auto-boxes").addEventListener("click", proposeBoxes);
+  $("mask-file").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    event.target.value = "";  // picking the same file again is a change too
+    recognizeMasks(file);
+  });
   $("find-form").addEventListener("submit", find);
   $("clear-boxes").addEventListener("click", () => {
     clearMessages();

@@ -10,7 +10,7 @@ import { tagText } from "./view.js";
 
 const HEAT_ALPHA = 0.5;
 const ATTENTION_SIDE = 480;  // longer side of the attention canvas, CSS pixels
-const ORIGIN_WORDS = { boxes: "box", click: "click", find: "find" };
+const ORIGIN_WORDS = { boxes: "box", mask: "mask", click: "click", find: "find" };
 
 const $ = (id) => document.getElementById(id);
 

@@ -8,7 +8,7 @@ import { prepareMask } from "./draw.js";
 
 /**
  * The regions of an API answer -> page regions: each answer region plus `origin` ("boxes",
- * "click" or "find"), `shape` (prepareMask of its decoded mask, or null) and `color` (a
+ * "mask", "click" or "find"), `shape` (prepareMask of its decoded mask, or null) and `color` (a
  * palette index not used by `kept`, the regions staying on the page, so colours stay put).
  * onMaskError(message) is told about masks that do not decode.
  */
