@@ -34,11 +34,6 @@ from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionPropo
 from regionspot.results import RegionResult
 from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
-#: Most float values of image-size mask logits held at once while masks are pasted back
-#: (32M values: 128 MiB in float32), whatever the image size and the number of regions.
-MASK_PASTE_PIXELS = 32 * 1024 * 1024
-
-
 #: Default ``find`` thresholds by the recognizer's score kind. Starting points, not calibrated
 #: (no trained head's scores were available here): a focal-loss sigmoid head scores low, a
 #: softmax over queries plus distractors splits the mass among the names.
@@ -360,20 +355,12 @@ class RegionPredictor:
         return self.encoded
 
     def _masks_at_image_size(self, mask_logits: torch.Tensor) -> np.ndarray:
-        """Low-res logits [R, 256, 256] -> bool [R, H, W]. Pasted back a few regions at a time so
-        the float logits at image size never exceed :data:`MASK_PASTE_PIXELS` values; the
-        result itself is R x H x W bytes. SAM pastes at the input frame's size; a frame smaller
+        """Low-res logits [R, 256, 256] -> bool [R, H, W] (the SAM adapter's ``paste_masks``; no
+        float logits at image size are made). SAM pastes at the input frame's size; a frame smaller
         or larger than the photo is then resized to it with nearest neighbour (the authors' rule)."""
         assert self.encoded is not None
-        height, width = self.encoded.size
-        frame_pixels = max(height * width, self.encoded.frame_size[0] * self.encoded.frame_size[1])
-        per_chunk = max(1, min(self.region_batch_size, MASK_PASTE_PIXELS // max(1, frame_pixels)))
-        masks = np.empty((mask_logits.shape[0], height, width), dtype=bool)
-        for start in range(0, mask_logits.shape[0], per_chunk):
-            logits = self._predict_tokenizer().masks_to_image(self.encoded.sam, mask_logits[start:start + per_chunk])
-            masks[start:start + logits.shape[0]] = nearest_resize_masks((logits > 0).cpu().numpy(), (height, width))
-            del logits
-        return masks
+        masks = self._predict_tokenizer().paste_masks(self.encoded.sam, mask_logits).cpu().numpy()
+        return nearest_resize_masks(masks, self.encoded.size)
 
 
 def attention_to_grid(patches: torch.Tensor) -> np.ndarray:

@@ -14,7 +14,7 @@ not have it"):
 * ``predict`` (:meth:`RegionPredictor.predict <regionspot.predictor.RegionPredictor.predict>`,
   and through it eval, ``regionspot predict`` and ``serve``), any recognizer: a SAM-side
   :class:`RegionTokenizer` (``token_dim``, ``image_input_size``, ``encode_image``,
-  ``encode_regions``, ``masks_to_image``, ``describe``) and a :class:`TextEmbedder`
+  ``encode_regions``, ``paste_masks``, ``describe``) and a :class:`TextEmbedder`
   (``embed_dim``, ``encode_text``, ``describe``). Checked at the predictor's first ``predict``
   (:data:`PREDICT_SAM`, :data:`PREDICT_TEXT`).
 * ``propose`` (``auto`` boxes: :meth:`RegionPredictor.propose
@@ -108,8 +108,8 @@ class RegionTokenizer(Protocol):
         ``with_masks`` False the adapter may skip mask decoding (``mask_logits`` None)."""
         ...
 
-    def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
-        """Low-res ``[R, 256, 256]`` logits -> ``[R, H, W]`` logits at the original image size."""
+    def paste_masks(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
+        """Low-res ``[R, 256, 256]`` logits -> bool ``[R, H, W]`` masks at the original image size."""
         ...
 
     def describe(self) -> dict[str, object]:

@@ -39,6 +39,7 @@ from torch import nn
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamVisionConfig
 from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEmbedding, SamPromptEncoder
 
+from regionspot.backbones.mask_paste import paste_masks
 from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding, freeze
 from regionspot.backbones.sam_convert import sam_sub_config
 from regionspot.backbones.sam_geometry import (
@@ -401,6 +402,10 @@ class SamRegionTokenizer(nn.Module):
         parts = [masks_to_original(chunk, embedding.input_size, embedding.original_size, self.image_input_size)
                  for chunk in mask_logits.split(self.mask_chunk_size)]
         return torch.cat(parts) if parts else mask_logits.new_zeros(0, *embedding.original_size)
+
+    def paste_masks(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
+        """``[R, 256, 256]`` low-res logits -> bool ``[R, H, W]``: ``masks_to_image(...) > 0``, fast."""
+        return paste_masks(mask_logits, embedding.input_size, embedding.original_size, self.image_input_size)
 
     def describe(self) -> dict[str, object]:
         """Family, weights, token place and widths (stable keys, for caches and ``info``)."""

@@ -65,8 +65,8 @@ class BoxOnlySam:
                        with_masks: bool = True) -> RegionTokens:
         return self._sam.encode_regions(embedding, boxes, with_masks=with_masks)
 
-    def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
-        return self._sam.masks_to_image(embedding, mask_logits)
+    def paste_masks(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
+        return self._sam.paste_masks(embedding, mask_logits)
 
     def describe(self) -> dict[str, object]:
         return {"family": "third-party SAM"}
@@ -261,13 +261,13 @@ def test_a_missing_member_is_named_with_the_adapter_class(built_in: RegionSpot, 
                      adapted.text_embedder)
 
     class NoMasks(BoxOnlySam):
-        masks_to_image = None  # type: ignore[assignment]
+        paste_masks = None  # type: ignore[assignment]
 
     sam = NoMasks(built_in.region_tokenizer)
     model = RegionSpot(built_in.config, sam, adapted.image_encoder, adapted.text_embedder,  # type: ignore[arg-type]
                        fusion=built_in.fusion)
     predictor = model.predictor()
     predictor.set_image(synthetic_scene)
-    with pytest.raises(BackboneCapabilityError, match=r"^predict needs a SAM adapter with masks_to_image\(embedding, "
+    with pytest.raises(BackboneCapabilityError, match=r"^predict needs a SAM adapter with paste_masks\(embedding, "
                        r"mask_logits\); NoMasks does not have it$"):
         predictor.predict(BOXES, VOCAB)
