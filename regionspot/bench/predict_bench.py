@@ -27,6 +27,7 @@ from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig
 
 if TYPE_CHECKING:
     from regionspot.model.regionspot import RegionSpot
+    from regionspot.predictor import RegionPredictor
 
 
 class RandomTextEmbedder:
@@ -58,6 +59,9 @@ class PredictBenchResult:
     clip_crop_single_ms: float = 0.0
     clip_crop_batched_ms_per_crop: dict[int, float] = field(default_factory=dict)
     zero_shot: list[dict[str, float]] = field(default_factory=list)
+    #: Pasting one region's mask back at image size, ms: ``paste_masks`` (what predict uses) and
+    #: SAM's two full-size interpolations (``masks_to_image(...) > 0``), at the largest box count.
+    mask_paste_ms_per_region: dict[str, float] = field(default_factory=dict)
 
     def marginal_region_ms(self) -> float:
         """Cost of each region beyond the first, from the 1-box and largest-box timings."""
@@ -165,6 +169,7 @@ def run_predict_bench(
         with_masks = median_ms(partial(predictor.predict, boxes, vocabulary, with_masks=True), repeats)
         result.regions.append({"boxes": count, "total_ms": total, "per_region_ms": total / count,
                                "total_with_masks_ms": with_masks})
+    result.mask_paste_ms_per_region = time_mask_paste(model, predictor, max(box_counts), size, repeats)
     progress("timing CLIP ViT-B/16 on crops ...")
     single = crop_batch(image, random_boxes(1, size), encoder.preprocess)
     result.clip_crop_single_ms = median_ms(lambda: encoder.encode_pooled(single), repeats)
@@ -174,6 +179,21 @@ def run_predict_bench(
         result.clip_crop_batched_ms_per_crop[count] = crops_ms / count
     result.zero_shot = time_zero_shot(model, image, box_counts, vocabulary, repeats, progress)
     return result
+
+
+def time_mask_paste(model: RegionSpot, predictor: RegionPredictor, count: int, size: tuple[int, int],
+                    repeats: int) -> dict[str, float]:
+    """ms per region to paste ``count`` regions' masks at image size, fast and SAM's way."""
+    assert predictor.encoded is not None
+    embedding, tokenizer = predictor.encoded.sam, model.region_tokenizer
+    boxes = torch.as_tensor(random_boxes(count, size, seed=count), dtype=torch.float32)
+    logits = tokenizer.encode_regions(embedding, boxes).mask_logits
+    assert logits is not None
+    interpolate = getattr(tokenizer, "masks_to_image", None)
+    timings = {"paste_masks": median_ms(lambda: tokenizer.paste_masks(embedding, logits), repeats) / count}
+    if interpolate is not None:
+        timings["sam_interpolation"] = median_ms(lambda: interpolate(embedding, logits) > 0, repeats) / count
+    return timings
 
 
 def time_zero_shot(model: RegionSpot, image: np.ndarray, box_counts: Sequence[int], vocabulary: list[str], repeats: int,
@@ -225,6 +245,11 @@ def format_table(result: PredictBenchResult) -> str:
         f"{result.clip_crop_single_ms:.1f} ms; ratio {ratio:.3f} "
         f"({'meets' if ratio <= 0.1 else 'misses'} the <= 0.1 target)",
     ]
+    paste = result.mask_paste_ms_per_region
+    if paste:
+        lines.append(f"masks: pasting one region's mask at image size {paste['paste_masks']:.2f} ms"
+                     + (f" (SAM's two full-size interpolations: {paste['sam_interpolation']:.2f} ms)"
+                        if "sam_interpolation" in paste else ""))
     if result.zero_shot:
         encode = result.sam_image_encode_ms + result.clip_image_encode_ms
         lines += ["", "per image, head vs zero-shot clip-mask-crop (set_image + predict, no masks in the output):",

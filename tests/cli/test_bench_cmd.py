@@ -4,6 +4,7 @@ measured (no timing asserts)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,10 @@ def test_bench_predict_writes_table_and_json(mobile_sam_checkpoint: Path, tmp_pa
     document = json.loads(out.read_text())
     assert [row["boxes"] for row in document["regions"]] == [1, 3]
     assert document["sam_image_encode_ms"] > 0 and document["clip_crop_single_ms"] > 0
-    assert document["marginal_region_over_clip_crop"] > 0
+    # a difference of two timings: its sign is noise on a busy machine with one repeat; only its presence is checked
+    assert math.isfinite(document["marginal_region_over_clip_crop"])
+    assert set(document["mask_paste_ms_per_region"]) == {"paste_masks", "sam_interpolation"}
+    assert "pasting one region's mask" in table
 
 
 def test_bench_needs_a_sam_checkpoint(tmp_path: Path, capsys) -> None:
