@@ -84,8 +84,8 @@ class FixedMaskSam:
         logits = torch.zeros(count, 1, 1) if with_masks else None
         return RegionTokens(torch.zeros(count, 4), logits, torch.full((count,), 0.75))
 
-    def masks_to_image(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
-        return torch.where(torch.from_numpy(self.masks[: mask_logits.shape[0]]), 1.0, -1.0)
+    def paste_masks(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.masks[: mask_logits.shape[0]])
 
     def describe(self) -> dict[str, object]:
         return {"kind": "fixed masks"}
