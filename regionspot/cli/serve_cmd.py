@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve", help="HTTP API and web page: name regions of uploaded images",
-        description="Serve POST /v1/recognize, POST /v1/propose, GET /v1/info, GET /healthz, the web page at / "
-                    "and the API description at /docs. The model loads once; image embeddings are cached per "
-                    "uploaded image. Stop with Ctrl-C.",
+        description="Serve POST /v1/recognize, POST /v1/find, POST /v1/propose, GET /v1/info, GET /healthz, the web "
+                    "page at / and the API description at /docs. The model loads once; image embeddings are cached "
+                    "per uploaded image. Stop with Ctrl-C.",
     )
     add_model_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1",
