@@ -8,6 +8,9 @@ proposal counted), recall at 0.5 by COCO size (small < 32Â², medium, large > 96Â
 annotated area), proposals per photo, and seconds per photo. Each photo is encoded once; the
 encoder time is reported apart, and a setting's time is its proposal step alone (the point
 decoding, filters, NMS and, with crop layers, the crops' own encodings).
+
+Each photo's measurements are written as they are made (JSON lines), so a long run can be
+stopped and resumed, or extended to more photos, without measuring anything twice.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from regionspot.backbones.protocols import SamImageEmbedding
 from regionspot.bench.predict_bench import machine_info
 from regionspot.config import apply_overrides
 from regionspot.ops.boxes import box_iou_xyxy, xywh_to_xyxy
@@ -114,38 +116,83 @@ def summarise(setting: str, config: AutoProposalConfig, photos: Sequence[Annotat
         boxes_per_photo=float(np.mean(counts)), max_boxes=int(max(counts)), seconds_per_photo=seconds / len(photos))
 
 
-def run_proposal_bench(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPhoto], settings: Sequence[str],
-                       progress: bool = True, log: Callable[[str], None] = print) -> ProposalBenchResult:
-    """Encode each photo once with the SAM checkpoint, then time and score each setting on it."""
-    from regionspot.backbones.sam import build_region_tokenizer
-    from regionspot.config import SamBackboneConfig
+def record_key(photo: AnnotatedPhoto, config: AutoProposalConfig, sam: str) -> str:
+    """What one record measured: the photo, the full setting and the SAM checkpoint (by name and size)."""
+    return json.dumps({"photo": str(photo.path), "config": asdict(config), "sam": sam}, sort_keys=True)
 
+
+def read_records(path: Path) -> dict[str, dict[str, object]]:
+    """Records of earlier runs by :func:`record_key`; a line cut short by a kill is ignored."""
+    records: dict[str, dict[str, object]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+                records[record["key"]] = record
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # the last line of a killed run: measured again
+    return records
+
+
+def run_proposal_bench(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPhoto], settings: Sequence[str],
+                       records_path: str | Path, progress: bool = True,
+                       log: Callable[[str], None] = print) -> ProposalBenchResult:
+    """Per photo: encode it once with the SAM checkpoint, then time and score each setting on it.
+
+    Each (photo, setting) measurement is appended to ``records_path`` (JSON lines) as it is made,
+    and measurements found there are not made again: a killed run resumes where it stopped, and a
+    larger ``photos`` list extends an earlier run. Only one photo is held in memory at a time."""
     if not photos:
         raise ValueError("no annotated photos to measure on")
     configs = [setting_config(setting) for setting in settings]  # bad settings fail before any work
-    tokenizer = build_region_tokenizer(SamBackboneConfig(name_or_path=str(sam_checkpoint)))
-    proposer = RegionProposer(tokenizer)
-    images = [load_image(photo.path) for photo in photos]
-    embeddings: list[SamImageEmbedding] = []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for image in tqdm(images, desc="encode photos", unit="photo", disable=not progress):
-            embeddings.append(tokenizer.encode_image(image))
-    result = ProposalBenchResult(machine=machine_info(), photos=len(photos),
-                                 annotated_boxes=int(sum(len(photo.boxes) for photo in photos)),
-                                 encode_seconds_per_photo=(time.perf_counter() - start) / len(photos))
-    for setting, config in zip(settings, configs, strict=True):
-        overlaps, counts, seconds = [], [], 0.0
-        for photo, image, embedding in tqdm(list(zip(photos, images, embeddings, strict=True)),
-                                            desc=setting or "default", unit="photo", disable=not progress):
-            start = time.perf_counter()
-            proposals = proposer(embedding, config, image=image)
-            seconds += time.perf_counter() - start
-            overlaps.append(best_overlaps(photo.boxes, proposals.boxes))
-            counts.append(len(proposals))
-        result.settings.append(summarise(setting, config, photos, overlaps, counts, seconds))
+    path = Path(records_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records, sam = read_records(path), f"{Path(sam_checkpoint).name}:{Path(sam_checkpoint).stat().st_size}"
+    todo = [photo for photo in photos if any(record_key(photo, c, sam) not in records for c in configs)]
+    if len(todo) < len(photos):
+        log(f"{len(photos) - len(todo)} of {len(photos)} photos already measured in {path}")
+    if todo:
+        _measure(sam_checkpoint, todo, configs, sam, records, path, progress)
+    rows = [[records[record_key(photo, config, sam)] for photo in photos] for config in configs]
+    result = ProposalBenchResult(
+        machine=machine_info(), photos=len(photos), annotated_boxes=int(sum(len(photo.boxes) for photo in photos)),
+        encode_seconds_per_photo=float(np.mean([record["encode_seconds"] for record in rows[0]])))
+    for setting, config, measured in zip(settings, configs, rows, strict=True):
+        result.settings.append(summarise(setting, config, photos,
+                                         [np.asarray(record["overlaps"], float) for record in measured],
+                                         [int(record["boxes"]) for record in measured],
+                                         float(sum(record["seconds"] for record in measured))))
         log(format_row(result.settings[-1]))
     return result
+
+
+def _measure(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPhoto], configs: Sequence[AutoProposalConfig],
+             sam: str, records: dict[str, dict[str, object]], path: Path, progress: bool) -> None:
+    """Measure the settings missing from ``records`` on each photo, appending each record to ``path``."""
+    from regionspot.backbones.sam import build_region_tokenizer
+    from regionspot.config import SamBackboneConfig
+
+    tokenizer = build_region_tokenizer(SamBackboneConfig(name_or_path=str(sam_checkpoint)))
+    proposer = RegionProposer(tokenizer)
+    with path.open("a+") as out, torch.inference_mode():
+        if out.tell() and (out.seek(out.tell() - 1), out.read(1))[1] != "\n":
+            out.write("\n")  # end the line a killed run left half written
+        for photo in tqdm(photos, desc="photos", unit="photo", disable=not progress):
+            image = load_image(photo.path)
+            start = time.perf_counter()
+            embedding = tokenizer.encode_image(image)
+            encode_seconds = time.perf_counter() - start
+            for config in configs:
+                key = record_key(photo, config, sam)
+                if key in records:
+                    continue
+                start = time.perf_counter()
+                proposals = proposer(embedding, config, image=image)
+                records[key] = {"key": key, "encode_seconds": encode_seconds, "boxes": len(proposals),
+                                "seconds": time.perf_counter() - start,
+                                "overlaps": best_overlaps(photo.boxes, proposals.boxes).tolist()}
+                out.write(json.dumps(records[key]) + "\n")
+                out.flush()
 
 
 def format_row(row: SettingResult, width: int = 44) -> str:

@@ -69,6 +69,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                 "points_per_side=32 and preset=recall)")
     proposals.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     proposals.add_argument("--out", default="bench-results/proposals.json", help="JSON output")
+    proposals.add_argument("--records", help="per-photo measurements, one JSON line each, read back to resume "
+                                             "a stopped run or extend it to more photos (default: OUT with "
+                                             "the suffix .records.jsonl)")
     add_progress_argument(proposals)
     proposals.set_defaults(handler=run_proposals)
 
@@ -137,7 +140,8 @@ def run_proposals(args: argparse.Namespace) -> int:
     for setting in settings:
         setting_config(setting)  # a bad setting fails before any work
     photos = read_annotated_photos(args.annotations, args.images, args.limit)
-    result = run_proposal_bench(args.sam, photos, settings, progress=not args.no_progress,
+    records = args.records or str(Path(args.out).with_suffix(".records.jsonl"))
+    result = run_proposal_bench(args.sam, photos, settings, records, progress=not args.no_progress,
                                 log=lambda line: print(line, file=sys.stderr))
     print(format_table(result))
     write_json(result, args.out)

@@ -76,3 +76,25 @@ def test_bench_proposals_measures_each_setting(mobile_sam_checkpoint: Path, coco
     assert main(["bench", "proposals", "--sam", str(mobile_sam_checkpoint), "--setting", "points_per_side=0",
                  "--annotations", str(coco_sample / "annotations.json")]) == 2
     assert "points_per_side must be a positive integer" in capsys.readouterr().err
+
+
+def test_bench_proposals_resumes_from_its_records(mobile_sam_checkpoint: Path, coco_sample: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    """A second run reuses the first run's per-photo records and measures only the new photos; a
+    line cut short by a kill is measured again."""
+    out, records = tmp_path / "proposals.json", tmp_path / "proposals.records.jsonl"
+    command = ["bench", "proposals", "--sam", str(mobile_sam_checkpoint), "--annotations",
+               str(coco_sample / "annotations.json"), "--images", str(coco_sample / "images"),
+               "--setting", "points_per_side=4", "--no-progress", "--out", str(out)]
+    assert main([*command, "--limit", "1"]) == 0
+    first = json.loads(out.read_text())["settings"][0]
+    assert len(records.read_text().splitlines()) == 1
+    records.write_text(records.read_text() + '{"key": "cut sh')  # a record half written when killed
+    capsys.readouterr()
+    assert main([*command, "--limit", "2"]) == 0
+    assert "1 of 2 photos already measured" in capsys.readouterr().err
+    lines = [json.loads(line) for line in records.read_text().splitlines()[2:]]
+    assert len(lines) == 1  # only the second photo was measured
+    assert main([*command, "--limit", "1"]) == 0  # all from the records: the same answer as measured
+    again = json.loads(out.read_text())["settings"][0]
+    assert (again["recall_50"], again["boxes_per_photo"]) == (first["recall_50"], first["boxes_per_photo"])
