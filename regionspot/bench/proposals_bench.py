@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,9 +122,9 @@ def record_key(photo: AnnotatedPhoto, config: AutoProposalConfig, sam: str) -> s
     return json.dumps({"photo": str(photo.path), "config": asdict(config), "sam": sam}, sort_keys=True)
 
 
-def read_records(path: Path) -> dict[str, dict[str, object]]:
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
     """Records of earlier runs by :func:`record_key`; a line cut short by a kill is ignored."""
-    records: dict[str, dict[str, object]] = {}
+    records: dict[str, dict[str, Any]] = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -167,7 +168,7 @@ def run_proposal_bench(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPho
 
 
 def _measure(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPhoto], configs: Sequence[AutoProposalConfig],
-             sam: str, records: dict[str, dict[str, object]], path: Path, progress: bool) -> None:
+             sam: str, records: dict[str, dict[str, Any]], path: Path, progress: bool) -> None:
     """Measure the settings missing from ``records`` on each photo, appending each record to ``path``."""
     from regionspot.backbones.sam import build_region_tokenizer
     from regionspot.config import SamBackboneConfig
