@@ -116,6 +116,25 @@ def mobile_sam_model(mobile_sam_checkpoint: Path, tiny_clip_dir: Path, text_cach
     )
 
 
+#: The fused head of the tiny ONNX export (small, so its scores are not all saturated).
+TINY_HEAD = ("fusion.depth=2", "fusion.heads=4", "fusion.ffn_dim=64", "fusion.logit_scale=5")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_export(tiny_sam_dir: Path, tiny_clip_dir: Path, text_cache_dir: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``regionspot export onnx`` of an untrained head on the tiny SAM and CLIP (about 30 s here):
+    a folder that is both a checkpoint and an ONNX export. Skipped without the onnx extra."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from regionspot.cli.main import main
+
+    folder = tmp_path_factory.mktemp("tiny_onnx") / "export"
+    assert main(["export", "onnx", "--untrained", "--sam", str(tiny_sam_dir), "--clip", str(tiny_clip_dir),
+                 "--set", f"text.cache_dir={text_cache_dir}", *TINY_HEAD, "--out", str(folder)]) == 0
+    return folder
+
+
 def add_to_hub_cache(cache: Path, repo_id: str, write: object) -> Path:
     """Lay out ``repo_id`` in a Hugging Face hub cache folder; ``write(folder)`` fills its snapshot."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))

@@ -296,13 +296,13 @@ class SamPromptHead(nn.Module):
         return token, masks, iou[rows, choice]
 
     def _hypernetwork(self, mask_token: torch.Tensor, choice: torch.Tensor) -> torch.Tensor:
-        """Run each box's chosen mask token through that token's hypernetwork MLP: ``[n, C/8]``."""
+        """Run each box's chosen mask token through that token's hypernetwork MLP: ``[n, C/8]``.
+        (Every MLP on every row, then a gather: no data-dependent shapes, so it exports to ONNX.)"""
         mlps = self.mask_decoder.output_hypernetworks_mlps
-        out = mask_token.new_empty(mask_token.shape[0], self.hypernet_dim)
-        for index in choice.unique().tolist():
-            rows = choice == index
-            out[rows] = mlps[index](mask_token[rows])
-        return out
+        if not self.multimask:
+            return mlps[0](mask_token)  # the choice is always token 0
+        outputs = torch.stack([mlp(mask_token) for mlp in mlps], dim=1)  # [n, M, C/8]
+        return outputs[torch.arange(mask_token.shape[0], device=choice.device), choice]
 
     def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Upscale the transformer's image tokens ``[n, h*w, C]`` 4x and take the dot product with

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         convert_official_cmd,
         download_cmd,
         eval_cmd,
+        export_cmd,
         extract_cmd,
         find_cmd,
         info_cmd,
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"regionspot {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (predict_cmd, find_cmd, predict_batch_cmd, info_cmd, bench_cmd, train_cmd, eval_cmd, convert_cmd,
-                   convert_official_cmd, extract_cmd, serve_cmd, download_cmd):
+                   convert_official_cmd, extract_cmd, export_cmd, serve_cmd, download_cmd):
         module.add_parser(commands)
     return parser
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from regionspot.config import ClipBackboneConfig, SamBackboneConfig
 from regionspot.devices import PRECISIONS as PRECISION_CHOICES
 from regionspot.model.recognizer import METHODS as METHOD_CHOICES
+from regionspot.model.recognizer import RUNTIMES as RUNTIME_CHOICES
 from regionspot.presets import VARIANTS as VARIANT_CHOICES
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, method: bool = True,
         return
     group.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                        help="fp32, or bf16/fp16 under autocast (fp16 needs a GPU); scores stay float32")
+    group.add_argument("--runtime", choices=RUNTIME_CHOICES, default="torch",
+                       help="torch, or onnx: run a folder written by 'regionspot export onnx' (given as "
+                            "--checkpoint) in onnxruntime, on the CPU")
     if method:
         group.add_argument("--method", choices=METHOD_CHOICES,
                            help="regionspot (a head), clip-mask-crop or clip-crop (zero-shot CLIP on each region's "
@@ -77,6 +81,8 @@ def model_source_from_args(args: argparse.Namespace, overrides: list[str] | None
         given["method"] = args.method
     if getattr(args, "precision", None) not in (None, "fp32"):
         given["precision"] = args.precision
+    if getattr(args, "runtime", None) not in (None, "torch"):
+        given["runtime"] = args.runtime
     return dataclasses.replace(base, **given, overrides=[*base.overrides, *(overrides or [])])
 
 

@@ -64,9 +64,11 @@ def default_image_id(image_path: str) -> int:
 
 def model_summary(description: dict[str, Any]) -> dict[str, Any]:
     """What the output documents say about the model: method, trained or not, origin, scores,
-    and the input mode (``native`` for a recognizer without one)."""
+    the input mode (``native`` for a recognizer without one) and, for an ONNX export run in
+    onnxruntime, ``runtime: onnx``."""
     summary = {key: description[key] for key in ("method", "trained", "origin", "score_kind")}
-    return {**summary, "inputs": description.get("inputs", "native")}
+    runtime = {"runtime": description["runtime"]} if "runtime" in description else {}
+    return {**summary, "inputs": description.get("inputs", "native"), **runtime}
 
 
 def method_caption(description: dict[str, Any]) -> str:

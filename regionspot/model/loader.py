@@ -35,7 +35,7 @@ from regionspot.config import (
     as_zero_shot_method,
 )
 from regionspot.devices import check_precision, choose_device
-from regionspot.model.recognizer import METHODS
+from regionspot.model.recognizer import METHODS, RUNTIMES
 from regionspot.model.regionspot import RegionSpot, decoder_eps
 from regionspot.model.zero_shot import ZeroShotCLIP
 from regionspot.presets import BY_VARIANT
@@ -62,7 +62,8 @@ class ModelSource:
     ``clip-mask-crop``; None: the source's own). ``variant``: a variant of :mod:`regionspot.presets`
     (``bb``/``bl``/``bl336``) for an authors' file whose shapes cannot tell (None: read from the
     file). ``precision``: ``fp32``, ``bf16`` or ``fp16``. ``overrides``: dotted ``key=value``
-    changes of the model config.
+    changes of the model config. ``runtime``: ``torch``, or ``onnx`` for a folder written by
+    ``regionspot export onnx`` run in onnxruntime (CPU, fp32; :mod:`regionspot.model.onnx_runtime`).
     """
 
     checkpoint: str | None = None
@@ -74,6 +75,7 @@ class ModelSource:
     seed: int = 0
     precision: str = "fp32"
     overrides: list[str] = field(default_factory=list)
+    runtime: str = "torch"
 
 
 def stderr_log(message: str) -> None:
@@ -96,6 +98,8 @@ def load(checkpoint: str | Path | ModelSource | None = None, *, device: str | to
                              sam=sam, clip=clip, method=method, overrides=list(overrides))
     if precision is not None:
         source = dataclasses.replace(source, precision=precision)
+    if source.runtime == "onnx":
+        device = _onnx_device(device, source.precision)
     target = choose_device(device)
     check_precision(source.precision, target)
     model = build_model(source, log=log)
@@ -146,6 +150,14 @@ def unrecorded_decoder_eps(model: Model) -> float | None:
 
 def check_source(source: ModelSource) -> None:
     """ConfigError for contradictory or unknown choices."""
+    if source.runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {source.runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if source.runtime == "onnx":
+        given = [name for name, value in (("--untrained", source.untrained), ("--sam", source.sam),
+                                          ("--clip", source.clip)) if value]
+        if source.checkpoint is None or given or source.method not in (None, "regionspot"):
+            raise ConfigError("--runtime onnx runs a folder written by 'regionspot export onnx' as it was exported: "
+                              "give it as --checkpoint, without " + (", ".join(given) or "--method"))
     if source.method is not None and source.method not in METHODS:
         raise ConfigError(f"unknown method {source.method!r}; choose one of {', '.join(METHODS)}")
     if source.untrained and source.checkpoint is not None:
@@ -156,6 +168,11 @@ def check_source(source: ModelSource) -> None:
 
 
 def _build(source: ModelSource, log: Log | None) -> Model:
+    if source.runtime == "onnx":
+        from regionspot.model.onnx_runtime import load_onnx_model
+
+        assert source.checkpoint is not None  # check_source
+        return load_onnx_model(source.checkpoint, overrides=source.overrides)
     backbones = backbone_overrides(source)
     if source.untrained:
         if log is not None:
@@ -174,6 +191,19 @@ def _build(source: ModelSource, log: Log | None) -> Model:
     if path.is_file():
         return load_official(path, source.variant, [*backbones, *source.overrides], log)
     return RegionSpot.from_pretrained(source.checkpoint, overrides=[*backbones, *source.overrides])
+
+
+def _onnx_device(device: str | torch.device, precision: str) -> str:
+    """``cpu``: the one device and precision (fp32) the ONNX runtime runs in; DeviceError else."""
+    from regionspot.devices import DeviceError
+
+    if str(device).strip().lower() not in ("auto", "cpu"):
+        raise DeviceError(f"--runtime onnx runs on the CPU (onnxruntime's CPU provider), not {device!r}; use "
+                          "--device cpu, or the torch runtime on a GPU")
+    if precision != "fp32":
+        raise DeviceError(f"--runtime onnx runs the exported float32 graphs; precision {precision!r} is for the "
+                          "torch runtime")
+    return "cpu"
 
 
 def backbone_overrides(source: ModelSource) -> list[str]:
@@ -226,9 +256,12 @@ def recognizer_for_method(method: str, model: Model) -> Model:
 
 
 def describe_origin(model: Model) -> str:
-    """One line: which method answers, and where its weights come from."""
+    """One line: which method answers, and where its weights come from (and, for an ONNX
+    export, that onnxruntime runs it)."""
     origin = model.origin
     backbones = f"SAM {model.config.sam.name_or_path}, CLIP {model.config.clip.name_or_path}"
+    if "onnx_export" in origin:
+        backbones += f"; ONNX export {origin['onnx_export']} in onnxruntime"
     if model.method != "regionspot":
         return f"zero-shot {model.method} (CLIP on each region's crop, no trained head; {backbones})"
     head = origin.get("head")

@@ -20,6 +20,8 @@ from regionspot.backbones.protocols import RegionTokenizer, TextEmbedder
 
 #: The methods a recognizer can be: the trained head, or CLIP zero-shot on crops (paper Table 1).
 METHODS: tuple[str, ...] = ("regionspot", "clip-crop", "clip-mask-crop")
+#: How a model can be run: PyTorch, or the graphs of ``regionspot export onnx`` in onnxruntime.
+RUNTIMES: tuple[str, ...] = ("torch", "onnx")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from regionspot.config import (
 )
 from regionspot.devices import full_precision
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
-from regionspot.model.fusion import RegionFusion, count_parameters
+from regionspot.model.fusion import OnnxFusion, RegionFusion, count_parameters
 from regionspot.model.recognizer import RegionBatch, RegionScores
 from regionspot.model.text_memo import TextEmbeddingMemo
 from regionspot.ops.official_inputs import (
@@ -59,7 +59,7 @@ class RegionSpot(nn.Module):
         region_tokenizer: RegionTokenizer,
         image_encoder: ImageMemoryEncoder | None,
         text_embedder: TextEmbedder,
-        fusion: RegionFusion | None = None,
+        fusion: RegionFusion | OnnxFusion | None = None,
     ) -> None:
         super().__init__()
         self.config = config

@@ -107,7 +107,7 @@ def create_app(model: Model, config: ServeConfig | None = None, *,
 
 def info_document(model: Model, limits: ServeLimits, cache_size: int) -> dict[str, Any]:
     """The body of ``GET /v1/info``: what answers (``method``, ``trained``, ``model`` in words,
-    ``score_kind``), backbones, built-in vocabularies, limits."""
+    ``score_kind``, ``runtime``: torch or onnx), backbones, built-in vocabularies, limits."""
     from regionspot.model.loader import describe_origin
 
     description = model.describe()
@@ -117,6 +117,7 @@ def info_document(model: Model, limits: ServeLimits, cache_size: int) -> dict[st
         "trained": description["trained"],
         "model": describe_origin(model),
         "score_kind": description["score_kind"],
+        "runtime": description.get("runtime", "torch"),
         "attention": model.has_attention,
         "backbones": jsonable_encoder(description["backbones"]),
         "vocabularies": scorable_vocabularies(model),

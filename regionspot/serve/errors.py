@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from regionspot.backbones.protocols import BackboneCapabilityError
 from regionspot.ops.boxes import BoxError
 from regionspot.ops.image import ImageLoadError
 from regionspot.ops.prompts import PromptError
@@ -34,6 +35,7 @@ _DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     VocabularyError: (422, "bad_vocabulary"),
     ImageLoadError: (422, "bad_image"),
     ProposalBackboneError: (501, "proposals_unavailable"),
+    BackboneCapabilityError: (501, "unsupported_by_model"),  # e.g. clicks on an ONNX export (after the above)
 }
 
 

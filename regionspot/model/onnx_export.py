@@ -1,0 +1,230 @@
+"""``regionspot export onnx``: a RegionSpot model as ONNX graphs plus its checkpoint, in one folder.
+
+The folder is an ordinary checkpoint (``config.json`` + ``model.safetensors``, so PyTorch still
+loads it) with the graphs of :mod:`regionspot.model.onnx_graphs` and ``onnx.json``, the manifest
+that :mod:`regionspot.model.onnx_runtime` reads: what each graph is, the pre-processing each
+tower expects (input sizes, mean/std), the backbones it was exported from, and the largest
+difference between onnxruntime and PyTorch measured on each graph at export, on a box count other
+than the one traced (so a dynamic count is checked every time).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from regionspot.backbones.onnx_backbones import OnnxGraph, import_onnxruntime
+from regionspot.backbones.sam_geometry import preprocess_image
+from regionspot.backbones.sam_prompt_head import SamRegionTokenizer
+from regionspot.config import ConfigError
+from regionspot.model.fusion import RegionFusion
+from regionspot.model.onnx_graphs import (
+    BoxDecoderGraph,
+    ClipMemoryGraph,
+    RegionHeadGraph,
+    RegionPathGraph,
+    SamImageEncoderGraph,
+)
+from regionspot.model.onnx_runtime import MANIFEST_FORMAT, MANIFEST_NAME
+from regionspot.model.recognizer import Recognizer
+from regionspot.model.regionspot import RegionSpot
+
+MANIFEST_VERSION = 1
+#: ONNX opset of the exported graphs (onnxruntime >= 1.16 runs it).
+OPSET = 18
+#: Loggers of torch's exporter and onnxscript's optimiser, quiet during export: their notes
+#: (torchvision ops this model never uses, constants not folded) are not for our users.
+EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+#: Largest difference from PyTorch an export accepts on any output of any graph.
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass
+class GraphSpec:
+    """One graph to export: its module, example inputs (by name), output names, dynamic axes."""
+
+    name: str
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    outputs: list[str]
+    dynamic: dict[str, dict[int, str]]
+
+
+def check_exporter() -> None:
+    """ConfigError saying how to install what torch's ONNX exporter needs, when it is missing."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"ONNX export needs the onnx extra ({exc.name} is missing): "
+                          "pip install 'regionspot[onnx]'") from None
+    import_onnxruntime()
+
+
+def example_inputs(model: RegionSpot, boxes: int, names: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Inputs every graph can be traced and checked on: a random 480x640 photo's pixels for both
+    towers, its SAM embedding and CLIP memory, ``boxes`` boxes in SAM's input frame and ``names``
+    unit text embeddings."""
+    tokenizer = _sam_tokenizer(model)
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (480, 640, 3), dtype=torch.uint8, generator=generator).numpy()
+    pixels, input_size = preprocess_image(image, tokenizer.image_input_size)
+    with torch.no_grad():
+        embeddings = tokenizer.image_encoder(pixels)
+    corner = torch.rand(boxes, 2, generator=generator) * torch.tensor(input_size[::-1]) * 0.7
+    extent = torch.rand(boxes, 2, generator=generator) * torch.tensor(input_size[::-1]) * 0.3 + 4
+    text = torch.nn.functional.normalize(torch.randn(names, model.config.fusion.text_dim, generator=generator), dim=-1)
+    inputs = {"sam_pixels": pixels, "embeddings": embeddings, "boxes": torch.cat([corner, corner + extent], 1),
+              "text": text}
+    if model.image_encoder is not None:
+        pixels = model.image_encoder.preprocess(image)
+        inputs["clip_pixels"] = torch.stack([pixels, pixels.flip(-1)])  # two images: the batch size stays dynamic
+        with torch.no_grad():
+            inputs["memory"] = model.image_encoder.encode_image(inputs["clip_pixels"][:1])
+    return inputs
+
+
+def graph_specs(model: RegionSpot, inputs: dict[str, torch.Tensor]) -> list[GraphSpec]:
+    """The graphs of :mod:`regionspot.model.onnx_graphs` for ``model``, with example inputs."""
+    tokenizer, fusion = _sam_tokenizer(model), _torch_fusion(model)
+    boxes = {"embeddings": inputs["embeddings"], "boxes": inputs["boxes"]}
+    per_box = {"boxes": {0: "regions"}}
+    memory = {"memory": inputs["memory"]} if "memory" in inputs else {}
+    with torch.no_grad():
+        tokens = tokenizer.head(inputs["embeddings"], inputs["boxes"], with_masks=False).tokens
+    # the head is traced on two images (a size of 1 would be fixed in the graph): each region
+    # alone is a batch of one-region images (predict's together=False)
+    head_inputs = {"tokens": torch.stack([tokens, tokens.flip(0)]),
+                   **({"memory": memory["memory"].expand(2, -1, -1)} if memory else {})}
+    specs = [GraphSpec("sam_image_encoder", SamImageEncoderGraph(tokenizer.image_encoder),
+                       {"pixels": inputs["sam_pixels"]}, ["embeddings"], {})]
+    if model.image_encoder is not None:
+        specs.append(GraphSpec("clip_image_memory", ClipMemoryGraph(model.image_encoder),  # type: ignore[arg-type]
+                               {"pixels": inputs["clip_pixels"]}, ["memory"], {"pixels": {0: "images"}}))
+    specs += [
+        GraphSpec("sam_box_tokens", BoxDecoderGraph(tokenizer.head, with_masks=False), boxes,
+                  ["tokens", "mask_scores"], per_box),
+        GraphSpec("sam_box_masks", BoxDecoderGraph(tokenizer.head, with_masks=True), boxes,
+                  ["tokens", "mask_scores", "mask_logits"], per_box),
+        GraphSpec("region_head", RegionHeadGraph(fusion), head_inputs,
+                  ["embeddings", "attention"] if memory else ["embeddings"],
+                  {"tokens": {0: "images", 1: "regions"}, **({"memory": {0: "images"}} if memory else {})}),
+        GraphSpec("region_path", RegionPathGraph(tokenizer.head, fusion),
+                  {**boxes, "text": inputs["text"], **memory}, ["scores", "mask_logits", "mask_scores"],
+                  {**per_box, "text": {0: "names"}}),
+    ]
+    return specs
+
+
+@contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Only errors from the loggers ``names`` while the block runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def export_graph(spec: GraphSpec, path: Path) -> None:
+    """Trace ``spec.module`` with torch.export and write it as ONNX to ``path``."""
+    names = list(spec.inputs)
+    dims: dict[str, Any] = {}
+    dynamic_shapes = tuple({axis: dims.setdefault(label, torch.export.Dim(label, min=1))
+                            for axis, label in spec.dynamic.get(name, {}).items()} or None for name in names)
+    with warnings.catch_warnings(), quiet_loggers(*EXPORTER_LOGGERS), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(spec.module.eval(), tuple(spec.inputs.values()), input_names=names,
+                                    output_names=spec.outputs, dynamic_shapes=dynamic_shapes, opset_version=OPSET,
+                                    dynamo=True, verbose=False, external_data=False)
+    assert program is not None  # dynamo=True always returns the program
+    program.save(str(path))
+
+
+def graph_difference(spec: GraphSpec, path: Path, inputs: dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference between onnxruntime on ``path`` and PyTorch on ``inputs``."""
+    got = OnnxGraph(path)(**inputs)
+    with torch.no_grad():
+        expected = spec.module(*inputs.values())
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    return max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
+
+
+def export_onnx(model: Recognizer, out: str | Path, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write ``model``'s checkpoint, graphs and manifest to ``out``; return the manifest. Each graph
+    is traced on 3 boxes and checked against PyTorch on 5 (ConfigError when a difference exceeds
+    :data:`PARITY_TOLERANCE`)."""
+    check_exporter()
+    if not isinstance(model, RegionSpot):
+        raise ConfigError("only a RegionSpot head exports to ONNX (give --checkpoint, or --untrained to try it)")
+    _torch_fusion(model)
+    model = model.to("cpu").float().eval()
+    folder = Path(out)
+    model.save_pretrained(folder)
+    traced, checked = example_inputs(model, boxes=3), example_inputs(model, boxes=5, names=4, seed=1)
+    graphs: dict[str, Any] = {}
+    for spec in graph_specs(model, traced):
+        path = folder / f"{spec.name}.onnx"
+        if log:
+            log(f"exporting {spec.name} -> {path}")
+        export_graph(spec, path)
+        check = next(s for s in graph_specs(model, checked) if s.name == spec.name)
+        difference = graph_difference(check, path, check.inputs)
+        if not difference <= PARITY_TOLERANCE:
+            raise ConfigError(f"{spec.name}: onnxruntime differs from PyTorch by {difference:.2e} "
+                              f"(more than {PARITY_TOLERANCE:g}); the export is not usable")
+        graphs[spec.name] = {"file": path.name, "inputs": list(spec.inputs), "outputs": spec.outputs,
+                             "max_abs_difference": difference}
+    manifest = manifest_for(model, graphs)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def manifest_for(model: RegionSpot, graphs: dict[str, Any]) -> dict[str, Any]:
+    """What the runtime needs besides the graphs (see the module docstring)."""
+    from regionspot import __version__
+
+    tokenizer = _sam_tokenizer(model)
+    clip = None
+    if model.image_encoder is not None:
+        encoder = model.image_encoder
+        mean, std = getattr(encoder, "mean", None), getattr(encoder, "std", None)
+        if mean is None or std is None:
+            raise ConfigError(f"ONNX export needs the CLIP adapter's pixel mean and std; {type(encoder).__name__} "
+                              "has no mean/std attributes")
+        clip = {"image_size": encoder.image_size, "width": encoder.width, "describe": encoder.describe(),
+                "mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    return {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "regionspot_version": __version__,
+            "opset": OPSET, "torch": torch.__version__, "graphs": graphs,
+            "sam": {"image_input_size": tokenizer.image_input_size, "token_dim": tokenizer.token_dim,
+                    "describe": tokenizer.describe()},
+            "clip": clip, "origin": dict(model.origin)}
+
+
+def _torch_fusion(model: RegionSpot) -> RegionFusion:
+    if not isinstance(model.fusion, RegionFusion):
+        raise ConfigError("this model already runs in onnxruntime; export the PyTorch checkpoint instead")
+    return model.fusion
+
+
+def _sam_tokenizer(model: RegionSpot) -> SamRegionTokenizer:
+    tokenizer = model.region_tokenizer
+    if not isinstance(tokenizer, SamRegionTokenizer):
+        raise ConfigError(f"ONNX export needs the built-in SAM adapter; {type(tokenizer).__name__} is not one")
+    return tokenizer
+
+
+__all__: Sequence[str] = ("export_onnx", "graph_specs")
