@@ -35,6 +35,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     predict.add_argument("--out", default="bench-results/predict.json", help="JSON output")
     predict.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the towers and head move there)")
+    predict.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
+                         help="also export the model to ONNX and time it in onnxruntime (default: on the CPU when "
+                              "the onnx extra is installed)")
     add_progress_argument(predict)
     predict.set_defaults(handler=run_predict)
     train = which.add_parser(
@@ -112,7 +115,7 @@ def run_predict(args: argparse.Namespace) -> int:
     image = load_image(args.image) if args.image else synthetic_image()
     result = run_predict_bench(args.sam, image, counts, args.vocab_size, args.repeats,
                                progress=_no_progress if args.no_progress else lambda m: print(m, file=sys.stderr),
-                               device=args.device, model=model)
+                               device=args.device, model=model, onnx=_with_onnx(args.onnx, args.device))
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
@@ -147,6 +150,20 @@ def run_proposals(args: argparse.Namespace) -> int:
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _with_onnx(asked: bool | None, device: str) -> bool:
+    """``--onnx``/``--no-onnx`` as given; by default on the CPU when the onnx extra is installed."""
+    import importlib.util
+
+    from regionspot.config import ConfigError
+
+    installed = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript", "onnxruntime"))
+    if asked and not installed:
+        raise ConfigError("--onnx needs the onnx extra: pip install 'regionspot[onnx]'")
+    if asked and device != "cpu":
+        raise ConfigError("--onnx times onnxruntime's CPU provider; use --device cpu")
+    return installed and device == "cpu" if asked is None else asked
 
 
 def _no_progress(message: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from regionspot.backbones.onnx_backbones import OnnxClipMemory, OnnxGraph, OnnxSamTokenizer
+from regionspot.backbones.protocols import TextEmbedder
 from regionspot.backbones.text import build_text_embedder
 from regionspot.config import ConfigError, apply_overrides, backbone_config
 from regionspot.model.checkpoint import read_checkpoint
@@ -67,10 +68,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_onnx_model(folder: str | Path, overrides: Sequence[str] = (), threads: int | None = None) -> OnnxRegionSpot:
+def load_onnx_model(folder: str | Path, overrides: Sequence[str] = (), threads: int | None = None,
+                    text_embedder: TextEmbedder | None = None) -> OnnxRegionSpot:
     """The export in ``folder`` (see the module docstring). ``overrides``: ``key=value`` changes of
     what stays outside the graphs (``text.*``, ``inputs``); ``threads``: onnxruntime intra-op
-    threads per graph (default: torch's)."""
+    threads per graph (default: torch's); ``text_embedder``: use this one instead of building the
+    config's (benchmarks inject theirs)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
     fixed = [item for item in overrides if not item.split("=", 1)[0].strip().startswith(OUTSIDE_THE_GRAPHS)]
@@ -90,9 +93,10 @@ def load_onnx_model(folder: str | Path, overrides: Sequence[str] = (), threads: 
     image_encoder = None if not clip else OnnxClipMemory(
         graphs["clip_image_memory"], image_size=int(clip["image_size"]), width=int(clip["width"]),
         mean=clip["mean"], std=clip["std"], described=clip["describe"])
-    built = backbone_config(config)
-    text = build_text_embedder(built.text, built.clip.name_or_path)
-    model = OnnxRegionSpot(config, tokenizer, image_encoder, text, fusion=OnnxFusion(config.fusion,
+    if text_embedder is None:
+        built = backbone_config(config)
+        text_embedder = build_text_embedder(built.text, built.clip.name_or_path)
+    model = OnnxRegionSpot(config, tokenizer, image_encoder, text_embedder, fusion=OnnxFusion(config.fusion,
                                                                                    graphs["region_head"]))
     model.origin = {**manifest.get("origin", {}), "onnx_export": str(folder)}
     return model

@@ -27,6 +27,14 @@ def test_bench_predict_writes_table_and_json(mobile_sam_checkpoint: Path, tmp_pa
     assert math.isfinite(document["marginal_region_over_clip_crop"])
     assert set(document["mask_paste_ms_per_region"]) == {"paste_masks", "sam_interpolation"}
     assert "pasting one region's mask" in table
+    compute = document["compute"]
+    assert compute["matmul_peak_gflops"] > 0 and set(compute["encoders"]) == {"sam", "clip"}
+    # papers quote multiply-accumulates: MobileSAM's encoder ~38 G (its paper), ViT-B/16 at 224 ~17.6 G; a FLOP
+    # count (torch's) is twice that
+    assert 65 < compute["encoders"]["sam"]["gflop"] < 90 and 30 < compute["encoders"]["clip"]["gflop"] < 40
+    onnx = document["onnx"]  # the onnx extra is installed with the test extras: on by default on the CPU
+    assert onnx["sam_image_encode_ms"] > 0 and [row["boxes"] for row in onnx["regions"]] == [1, 3]
+    assert "onnxruntime beside PyTorch" in table and "GFLOP/s" in table
 
 
 def test_bench_needs_a_sam_checkpoint(tmp_path: Path, capsys) -> None:
