@@ -52,3 +52,28 @@ def test_export_needs_a_head_and_an_out_folder(tiny_sam_dir: Path, tmp_path: Pat
     assert "only a RegionSpot head exports to ONNX" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", "onnx", "--untrained"])
+
+
+def test_predict_batch_and_eval_run_the_onnx_runtime(tiny_onnx_export: Path, coco_sample: Path,
+                                                     text_cache_dir: Path, tmp_path: Path) -> None:
+    """COCO-format ground-truth boxes through predict-batch and eval, each with both runtimes."""
+    outputs = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / f"{runtime}.json"
+        assert main(["predict-batch", "--data", str(coco_sample / "annotations.json"), "--checkpoint",
+                     str(tiny_onnx_export), "--runtime", runtime, "--max-images", "2", "--vocab", "cat, dog, pizza",
+                     "--set", f"text.cache_dir={text_cache_dir}", "--out", str(out), "--no-progress"]) == 0
+        outputs[runtime] = json.loads(out.read_text())
+    assert len(outputs["onnx"]) == len(outputs["torch"]) > 0
+    for ours, theirs in zip(outputs["torch"], outputs["onnx"], strict=True):
+        assert (ours["image_id"], ours["category_id"], ours["bbox"]) == (theirs["image_id"], theirs["category_id"],
+                                                                         theirs["bbox"])
+        assert abs(ours["score"] - theirs["score"]) <= 1e-4
+    metrics = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / f"eval-{runtime}"
+        assert main(["eval", "--data", str(coco_sample / "annotations.json"), "--checkpoint", str(tiny_onnx_export),
+                     "--runtime", runtime, "--max-images", "2", "--fixed-ap", "100", "--out", str(out),
+                     "--no-progress", "--set", f"text.cache_dir={text_cache_dir}"]) == 0
+        metrics[runtime] = json.loads((out / "metrics.json").read_text())["bbox"]["metrics"]
+    assert metrics["onnx"] == pytest.approx(metrics["torch"], abs=1e-3, nan_ok=True)  # no small objects: nan
