@@ -23,7 +23,9 @@ from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.image_run import (
     ImageOutput,
     build_setup,
+    image_workers,
     load_for_run,
+    load_job_image,
     process_image,
     run_counts,
     single_process,
@@ -91,7 +93,8 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     config = dataclasses.replace(config, method=config.method or cast(Method, model.method))
     setup = build_setup(config, model, box_source, jobs, names, category_ids, documents=output_format == "json")
     setup.example_ids = frozenset()
-    outputs = map_sharded(jobs, partial(process_image, setup=setup), ctx, progress=progress,
+    outputs = map_sharded(jobs, partial(process_image, setup=setup), ctx, load=load_job_image,
+                          workers=image_workers(config, ctx.device), progress=progress,
                           description=f"predict {config.method}")
     if outputs is None:
         return None

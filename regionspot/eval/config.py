@@ -74,6 +74,9 @@ class EvalConfig:
     ``max_images``: evaluate only the first N images by id. ``examples``: pictures drawn.
     ``method``: the recognizer that names the regions (None: the model's own: ``regionspot`` for
     a head, ``clip-mask-crop`` for the zero-shot default); ``model``: where the model comes from.
+    ``image_workers``: processes decoding the next images while the model works on the current
+    one (None: 2 on a GPU, where decoding would make the GPU wait, 0 on the CPU, where they would
+    compete with the model for the same cores).
     """
 
     annotations: str | None = None
@@ -87,6 +90,7 @@ class EvalConfig:
     max_images: int | None = None
     examples: int = 4
     save_detections: bool = False
+    image_workers: int | None = None
     model: ModelSource = field(default_factory=ModelSource)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     auto: AutoProposalConfig = field(default_factory=AutoProposalConfig)
@@ -105,6 +109,9 @@ def check_eval_config(config: EvalConfig) -> EvalConfig:
         _positive(config.max_images, "max_images")
     if config.examples < 0:
         raise ConfigError(f"examples must be >= 0, got {config.examples}")
+    if config.image_workers is not None and (isinstance(config.image_workers, bool) or config.image_workers < 0):
+        raise ConfigError(f"image_workers must be >= 0 (or unset: 2 on a GPU, 0 on the CPU), got "
+                          f"{config.image_workers!r}")
     if config.method is not None and config.method not in METHOD_CHOICES:
         raise ConfigError(f"method {config.method!r} is not one of {list(METHOD_CHOICES)}")
     if config.prompt not in PROMPT_CHOICES:

@@ -68,10 +68,22 @@ class RunSetup:
         return classes_per_box(len(self.vocabulary), self.protocol.pairs_per_image, self.protocol.pairs_per_box)
 
 
-def process_image(job: ImageJob, setup: RunSetup) -> ImageOutput:
-    """Boxes of the image -> classifier -> the image's best pairs as COCO detections."""
+def image_workers(config: EvalConfig, device: torch.device) -> int:
+    """``config.image_workers``, or by default 2 on a GPU and 0 on the CPU (see EvalConfig)."""
+    if config.image_workers is not None:
+        return config.image_workers
+    return 2 if device.type == "cuda" else 0
+
+
+def load_job_image(job: ImageJob) -> np.ndarray:
+    """The job's photo, HxWx3 uint8 (run ahead in background workers by the runs)."""
+    return job.load()
+
+
+def process_image(job: ImageJob, image: np.ndarray, setup: RunSetup) -> ImageOutput:
+    """The decoded ``image`` of ``job``: its boxes -> classifier -> the image's best pairs as
+    COCO detections."""
     start = time.perf_counter()
-    image = job.load()
     output = ImageOutput(job.image_id)
     result, scores = classify_image(job, image, setup, output)
     if result is not None:

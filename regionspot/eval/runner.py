@@ -31,7 +31,9 @@ from regionspot.eval.image_run import (
     ImageOutput,
     RunSetup,
     build_setup,
+    image_workers,
     load_for_run,
+    load_job_image,
     process_image,
     run_counts,
     single_process,
@@ -127,7 +129,8 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
                                       evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
                                       keep_all=bool(config.protocol.fixed_ap_budget or config.save_detections))
     loaded = time.perf_counter()
-    outputs = map_sharded(data.jobs, partial(process_image, setup=setup), ctx, progress=progress,
+    outputs = map_sharded(data.jobs, partial(process_image, setup=setup), ctx, load=load_job_image,
+                          workers=image_workers(config, ctx.device), progress=progress,
                           description=f"eval {config.method}")
     if outputs is None:
         return None

@@ -58,6 +58,18 @@ def test_a_dataset_with_ground_truth_boxes_as_coco_results(checkpoint, coco_samp
     assert all(len(r["bbox"]) == 4 and "segmentation" not in r for r in results)
 
 
+def test_background_image_workers_give_the_same_results(checkpoint, coco_sample, tmp_path) -> None:
+    """Photos decoded ahead by two DataLoader workers: the same detections as decoding in turn."""
+    results = []
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}.json"
+        assert main(["predict-batch", "--data", str(coco_sample / "annotations.json"), "--checkpoint",
+                     str(checkpoint), "--max-images", "3", "--vocab", "cat, dog", "--out", str(out), "--no-progress",
+                     "--set", f"image_workers={workers}"]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0] == results[1] and len({r["image_id"] for r in results[0]}) == 3
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--images", "{folder}", "--vocab", "cat", "--boxes", "gt"], "no ground-truth boxes"),
     (["--images", "{folder}"], "give --vocab"),

@@ -205,7 +205,7 @@ def oracle_outputs(config: EvalConfig, annotation: dict[str, Any]) -> tuple[Any,
     data = load_dataset(config)
     setup = RunSetup(classifier=OracleClassifier(annotation), box_source=BoxSource("gt", data.jobs),
                      vocabulary=data.vocabulary, category_ids=data.category_ids, protocol=config.protocol, masks=False)
-    return data, setup, [process_image(job, setup) for job in data.jobs]
+    return data, setup, [process_image(job, job.load(), setup) for job in data.jobs]
 
 
 def test_an_oracle_scores_ap_one_through_the_pipeline(coco_sample, annotation, tiny_clip_dir,
@@ -216,7 +216,7 @@ def test_an_oracle_scores_ap_one_through_the_pipeline(coco_sample, annotation, t
     assert metrics["AP"] == pytest.approx(1.0) and metrics["APs"] == pytest.approx(1.0)
     setup.protocol = ProtocolConfig(pairs_per_box=1)  # one name per box: the true one
     setup.category_ids = data.category_ids[1:] + data.category_ids[:1]  # vocabulary index -> the wrong id
-    wrong = evaluate_outputs(data, [process_image(job, setup) for job in data.jobs], config)[0]["bbox"]["metrics"]
+    wrong = evaluate_outputs(data, [process_image(job, job.load(), setup) for job in data.jobs], config)[0]["bbox"]["metrics"]
     assert wrong["AP"] == 0.0
 
 

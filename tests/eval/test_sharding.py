@@ -8,9 +8,15 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from regionspot.eval.sharding import interleave, map_sharded, shard_indices
+from regionspot.datasets.coco_format import DatasetError
+from regionspot.eval.jobs import ImageJob
+from regionspot.eval.sharding import interleave, map_sharded, prefetched, shard_indices
+from regionspot.ops.image import load_image
 from regionspot.processes import DistributedContext
 
 
@@ -27,7 +33,41 @@ def test_shards_cover_every_item_once_and_merge_in_order() -> None:
 
 
 def test_single_process_map_keeps_order() -> None:
-    assert map_sharded(list("abc"), str.upper, DistributedContext(), progress=False) == ["A", "B", "C"]
+    assert map_sharded(list("abc"), lambda item, loaded: item + loaded, DistributedContext(), load=str.upper,
+                       progress=False) == ["aA", "bB", "cC"]
+
+
+def decode(job: ImageJob) -> np.ndarray:
+    """A module-level loader (worker processes pickle it)."""
+    return job.load()
+
+
+def test_background_decoding_gives_the_same_images_in_order(coco_sample: Path) -> None:
+    """Two DataLoader workers decode the photos ahead: the same arrays, in the same order, as
+    decoding them in this process."""
+    paths = sorted((coco_sample / "images").iterdir())[:5]
+    jobs = [ImageJob(index, path.name, path, *load_image(path).shape[:2]) for index, path in enumerate(paths)]
+    here = list(prefetched(jobs, decode, workers=0))
+    ahead = list(prefetched(jobs, decode, workers=2))
+    assert [index for index, _ in ahead] == [index for index, _ in here] == list(range(5))
+    for (_, mine), (_, theirs) in zip(here, ahead, strict=True):
+        assert isinstance(theirs, np.ndarray) and theirs.dtype == np.uint8  # passed as decoded, not as tensors
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_worker_error_is_raised_as_itself(coco_sample: Path, tmp_path: Path) -> None:
+    """A photo that does not match its annotation fails in a worker as the same one-line
+    DatasetError a single process gives, when its turn comes."""
+    good = sorted((coco_sample / "images").iterdir())[0]
+    height, width = load_image(good).shape[:2]
+    jobs = [ImageJob(0, good.name, good, height, width), ImageJob(1, good.name, good, height + 1, width)]
+    seen = []
+    with pytest.raises(DatasetError, match="but the annotation says"):
+        for index, _ in prefetched(jobs, decode, workers=2):
+            seen.append(index)
+    assert seen == [0]
+    with pytest.raises(ValueError, match="workers"):
+        list(prefetched(jobs, decode, workers=-1))
 
 
 def _launch(args: list[str], nproc: int) -> subprocess.Popen:
