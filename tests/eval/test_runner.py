@@ -216,7 +216,8 @@ def test_an_oracle_scores_ap_one_through_the_pipeline(coco_sample, annotation, t
     assert metrics["AP"] == pytest.approx(1.0) and metrics["APs"] == pytest.approx(1.0)
     setup.protocol = ProtocolConfig(pairs_per_box=1)  # one name per box: the true one
     setup.category_ids = data.category_ids[1:] + data.category_ids[:1]  # vocabulary index -> the wrong id
-    wrong = evaluate_outputs(data, [process_image(job, job.load(), setup) for job in data.jobs], config)[0]["bbox"]["metrics"]
+    outputs = [process_image(job, job.load(), setup) for job in data.jobs]
+    wrong = evaluate_outputs(data, outputs, config)[0]["bbox"]["metrics"]
     assert wrong["AP"] == 0.0
 
 
