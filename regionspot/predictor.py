@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from regionspot.backbones.protocols import (
+    BATCH_SAM,
     PREDICT_CLICKS,
     PREDICT_SAM,
     PREDICT_TEXT,
@@ -153,6 +154,27 @@ class RegionPredictor:
                 sam_embedding = model.region_tokenizer.encode_image(frame)
             context = model.encode_context(frame)
         return EncodedImage(image=image, sam=sam_embedding, context=context)
+
+    @torch.inference_mode()
+    def encode_many(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """:meth:`encode` of several HxWx3 uint8 images, each tower run once on the batch (SAM
+        one image at a time when its adapter cannot batch: ``BATCH_SAM``). Equal to encoding
+        them one by one, up to float rounding; no state change (see :meth:`set_encoded`)."""
+        model = self.model
+        frames = [model.input_frame(image) for image in images]
+        with autocast(model.device, model.precision):
+            tokenizer = model.region_tokenizer
+            if BATCH_SAM.provided_by(tokenizer):
+                sam = tokenizer.encode_images(frames)
+            else:
+                sam = [tokenizer.encode_image(frame) for frame in frames]
+            contexts = model.encode_contexts(frames)
+        return [EncodedImage(image=image, sam=embedding, context=context)
+                for image, embedding, context in zip(images, sam, contexts, strict=True)]
+
+    def set_encoded(self, encoded: EncodedImage) -> None:
+        """Make ``encoded`` (from :meth:`encode` or :meth:`encode_many`) the current image."""
+        self.encoded = encoded
 
     def reset_image(self) -> None:
         self.encoded = None

@@ -143,3 +143,29 @@ def test_grayscale_rgba_and_corrupt_images(mobile_sam_model, photo_and_boxes, tm
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     with pytest.raises(ImageLoadError, match=r"broken\.jpg"):
         predictor.set_image(tmp_path / "broken.jpg")
+
+
+def test_encoding_images_in_a_batch_equals_one_by_one(mobile_sam_model, coco_sample: Path) -> None:
+    """Two photos of different sizes through both towers as one batch: the same SAM embeddings
+    and CLIP memories as encoding each alone (float rounding), and ``set_encoded`` answers as
+    ``set_image`` does."""
+    from regionspot.ops.image import load_image
+
+    paths = sorted((coco_sample / "images").iterdir())
+    photos = [load_image(path) for path in paths[:8]]
+    photos = [photos[0], next(photo for photo in photos if photo.shape != photos[0].shape)]
+    predictor = mobile_sam_model.predictor()
+    batched = predictor.encode_many(photos)
+    for photo, together in zip(photos, batched, strict=True):
+        alone = predictor.encode(photo)
+        assert together.sam.original_size == alone.sam.original_size == photo.shape[:2]
+        assert together.sam.input_size == alone.sam.input_size
+        torch.testing.assert_close(together.sam.embeddings, alone.sam.embeddings, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(together.context, alone.context, atol=1e-4, rtol=1e-4)
+    boxes = np.array([[10.0, 20.0, 200.0, 300.0], [50.0, 60.0, 300.0, 400.0]])
+    predictor.set_encoded(batched[1])
+    from_batch = predictor.predict(boxes, ["cat", "dog", "person"], topk=3)
+    predictor.set_image(photos[1])
+    alone_result = predictor.predict(boxes, ["cat", "dog", "person"], topk=3)
+    np.testing.assert_allclose(from_batch.topk_scores, alone_result.topk_scores, atol=1e-4)
+    np.testing.assert_array_equal(from_batch.topk_ids, alone_result.topk_ids)

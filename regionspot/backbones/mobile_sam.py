@@ -19,7 +19,8 @@ from regionspot.backbones.sam_convert import (
     sam_config_from_original,
     split_original,
 )
-from regionspot.backbones.sam_prompt_head import SamPromptHead, SamRegionTokenizer
+from regionspot.backbones.sam_prompt_head import SamPromptHead
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.backbones.tiny_vit import TinyViT, tiny_vit_5m, tiny_vit_state_dict
 from regionspot.weights import CheckpointError, load_strict
 

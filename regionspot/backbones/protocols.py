@@ -37,7 +37,7 @@ not have it"):
 
 One CLIP adapter may serve both of the last two (the built-in
 :class:`~regionspot.backbones.clip_vision.ClipVisionMemory` does), and one SAM adapter both of
-the first two (the built-in :class:`~regionspot.backbones.sam_prompt_head.SamRegionTokenizer`
+the first two (the built-in :class:`~regionspot.backbones.sam_tokenizer.SamRegionTokenizer`
 does). Members are looked up on the adapter object as Python does (``getattr``), so a
 delegating ``__getattr__`` counts.
 
@@ -137,6 +137,16 @@ class CropPromptable(PointPromptable, Protocol):
 
     def encode_image(self, image: np.ndarray) -> SamImageEmbedding:
         """HxWx3 uint8 (a crop of the image) -> its embedding, as :meth:`RegionTokenizer.encode_image`."""
+        ...
+
+
+@runtime_checkable
+class BatchImageEncodable(Protocol):
+    """SAM-family side, optional: encode several images in one forward (``predict-batch`` and
+    ``eval`` batch images this way; without it they encode one image at a time)."""
+
+    def encode_images(self, images: Sequence[np.ndarray]) -> list[SamImageEmbedding]:
+        """HxWx3 uint8 images (sizes may differ) -> one embedding each, as ``encode_image`` gives."""
         ...
 
 
@@ -279,6 +289,8 @@ class Capability(Generic[T]):
 PREDICT_SAM = Capability[RegionTokenizer]("predict", "SAM", RegionTokenizer)
 #: ``predict(points=...)``, SAM side (checked by the first click-prompted ``predict``).
 PREDICT_CLICKS = Capability[ClickPromptable]("predict with point prompts", "SAM", ClickPromptable)
+#: Encoding several images in one forward (optional: the predictor loops without it).
+BATCH_SAM = Capability[BatchImageEncodable]("encoding images in batches", "SAM", BatchImageEncodable)
 #: ``predict``, text side (checked by the predictor's first ``predict``, and by the zero-shot
 #: recognizer when it is built).
 PREDICT_TEXT = Capability[TextEmbedder]("predict", "text", TextEmbedder)

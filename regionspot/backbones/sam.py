@@ -20,7 +20,8 @@ from regionspot.backbones.mobile_sam import is_mobile_sam_state_dict, mobile_sam
 from regionspot.backbones.protocols import RegionTokenizer
 from regionspot.backbones.sam_convert import read_checkpoint
 from regionspot.backbones.sam_hf import hf_sam_tokenizer, load_hf_sam_model, sam_model_from_original
-from regionspot.backbones.sam_prompt_head import SamRegionTokenizer, check_token_place
+from regionspot.backbones.sam_prompt_head import check_token_place
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.config import SamBackboneConfig, check_limits
 from regionspot.weights import CheckpointError
 

@@ -22,7 +22,8 @@ from regionspot.backbones.sam_convert import (
     sam_sub_config,
     vit_variant_name,
 )
-from regionspot.backbones.sam_prompt_head import SamPromptHead, SamRegionTokenizer
+from regionspot.backbones.sam_prompt_head import SamPromptHead
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.weights import load_strict
 
 

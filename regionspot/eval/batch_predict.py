@@ -23,10 +23,11 @@ from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.image_run import (
     ImageOutput,
     build_setup,
+    image_batch,
     image_workers,
     load_for_run,
     load_job_image,
-    process_image,
+    process_images,
     run_counts,
     single_process,
 )
@@ -93,8 +94,9 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     config = dataclasses.replace(config, method=config.method or cast(Method, model.method))
     setup = build_setup(config, model, box_source, jobs, names, category_ids, documents=output_format == "json")
     setup.example_ids = frozenset()
-    outputs = map_sharded(jobs, partial(process_image, setup=setup), ctx, load=load_job_image,
-                          workers=image_workers(config, ctx.device), progress=progress,
+    outputs = map_sharded(jobs, partial(process_images, setup=setup), ctx, load=load_job_image,
+                          workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
+                          progress=progress,
                           description=f"predict {config.method}")
     if outputs is None:
         return None

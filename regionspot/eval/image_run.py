@@ -75,17 +75,37 @@ def image_workers(config: EvalConfig, device: torch.device) -> int:
     return 2 if device.type == "cuda" else 0
 
 
+def image_batch(config: EvalConfig, device: torch.device) -> int:
+    """``config.image_batch``, or by default 8 on a GPU and 1 on the CPU (see EvalConfig)."""
+    if config.image_batch is not None:
+        return config.image_batch
+    return 8 if device.type == "cuda" else 1
+
+
 def load_job_image(job: ImageJob) -> np.ndarray:
     """The job's photo, HxWx3 uint8 (run ahead in background workers by the runs)."""
     return job.load()
 
 
-def process_image(job: ImageJob, image: np.ndarray, setup: RunSetup) -> ImageOutput:
+def process_images(jobs: list[ImageJob], images: list[np.ndarray], setup: RunSetup) -> list[ImageOutput]:
+    """:func:`process_image` of each job and its decoded image; with several, both image towers
+    first run once on all of them (the classifier's ``encode_many``)."""
+    start = time.perf_counter()
+    encoded: list[Any] = setup.classifier.encode_many(images) if len(images) > 1 else [None] * len(images)
+    share = (time.perf_counter() - start) / len(images)  # each image's part of the batch's encoding
+    outputs = [process_image(job, image, setup, encoded=one) for job, image, one in zip(jobs, images, encoded,
+                                                                                           strict=True)]
+    for output in outputs:
+        output.seconds += share
+    return outputs
+
+
+def process_image(job: ImageJob, image: np.ndarray, setup: RunSetup, encoded: Any = None) -> ImageOutput:
     """The decoded ``image`` of ``job``: its boxes -> classifier -> the image's best pairs as
-    COCO detections."""
+    COCO detections. ``encoded``: the image already through both towers (``encode_many``)."""
     start = time.perf_counter()
     output = ImageOutput(job.image_id)
-    result, scores = classify_image(job, image, setup, output)
+    result, scores = classify_image(job, image, setup, output, encoded)
     if result is not None:
         weights = scores if setup.protocol.proposal_scores else None
         pairs = select_pairs(result.topk_ids, result.topk_scores, weights,
@@ -100,11 +120,14 @@ def process_image(job: ImageJob, image: np.ndarray, setup: RunSetup) -> ImageOut
     return output
 
 
-def classify_image(job: ImageJob, image: np.ndarray, setup: RunSetup, output: ImageOutput
+def classify_image(job: ImageJob, image: np.ndarray, setup: RunSetup, output: ImageOutput, encoded: Any = None
                    ) -> tuple[RegionResult | None, np.ndarray | None]:
     """(the classifier's result on the image's usable boxes, their proposal scores [R] or None
     for ground truth); (None, None) when no box is usable. Counts boxes into ``output``."""
-    boxes, proposal_scores, sam_embedding = setup.box_source.boxes(job, image)  # auto: SAM encodes once
+    photo_embedding = None  # SAM's encoding of the photo itself, when the towers' frame is the photo
+    if encoded is not None and tuple(encoded.sam.original_size) == tuple(image.shape[:2]):
+        photo_embedding = encoded.sam
+    boxes, proposal_scores, sam_embedding = setup.box_source.boxes(job, image, photo_embedding)  # SAM encodes once
     usable = usable_boxes(boxes, (job.height, job.width))
     output.boxes, output.skipped_boxes = len(usable), len(boxes) - len(usable)
     if not len(usable):
@@ -112,7 +135,7 @@ def classify_image(job: ImageJob, image: np.ndarray, setup: RunSetup, output: Im
     scores = None if proposal_scores is None else np.asarray(proposal_scores, dtype=np.float64)[usable]
     boxes = np.asarray(boxes, dtype=np.float64)[usable]
     result = setup.classifier.classify(image, boxes, setup.vocabulary, setup.classes_per_box, setup.masks,
-                                       sam_embedding=sam_embedding)
+                                       sam_embedding=sam_embedding, encoded=encoded)
     return result, scores
 
 

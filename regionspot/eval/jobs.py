@@ -152,10 +152,11 @@ class BoxSource:
                 "auto": "auto proposals (SAM point grid, score = SAM's predicted IoU)"}.get(
             self.kind, f"proposals file {self.spec} (score = the file's box score, 1 where absent)")
 
-    def boxes(self, job: ImageJob, image: np.ndarray
+    def boxes(self, job: ImageJob, image: np.ndarray, sam_embedding: SamImageEmbedding | None = None
               ) -> tuple[np.ndarray, np.ndarray | None, SamImageEmbedding | None]:
         """(boxes float64 [N, 4] xyxy, proposal scores [N] or None for ground truth, and the
-        image's SAM encoding when making the boxes needed one: auto proposals; else None)."""
+        image's SAM encoding when making the boxes needed one: auto proposals; else None).
+        ``sam_embedding``: the image's SAM encoding, when the caller has it (not made again)."""
         if self.kind == "gt":
             assert job.gt_boxes is not None
             return job.gt_boxes, None, None
@@ -163,7 +164,7 @@ class BoxSource:
             if self.tokenizer is None:
                 raise RuntimeError("auto proposals need the SAM tokenizer: set BoxSource.tokenizer")
             with torch.inference_mode():
-                embedding = self.tokenizer.encode_image(image)
+                embedding = sam_embedding if sam_embedding is not None else self.tokenizer.encode_image(image)
                 proposals = propose_regions(self.tokenizer, embedding, self.auto_config)
             return proposals.boxes, proposals.scores, embedding
         assert self.proposals is not None

@@ -31,6 +31,7 @@ from regionspot.results import RegionResult
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model
+    from regionspot.predictor import EncodedImage
 
 __all__ = ["METHODS", "PROMPT_MODES", "PredictorClassifier", "RegionClassifier", "build_classifier"]
 
@@ -44,10 +45,16 @@ class RegionClassifier(Protocol):
     name: str
 
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
-                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None) -> RegionResult:
+                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None,
+                 encoded: EncodedImage | None = None) -> RegionResult:
         """``image`` HxWx3 uint8; ``boxes`` float [R, 4] xyxy absolute pixels -> top-``topk``
         (name, score) pairs per box, scores in [0, 1], SAM masks bool [R, H, W] when ``with_masks``.
-        ``sam_embedding``: the image's SAM encoding when the caller already made one (reused)."""
+        ``sam_embedding``: the image's SAM encoding when the caller already made one (reused);
+        ``encoded``: the image through both towers already (from :meth:`encode_many`)."""
+        ...
+
+    def encode_many(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """Several images through both image towers, each tower once for all of them."""
         ...
 
 
@@ -82,11 +89,19 @@ class PredictorClassifier:
         self.predictor = RegionPredictor(recognizer, region_batch_size=region_batch_size)
 
     def classify(self, image: np.ndarray, boxes: np.ndarray, vocabulary: Sequence[str], topk: int,
-                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None) -> RegionResult:
+                 with_masks: bool, sam_embedding: SamImageEmbedding | None = None,
+                 encoded: EncodedImage | None = None) -> RegionResult:
         """See :class:`RegionClassifier`. Scores are the recognizer's (see the module docstring)."""
-        self.predictor.set_image(image, sam_embedding)
+        if encoded is not None:
+            self.predictor.set_encoded(encoded)
+        else:
+            self.predictor.set_image(image, sam_embedding)
         try:
             return self.predictor.predict(boxes, vocabulary, topk=topk, with_masks=with_masks,
                                           together=self.prompt == "together")
         finally:
             self.predictor.reset_image()
+
+    def encode_many(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """See :class:`RegionClassifier`."""
+        return self.predictor.encode_many(images)

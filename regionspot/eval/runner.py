@@ -31,10 +31,11 @@ from regionspot.eval.image_run import (
     ImageOutput,
     RunSetup,
     build_setup,
+    image_batch,
     image_workers,
     load_for_run,
     load_job_image,
-    process_image,
+    process_images,
     run_counts,
     single_process,
     timing,
@@ -129,8 +130,9 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
                                       evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
                                       keep_all=bool(config.protocol.fixed_ap_budget or config.save_detections))
     loaded = time.perf_counter()
-    outputs = map_sharded(data.jobs, partial(process_image, setup=setup), ctx, load=load_job_image,
-                          workers=image_workers(config, ctx.device), progress=progress,
+    outputs = map_sharded(data.jobs, partial(process_images, setup=setup), ctx, load=load_job_image,
+                          workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
+                          progress=progress,
                           description=f"eval {config.method}")
     if outputs is None:
         return None

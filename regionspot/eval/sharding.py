@@ -40,21 +40,27 @@ def interleave(shards: Sequence[Sequence[Output]]) -> list[Output]:
     return merged
 
 
-def map_sharded(items: Sequence[Item], function: Callable[[Item, Any], Output], ctx: DistributedContext, *,
-                load: Callable[[Item], Any], workers: int = 0, progress: bool = True,
-                description: str = "images") -> list[Output] | None:
-    """``[function(item, load(item)) for item in items]`` with the items split across processes,
-    ``load`` (an image's decoding) running ahead in ``workers`` background processes (see
-    :func:`prefetched`). Returns the outputs in item order on rank 0 and None on the other ranks.
-    Every process must call it (it ends with a collective). A tqdm bar with ETA is shown on rank
-    0 only, over its share."""
+def map_sharded(items: Sequence[Item], function: Callable[[list[Item], list[Any]], list[Output]],
+                ctx: DistributedContext, *, load: Callable[[Item], Any], workers: int = 0, batch: int = 1,
+                progress: bool = True, description: str = "images") -> list[Output] | None:
+    """``function(items, [load(item) for item in items])`` (one output per item) over the items,
+    split across processes and given to ``function`` ``batch`` at a time, with ``load`` (an
+    image's decoding) running ahead in ``workers`` background processes (see :func:`prefetched`).
+    Returns the outputs in item order on rank 0 and None on the other ranks. Every process must
+    call it (it ends with a collective). A tqdm bar with ETA is shown on rank 0 only, over its share."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     mine = shard_indices(len(items), ctx.rank, ctx.world_size)
-    outputs = []
+    outputs: list[Output] = []
     bar = tqdm(total=len(mine), desc=description, unit="image", disable=not (progress and ctx.is_main),
                dynamic_ncols=True)
+    waiting: list[tuple[Item, Any]] = []
     for index, loaded in prefetched([items[index] for index in mine], load, workers):
-        outputs.append(function(items[mine[index]], loaded))
-        bar.update()
+        waiting.append((items[mine[index]], loaded))
+        if len(waiting) == batch or index == len(mine) - 1:
+            outputs += function([item for item, _ in waiting], [value for _, value in waiting])
+            bar.update(len(waiting))
+            waiting = []
     bar.close()
     gathered = gather_to_main(outputs, ctx)
     return interleave(gathered) if gathered is not None else None

@@ -24,7 +24,7 @@ from torch import nn
 
 from regionspot.backbones.onnx_backbones import OnnxGraph, import_onnxruntime
 from regionspot.backbones.sam_geometry import preprocess_image
-from regionspot.backbones.sam_prompt_head import SamRegionTokenizer
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.config import ConfigError
 from regionspot.model.fusion import RegionFusion
 from regionspot.model.onnx_graphs import (

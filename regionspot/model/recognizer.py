@@ -96,6 +96,10 @@ class Recognizer(Protocol):
         memory), or None."""
         ...
 
+    def encode_contexts(self, images: Sequence[np.ndarray]) -> list[torch.Tensor | None]:
+        """:meth:`encode_context` of several input frames, in one batch where the tower allows."""
+        ...
+
     def text_embeddings(self, names: Sequence[str]) -> torch.Tensor:
         """Unit text embeddings [N, text_dim] float32 on the recognizer's device."""
         ...

@@ -211,13 +211,20 @@ class RegionSpot(nn.Module):
         """The CLIP memory [1, T, width] of an HxWx3 uint8 image (the input frame), or None
         without CLIP vision. ``inputs="official"``: the authors' tensor resize and OpenAI CLIP's
         mean/std instead of the tower's own preprocessing."""
-        if self.image_encoder is None:
-            return None
+        return self.encode_contexts([image])[0]
+
+    def encode_contexts(self, images: Sequence[np.ndarray]) -> list[torch.Tensor | None]:
+        """:meth:`encode_context` of several images, through the CLIP tower in one batch."""
+        encoder = self.image_encoder
+        if encoder is None:
+            return [None] * len(images)
         if self.config.inputs == "official":
-            pixels = tensor_resize_clip_pixels(image, self.image_encoder.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+            pixels = [tensor_resize_clip_pixels(image, encoder.image_size, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+                      for image in images]
         else:
-            pixels = self.image_encoder.preprocess(image)
-        return self.image_encoder.encode_image(pixels.unsqueeze(0).to(self.device))
+            pixels = [encoder.preprocess(image) for image in images]
+        memory = encoder.encode_image(torch.stack(pixels).to(self.device))
+        return list(memory.split(1))
 
     def score_regions(self, batch: RegionBatch) -> RegionScores:
         """The head on the batch's tokens and memory: all regions together (they attend to each

@@ -165,6 +165,10 @@ class ZeroShotCLIP(nn.Module):
         """No whole-image context: each region is embedded from its own crop."""
         return None
 
+    def encode_contexts(self, images: Sequence[np.ndarray]) -> list[torch.Tensor | None]:
+        """No whole-image context for any image."""
+        return [None] * len(images)
+
     def score_regions(self, batch: RegionBatch) -> RegionScores:
         """CLIP's softmax over the vocabulary of ``100 x cosine`` between each crop and each name."""
         if self.mask_crop and batch.masks is None:

@@ -19,7 +19,7 @@ from pycocotools.coco import COCO
 
 from regionspot.backbones.sam import build_region_tokenizer
 from regionspot.backbones.sam_convert import hf_to_original, read_checkpoint
-from regionspot.backbones.sam_prompt_head import SamRegionTokenizer
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.backbones.tiny_vit import CLASSIFIER_HEAD_KEYS
 from regionspot.config import SamBackboneConfig
 

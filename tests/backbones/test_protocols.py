@@ -30,7 +30,7 @@ from regionspot.backbones.protocols import (
     TextEmbedder,
     protocol_members,
 )
-from regionspot.backbones.sam_prompt_head import SamRegionTokenizer
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.config import ConfigError, TextConfig, ZeroShotConfig
 from regionspot.eval.jobs import BoxSource, ImageJob
 from regionspot.eval.methods import build_classifier

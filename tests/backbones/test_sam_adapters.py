@@ -17,7 +17,7 @@ from regionspot.backbones.protocols import RegionTokenizer
 from regionspot.backbones.sam import build_region_tokenizer, region_tokenizer_from_sam_model
 from regionspot.backbones.sam_convert import hf_to_original
 from regionspot.backbones.sam_geometry import masks_to_original, preprocess_image, resized_shape, scale_boxes
-from regionspot.backbones.sam_prompt_head import SamRegionTokenizer
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.config import SamBackboneConfig
 
 H, W = 480, 640

@@ -9,7 +9,8 @@ from torch import nn
 from transformers import SamConfig, SamMaskDecoderConfig, SamModel, SamPromptEncoderConfig, SamVisionConfig
 
 from regionspot.backbones.protocols import PointPromptable, SamImageEmbedding
-from regionspot.backbones.sam_prompt_head import SamPromptHead, SamRegionTokenizer
+from regionspot.backbones.sam_prompt_head import SamPromptHead
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 
 HIDDEN, GRID, INPUT = 32, 16, 256  # channels, image-embedding side, encoder input side
 H, W = 120, 200  # original image; resized to (154, 256) before padding

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from regionspot.cli.main import main
@@ -58,16 +59,23 @@ def test_a_dataset_with_ground_truth_boxes_as_coco_results(checkpoint, coco_samp
     assert all(len(r["bbox"]) == 4 and "segmentation" not in r for r in results)
 
 
-def test_background_image_workers_give_the_same_results(checkpoint, coco_sample, tmp_path) -> None:
-    """Photos decoded ahead by two DataLoader workers: the same detections as decoding in turn."""
+@pytest.mark.parametrize("boxes", ["gt", "auto"])
+def test_background_workers_and_image_batches_give_the_same_results(checkpoint, coco_sample, tmp_path,
+                                                                    boxes: str) -> None:
+    """Photos decoded ahead by two DataLoader workers, and encoded 2 at a time (a batch and a
+    last, short one): the same detections as decoding and encoding one photo at a time."""
     results = []
-    for workers in (0, 2):
-        out = tmp_path / f"workers{workers}.json"
+    for settings in (["image_workers=0", "image_batch=1"], ["image_workers=2", "image_batch=2"]):
+        out = tmp_path / f"{settings[1]}.json"
         assert main(["predict-batch", "--data", str(coco_sample / "annotations.json"), "--checkpoint",
                      str(checkpoint), "--max-images", "3", "--vocab", "cat, dog", "--out", str(out), "--no-progress",
-                     "--set", f"image_workers={workers}"]) == 0
+                     "--boxes", boxes, "--set", *settings, *(SMALL_AUTO if boxes == "auto" else [])]) == 0
         results.append(json.loads(out.read_text()))
-    assert results[0] == results[1] and len({r["image_id"] for r in results[0]}) == 3
+    assert len({r["image_id"] for r in results[0]}) == 3 and len(results[0]) == len(results[1])
+    for one, batched in zip(*results, strict=True):
+        assert (one["image_id"], one["category_id"]) == (batched["image_id"], batched["category_id"])
+        np.testing.assert_allclose(batched["bbox"], one["bbox"], atol=1e-3)  # encoders batched: float rounding
+        assert batched["score"] == pytest.approx(one["score"], abs=1e-4)
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

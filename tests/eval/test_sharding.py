@@ -31,9 +31,20 @@ def test_shards_cover_every_item_once_and_merge_in_order() -> None:
         interleave([[0, 2], []])
 
 
-def test_single_process_map_keeps_order() -> None:
-    assert map_sharded(list("abc"), lambda item, loaded: item + loaded, DistributedContext(), load=str.upper,
-                       progress=False) == ["aA", "bB", "cC"]
+def test_single_process_map_keeps_order_in_batches() -> None:
+    calls: list[list[str]] = []
+
+    def join(items: list[str], loaded: list[str]) -> list[str]:
+        calls.append(items)
+        return [item + value for item, value in zip(items, loaded, strict=True)]
+
+    for batch, expected_calls in ((1, [["a"], ["b"], ["c"]]), (2, [["a", "b"], ["c"]]), (5, [["a", "b", "c"]])):
+        calls.clear()
+        assert map_sharded(list("abc"), join, DistributedContext(), load=str.upper, batch=batch,
+                           progress=False) == ["aA", "bB", "cC"]
+        assert calls == expected_calls
+    with pytest.raises(ValueError, match="batch"):
+        map_sharded(list("abc"), join, DistributedContext(), load=str.upper, batch=0)
 
 
 def decode(job: ImageJob) -> np.ndarray:
