@@ -22,6 +22,7 @@ from regionspot.backbones.mask_paste import paste_masks
 from regionspot.backbones.protocols import RegionTokens, SamImageEmbedding
 from regionspot.backbones.sam_geometry import check_boxes, preprocess_image, scale_boxes
 from regionspot.config import ConfigError
+from regionspot.weights import CheckpointError
 
 
 def import_onnxruntime() -> Any:
@@ -45,9 +46,14 @@ class OnnxGraph:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         self.path = Path(path)
         if not self.path.is_file():
-            raise ConfigError(f"ONNX graph {self.path} is missing; export the model again with "
-                              "'regionspot export onnx'")
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            raise CheckpointError(f"ONNX graph {self.path} is missing; export the model again with "
+                                  "'regionspot export onnx'")
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Exception subclasses (InvalidProtobuf, Fail, ...)
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{self.path} is not a usable ONNX graph ({message}); export the model "
+                                  "again") from None
         self.input_names = [item.name for item in self.session.get_inputs()]
 
     def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
@@ -66,6 +72,7 @@ class OnnxSamTokenizer:
         self.image_input_size = image_input_size
         self.token_dim = token_dim
         self.described = dict(described)
+        self.chunk_size = 32  # boxes per graph run, as the PyTorch head: memory stays bounded
 
     def encode_image(self, image: np.ndarray) -> SamImageEmbedding:
         """``image``: HxWx3 uint8 RGB -> embeddings [1, C, h, w] (the SAM adapter's pre-processing)."""
@@ -81,8 +88,9 @@ class OnnxSamTokenizer:
         check_boxes(boxes)
         scaled = scale_boxes(boxes.float().cpu(), embedding.original_size, embedding.input_size)
         graph = self.box_masks if with_masks else self.box_tokens
-        outputs = graph(embeddings=embedding.embeddings, boxes=scaled)
-        return RegionTokens(tokens=outputs[0], mask_scores=outputs[1], mask_logits=outputs[2] if with_masks else None)
+        parts = [graph(embeddings=embedding.embeddings, boxes=chunk) for chunk in scaled.split(self.chunk_size)]
+        tokens, scores, *masks = (torch.cat(outputs) for outputs in zip(*parts, strict=True))
+        return RegionTokens(tokens=tokens, mask_scores=scores, mask_logits=masks[0] if with_masks else None)
 
     def paste_masks(self, embedding: SamImageEmbedding, mask_logits: torch.Tensor) -> torch.Tensor:
         """Low-res [R, 4h, 4w] logits -> bool [R, H, W] at the original image size."""

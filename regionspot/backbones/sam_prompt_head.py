@@ -162,11 +162,18 @@ class SamPromptHead(nn.Module):
             raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] < 1:
             raise ValueError(f"boxes must be [R, 4] with R >= 1, got {tuple(boxes.shape)}")
-        image, image_pe, grid = self._image_side(image_embeddings)
-        parts = [self._decode(image, image_pe, grid, chunk, with_masks) for chunk in boxes.split(self.chunk_size)]
+        parts = [self.decode_boxes(image_embeddings, chunk, with_masks) for chunk in boxes.split(self.chunk_size)]
         tokens, masks, scores = zip(*parts, strict=True)
         return RegionTokens(tokens=torch.cat(tokens), mask_logits=torch.cat(masks) if with_masks else None,
                             mask_scores=torch.cat(scores))
+
+    def decode_boxes(self, image_embeddings: torch.Tensor, boxes: torch.Tensor, with_masks: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """All ``boxes`` [n, 4] (encoder-input frame) at once, unchecked and unchunked (what
+        :meth:`forward` does per chunk, and what the ONNX graphs trace): tokens [n, d], mask
+        logits [n, 4h, 4w] or None, predicted IoU [n]."""
+        image, image_pe, grid = self._image_side(image_embeddings)
+        return self._decode(image, image_pe, grid, boxes, with_masks)
 
     def embed_points(self, points: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``[R, P, 2]`` xy points in the encoder-input frame (``[P, 2]``: P regions of one point)

@@ -15,6 +15,7 @@ stopped and resumed, or extended to more photos, without measuring anything twic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from regionspot.bench.predict_bench import machine_info
 from regionspot.config import apply_overrides
+from regionspot.fileio import file_sha256
 from regionspot.ops.boxes import box_iou_xyxy, xywh_to_xyxy
 from regionspot.ops.image import load_image
 from regionspot.proposals.auto import AutoProposalConfig, RegionProposer, check_auto_config
@@ -118,8 +120,14 @@ def summarise(setting: str, config: AutoProposalConfig, photos: Sequence[Annotat
 
 
 def record_key(photo: AnnotatedPhoto, config: AutoProposalConfig, sam: str) -> str:
-    """What one record measured: the photo, the full setting and the SAM checkpoint (by name and size)."""
-    return json.dumps({"photo": str(photo.path), "config": asdict(config), "sam": sam}, sort_keys=True)
+    """What one record measured, so that no record is reused for anything else: the photo (its
+    resolved path and a hash of its annotated boxes), the full setting, the SAM checkpoint (its
+    sha256), the regionspot version and the torch threads the time was taken with."""
+    from regionspot import __version__
+
+    boxes = hashlib.sha256(np.ascontiguousarray(photo.boxes, dtype=np.float64).tobytes()).hexdigest()[:16]
+    return json.dumps({"photo": str(Path(photo.path).resolve()), "boxes": boxes, "config": asdict(config),
+                       "sam": sam, "regionspot": __version__, "threads": torch.get_num_threads()}, sort_keys=True)
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -148,7 +156,7 @@ def run_proposal_bench(sam_checkpoint: str | Path, photos: Sequence[AnnotatedPho
     configs = [setting_config(setting) for setting in settings]  # bad settings fail before any work
     path = Path(records_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    records, sam = read_records(path), f"{Path(sam_checkpoint).name}:{Path(sam_checkpoint).stat().st_size}"
+    records, sam = read_records(path), file_sha256(Path(sam_checkpoint))
     todo = [photo for photo in photos if any(record_key(photo, c, sam) not in records for c in configs)]
     if len(todo) < len(photos):
         log(f"{len(photos) - len(todo)} of {len(photos)} photos already measured in {path}")

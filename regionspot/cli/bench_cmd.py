@@ -16,6 +16,12 @@ DEFAULT_SAM = Path(".cache/mobile_sam.pt")
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="benchmarks measured on this machine")
     which = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    _add_predict(which)
+    _add_train(which)
+    _add_proposals(which)
+
+
+def _add_predict(which: argparse._SubParsersAction) -> None:
     predict = which.add_parser(
         "predict", help="image encoding and per-region cost vs CLIP on crops",
         description="Times MobileSAM + a random-weight CLIP ViT-B/16 (real architecture) with a BB head: "
@@ -40,6 +46,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                               "the onnx extra is installed)")
     add_progress_argument(predict)
     predict.set_defaults(handler=run_predict)
+
+
+def _add_train(which: argparse._SubParsersAction) -> None:
     train = which.add_parser(
         "train", help="training throughput: online vs cached SAM tokens vs cached tokens + CLIP memory",
         description="Regions/s and peak memory of training steps fed three ways, each in its own process.",
@@ -55,6 +64,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--out", default="bench-results/train.json", help="JSON output")
     add_progress_argument(train)
     train.set_defaults(handler=run_train)
+
+
+def _add_proposals(which: argparse._SubParsersAction) -> None:
     proposals = which.add_parser(
         "proposals", help="recall and time of SAM's automatic boxes on annotated photos",
         description="Recall at IoU 0.5, AR (0.5:0.95), recall by object size, boxes and seconds per photo of "
@@ -154,16 +166,16 @@ def run_proposals(args: argparse.Namespace) -> int:
 
 def _with_onnx(asked: bool | None, device: str) -> bool:
     """``--onnx``/``--no-onnx`` as given; by default on the CPU when the onnx extra is installed."""
-    import importlib.util
-
     from regionspot.config import ConfigError
+    from regionspot.model.onnx_export import check_exporter, exporter_missing
 
-    installed = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript", "onnxruntime"))
-    if asked and not installed:
-        raise ConfigError("--onnx needs the onnx extra: pip install 'regionspot[onnx]'")
-    if asked and device != "cpu":
-        raise ConfigError("--onnx times onnxruntime's CPU provider; use --device cpu")
-    return installed and device == "cpu" if asked is None else asked
+    if asked is None:
+        return exporter_missing() is None and device == "cpu"
+    if asked:
+        check_exporter()
+        if device != "cpu":
+            raise ConfigError("--onnx times onnxruntime's CPU provider; use --device cpu")
+    return asked
 
 
 def _no_progress(message: str) -> None:

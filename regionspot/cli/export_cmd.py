@@ -43,9 +43,9 @@ def run_onnx(args: argparse.Namespace) -> int:
         raise ConfigError("only a RegionSpot head exports to ONNX: give --checkpoint (or --untrained to try it)")
     model = load(model_source_from_args(args, args.overrides), device="cpu")
     manifest = export_onnx(model, args.out, log=lambda line: print(line, file=sys.stderr))
-    print(f"{'graph':<20} {'MiB':>7} {'max |onnx - torch|':>19}")
+    print(f"{'graph':<20} {'MiB':>7} {'max |onnx - torch|':>19} {'relative':>9}")
     for name, graph in manifest["graphs"].items():
         size = (Path(args.out) / graph["file"]).stat().st_size / 2**20
-        print(f"{name:<20} {size:>7.1f} {graph['max_abs_difference']:>19.2e}")
+        print(f"{name:<20} {size:>7.1f} {graph['max_abs_difference']:>19.2e} {graph['max_rel_difference']:>9.1e}")
     print(f"wrote {args.out}; run it with --checkpoint {args.out} --runtime onnx")
     return 0

@@ -79,9 +79,11 @@ def locate_backbones(config: RegionSpotConfig, folder: Path) -> RegionSpotConfig
     return config
 
 
-def resolve_checkpoint(name_or_path: str | Path) -> Path:
+def resolve_checkpoint(name_or_path: str | Path, extra_files: tuple[str, ...] = (),
+                       extra_patterns: tuple[str, ...] = ()) -> Path:
     """A local checkpoint folder, or a Hugging Face Hub repo id downloaded to the local cache.
-    Returns the folder holding ``config.json`` and ``model.safetensors``.
+    Returns the folder holding ``config.json`` and ``model.safetensors`` (and ``extra_files``,
+    and from the Hub also the files matching ``extra_patterns``, e.g. an ONNX export's graphs).
 
     A Hub id never waits on an unusable Hub: with ``HF_HUB_OFFLINE`` or an unreachable Hub the
     cached copy is used, and without one a one-line :class:`CheckpointError` says what to do."""
@@ -90,20 +92,21 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
         if not path.is_dir():
             raise CheckpointError(f"{path} is a file; a RegionSpot checkpoint is a folder with "
                                   f"{CONFIG_NAME} and {WEIGHTS_NAME}")
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
+        for name in (CONFIG_NAME, WEIGHTS_NAME, *extra_files):
             if not (path / name).is_file():
                 raise CheckpointError(f"{path} is not a RegionSpot checkpoint: {name} is missing")
         return path
     from regionspot.hub import CHECKPOINT_ROLE, HubUnavailableError, prepare_hub_load
 
     try:
-        hub_kwargs = prepare_hub_load(name_or_path, CHECKPOINT_ROLE, files=(CONFIG_NAME, WEIGHTS_NAME))
+        hub_kwargs = prepare_hub_load(name_or_path, CHECKPOINT_ROLE, files=(CONFIG_NAME, WEIGHTS_NAME, *extra_files))
     except HubUnavailableError as exc:
         raise CheckpointError(str(exc)) from None
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs))
+        patterns = [CONFIG_NAME, WEIGHTS_NAME, *extra_files, *extra_patterns]
+        return Path(snapshot_download(str(name_or_path), allow_patterns=patterns, **hub_kwargs))
     except Exception as exc:  # hub errors come in many types; all mean "not found"
         raise CheckpointError(
             f"{name_or_path!r} is neither a local checkpoint folder nor a reachable Hugging Face Hub "

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from regionspot.backbones.onnx_backbones import OnnxGraph
-from regionspot.config import ConfigError, FusionConfig
+from regionspot.config import FusionConfig
 
 
 class FusionBlock(nn.Module):
@@ -135,31 +134,6 @@ class RegionFusion(nn.Module):
             raise ValueError(
                 f"region_padding must be {tuple(tokens.shape[:2])}, got {tuple(region_padding.shape)}"
             )
-
-
-class OnnxFusion(nn.Module):
-    """The fusion head's exported graph, called as :class:`~regionspot.model.fusion.RegionFusion`
-    is: ``tokens`` [B, R, d], ``memory`` [B, T, width] or None -> unit embeddings [B, R, D] and,
-    when asked, attention [B, R, T]. No parameters: it cannot be trained."""
-
-    def __init__(self, config: FusionConfig, graph: OnnxGraph) -> None:
-        super().__init__()
-        self.config = config
-        self.graph = graph
-
-    def forward(self, tokens: torch.Tensor, memory: torch.Tensor | None, region_padding: torch.Tensor | None = None,
-                need_attention: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if region_padding is not None:
-            raise ConfigError("the ONNX head scores one image's regions; padded batches are for training in PyTorch")
-        inputs = {"tokens": tokens} if memory is None else {"tokens": tokens, "memory": memory}
-        outputs = self.graph(**inputs)
-        return outputs[0], (outputs[1] if need_attention and len(outputs) > 1 else None)
-
-    def logits(self, region_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        return region_text_logits(self.config, region_embeddings, text_embeddings)
-
-    def scores(self, region_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        return region_text_scores(self.config, region_embeddings, text_embeddings)
 
 
 def region_text_logits(config: FusionConfig, region_embeddings: torch.Tensor,

@@ -10,6 +10,7 @@ than the one traced (so a dynamic count is checked every time).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import warnings
@@ -22,10 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from regionspot.backbones.onnx_backbones import OnnxGraph, import_onnxruntime
+from regionspot.backbones.onnx_backbones import OnnxGraph
 from regionspot.backbones.sam_geometry import preprocess_image
 from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
 from regionspot.config import ConfigError
+from regionspot.fileio import atomic_write_bytes, file_sha256, write_failure
+from regionspot.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from regionspot.model.fusion import RegionFusion
 from regionspot.model.onnx_graphs import (
     BoxDecoderGraph,
@@ -34,17 +37,18 @@ from regionspot.model.onnx_graphs import (
     RegionPathGraph,
     SamImageEncoderGraph,
 )
-from regionspot.model.onnx_runtime import MANIFEST_FORMAT, MANIFEST_NAME
+from regionspot.model.onnx_runtime import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 from regionspot.model.recognizer import Recognizer
-from regionspot.model.regionspot import RegionSpot
+from regionspot.model.regionspot import RegionSpot, recorded_sam_config
+from regionspot.weights import CheckpointError
 
-MANIFEST_VERSION = 1
 #: ONNX opset of the exported graphs (onnxruntime >= 1.16 runs it).
 OPSET = 18
 #: Loggers of torch's exporter and onnxscript's optimiser, quiet during export: their notes
 #: (torchvision ops this model never uses, constants not folded) are not for our users.
 EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
-#: Largest difference from PyTorch an export accepts on any output of any graph.
+#: Largest difference from PyTorch an export accepts on any output of any graph, relative to the
+#: output's largest magnitude (see :func:`graph_difference`).
 PARITY_TOLERANCE = 1e-4
 
 
@@ -59,15 +63,19 @@ class GraphSpec:
     dynamic: dict[str, dict[int, str]]
 
 
+def exporter_missing() -> str | None:
+    """The first module that ONNX export and its checks need but that is not installed, or None."""
+    import importlib.util
+
+    return next((name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None),
+                None)
+
+
 def check_exporter() -> None:
     """ConfigError saying how to install what torch's ONNX exporter needs, when it is missing."""
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"ONNX export needs the onnx extra ({exc.name} is missing): "
-                          "pip install 'regionspot[onnx]'") from None
-    import_onnxruntime()
+    missing = exporter_missing()
+    if missing is not None:
+        raise ConfigError(f"ONNX export needs the onnx extra ({missing} is missing): pip install 'regionspot[onnx]'")
 
 
 def example_inputs(model: RegionSpot, boxes: int, names: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -154,47 +162,67 @@ def export_graph(spec: GraphSpec, path: Path) -> None:
     program.save(str(path))
 
 
-def graph_difference(spec: GraphSpec, path: Path, inputs: dict[str, torch.Tensor]) -> float:
-    """Largest absolute difference between onnxruntime on ``path`` and PyTorch on ``inputs``."""
+def graph_difference(spec: GraphSpec, path: Path, inputs: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """(largest absolute, largest relative) difference between onnxruntime on ``path`` and
+    PyTorch on ``inputs`` over all outputs; relative: to that output's largest magnitude, so that
+    it means the same for mask logits in the tens and for embeddings near 0."""
     got = OnnxGraph(path)(**inputs)
     with torch.no_grad():
         expected = spec.module(*inputs.values())
     expected = expected if isinstance(expected, tuple) else (expected,)
-    return max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
+    absolute = [(g - e).abs().max() for g, e in zip(got, expected, strict=True)]
+    relative = [a / e.abs().max().clamp_min(1e-30) for a, e in zip(absolute, expected, strict=True)]
+    return float(max(absolute)), float(max(relative))
 
 
 def export_onnx(model: Recognizer, out: str | Path, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write ``model``'s checkpoint, graphs and manifest to ``out``; return the manifest. Each graph
     is traced on 3 boxes and checked against PyTorch on 5 (ConfigError when a difference exceeds
-    :data:`PARITY_TOLERANCE`)."""
+    :data:`PARITY_TOLERANCE`). The manifest is written last and removed first, so a folder whose
+    export failed or was stopped is never taken for a usable one; CheckpointError when the folder
+    cannot be written."""
     check_exporter()
     if not isinstance(model, RegionSpot):
         raise ConfigError("only a RegionSpot head exports to ONNX (give --checkpoint, or --untrained to try it)")
     _torch_fusion(model)
     model = model.to("cpu").float().eval()
+    model.config = dataclasses.replace(model.config, sam=recorded_sam_config(model.config.sam, model.region_tokenizer))
     folder = Path(out)
-    model.save_pretrained(folder)
-    traced, checked = example_inputs(model, boxes=3), example_inputs(model, boxes=5, names=4, seed=1)
+    model.save_pretrained(folder)  # CheckpointError for a folder that cannot be written
+    try:
+        (folder / MANIFEST_NAME).unlink(missing_ok=True)
+        graphs = export_graphs(model, folder, log)
+        manifest = manifest_for(model, graphs, folder)
+        atomic_write_bytes(folder / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise CheckpointError(f"{write_failure(folder / MANIFEST_NAME, exc)}; the ONNX export {folder} was not "
+                              "written") from None
+    return manifest
+
+
+def export_graphs(model: RegionSpot, folder: Path, log: Callable[[str], None] | None) -> dict[str, Any]:
+    """Each graph of :func:`graph_specs` written to ``folder`` and checked (see :func:`export_onnx`)."""
+    traced = graph_specs(model, example_inputs(model, boxes=3))
+    checked = {spec.name: spec for spec in graph_specs(model, example_inputs(model, boxes=5, names=4, seed=1))}
     graphs: dict[str, Any] = {}
-    for spec in graph_specs(model, traced):
+    for spec in traced:
         path = folder / f"{spec.name}.onnx"
         if log:
             log(f"exporting {spec.name} -> {path}")
         export_graph(spec, path)
-        check = next(s for s in graph_specs(model, checked) if s.name == spec.name)
-        difference = graph_difference(check, path, check.inputs)
-        if not difference <= PARITY_TOLERANCE:
-            raise ConfigError(f"{spec.name}: onnxruntime differs from PyTorch by {difference:.2e} "
-                              f"(more than {PARITY_TOLERANCE:g}); the export is not usable")
+        check = checked[spec.name]
+        absolute, relative = graph_difference(check, path, check.inputs)
+        if not relative <= PARITY_TOLERANCE:
+            raise ConfigError(f"{spec.name}: onnxruntime differs from PyTorch by {relative:.2e} of the output's "
+                              f"magnitude (more than {PARITY_TOLERANCE:g}); the export is not usable")
         graphs[spec.name] = {"file": path.name, "inputs": list(spec.inputs), "outputs": spec.outputs,
-                             "max_abs_difference": difference}
-    manifest = manifest_for(model, graphs)
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+                             "max_abs_difference": absolute, "max_rel_difference": relative}
+    return graphs
 
 
-def manifest_for(model: RegionSpot, graphs: dict[str, Any]) -> dict[str, Any]:
-    """What the runtime needs besides the graphs (see the module docstring)."""
+def manifest_for(model: RegionSpot, graphs: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """What the runtime needs besides the graphs (see the module docstring), and the sha256 of
+    the checkpoint files in ``folder`` the graphs were made from (checked when loaded)."""
     from regionspot import __version__
 
     tokenizer = _sam_tokenizer(model)
@@ -211,7 +239,8 @@ def manifest_for(model: RegionSpot, graphs: dict[str, Any]) -> dict[str, Any]:
             "opset": OPSET, "torch": torch.__version__, "graphs": graphs,
             "sam": {"image_input_size": tokenizer.image_input_size, "token_dim": tokenizer.token_dim,
                     "describe": tokenizer.describe()},
-            "clip": clip, "origin": dict(model.origin)}
+            "clip": clip, "origin": dict(model.origin),
+            "checkpoint_sha256": {name: file_sha256(folder / name) for name in (CONFIG_NAME, WEIGHTS_NAME)}}
 
 
 def _torch_fusion(model: RegionSpot) -> RegionFusion:

@@ -54,16 +54,6 @@ class ClipMemoryGraph(nn.Module):
         return self.image_encoder.encode_image(pixels)  # type: ignore[operator]  # an ImageMemoryEncoder module
 
 
-def decode_boxes(head: SamPromptHead, embeddings: torch.Tensor, boxes: torch.Tensor,
-                 with_masks: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """SAM's prompt encoder and mask decoder on all ``boxes`` [R, 4] (SAM input frame) at once:
-    tokens [R, d], mask scores [R], mask logits [R, 4h, 4w] or None (the head's own decoding,
-    without its chunking loop, which an exported graph does not need)."""
-    image, image_pe, grid = head._image_side(embeddings)
-    tokens, masks, scores = head._decode(image, image_pe, grid, boxes, with_masks)
-    return tokens, scores, masks
-
-
 class BoxDecoderGraph(nn.Module):
     """``embeddings`` [1, C, h, w], ``boxes`` [R, 4] -> tokens [R, d], mask_scores [R] and,
     ``with_masks``, mask_logits [R, 4h, 4w]."""
@@ -74,7 +64,7 @@ class BoxDecoderGraph(nn.Module):
         self.with_masks = with_masks
 
     def forward(self, embeddings: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        tokens, scores, masks = decode_boxes(self.head, embeddings, boxes, self.with_masks)
+        tokens, masks, scores = self.head.decode_boxes(embeddings, boxes, self.with_masks)
         return (tokens, scores) if masks is None else (tokens, scores, masks)
 
 
@@ -105,7 +95,7 @@ class RegionPathGraph(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, boxes: torch.Tensor, text: torch.Tensor,
                 memory: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        tokens, mask_scores, masks = decode_boxes(self.head, embeddings, boxes, with_masks=True)
+        tokens, masks, mask_scores = self.head.decode_boxes(embeddings, boxes, with_masks=True)
         assert masks is not None  # with_masks=True
         regions, _ = self.fusion(tokens.unsqueeze(0), memory)
         return self.fusion.scores(regions[0], text), masks, mask_scores

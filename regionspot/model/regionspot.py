@@ -25,7 +25,7 @@ from regionspot.config import (
 )
 from regionspot.devices import full_precision
 from regionspot.model.checkpoint import read_checkpoint, resolve_checkpoint, write_checkpoint
-from regionspot.model.fusion import OnnxFusion, RegionFusion, count_parameters
+from regionspot.model.fusion import RegionFusion, count_parameters
 from regionspot.model.recognizer import RegionBatch, RegionScores
 from regionspot.model.text_memo import TextEmbeddingMemo
 from regionspot.ops.official_inputs import (
@@ -37,6 +37,7 @@ from regionspot.ops.official_inputs import (
 from regionspot.weights import load_strict
 
 if TYPE_CHECKING:
+    from regionspot.model.onnx_runtime import OnnxFusion
     from regionspot.predictor import RegionPredictor
 
 FUSION_PREFIX = "fusion."

@@ -106,3 +106,7 @@ def test_bench_proposals_resumes_from_its_records(mobile_sam_checkpoint: Path, c
     assert main([*command, "--limit", "1"]) == 0  # all from the records: the same answer as measured
     again = json.loads(out.read_text())["settings"][0]
     assert (again["recall_50"], again["boxes_per_photo"]) == (first["recall_50"], first["boxes_per_photo"])
+    assert len(records.read_text().splitlines()) == 3  # nothing measured again
+    capped = [item if item != "points_per_side=4" else "points_per_side=4,max_proposals=1" for item in command]
+    assert main([*capped, "--limit", "1"]) == 0
+    assert len(records.read_text().splitlines()) == 4  # another setting: measured, not taken from the records
