@@ -76,6 +76,10 @@ def check_exporter() -> None:
     missing = exporter_missing()
     if missing is not None:
         raise ConfigError(f"ONNX export needs the onnx extra ({missing} is missing): pip install 'regionspot[onnx]'")
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    if (major, minor) < (2, 6):
+        raise ConfigError(f"ONNX export needs torch >= 2.6 (its torch.export-based exporter); this is "
+                          f"torch {torch.__version__}")
 
 
 def example_inputs(model: RegionSpot, boxes: int, names: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
