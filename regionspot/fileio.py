@@ -16,7 +16,7 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,11 +59,14 @@ def fsync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files left in ``folder`` by writers that were killed."""
-    for leftover in Path(folder).glob(f".*{TEMP_SUFFIX}"):
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
+def remove_stale_temporaries(folder: Path, targets: Sequence[str] | None = None) -> None:
+    """Delete temporary files left in ``folder`` by writers that were killed: all of them, or
+    only those of the files named ``targets`` (when other writers share the folder)."""
+    patterns = [f".*{TEMP_SUFFIX}"] if targets is None else [f".{name}.*{TEMP_SUFFIX}" for name in targets]
+    for pattern in patterns:
+        for leftover in Path(folder).glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def file_sha256(path: Path) -> str:

@@ -26,13 +26,11 @@ from typing import Any
 import torch
 
 from regionspot.backbones.protocols import ImageMemoryEncoder
+from regionspot.cache.filling import FillStats, fill_cache
+from regionspot.cache.parts import Part
 from regionspot.cache.shards import (
     CacheError,
-    FillStats,
     ShardReader,
-    fill_shards,
-    open_for_writing,
-    plan_shards,
 )
 from regionspot.cache.token_cache import (
     INFORMATIONAL,
@@ -95,19 +93,19 @@ def _memory_shard(dataset: CocoDataset, encoder: ImageMemoryEncoder, records: Se
 
 
 def extract_memories(dataset: CocoDataset, encoder: ImageMemoryEncoder, out: str | Path, *, shard_size: int = 32,
-                     progress: bool = True, stop_after_shards: int | None = None) -> MemoryCache:
+                     progress: bool = True, stop_after_shards: int | None = None,
+                     part: Part | None = None) -> MemoryCache:
     """Fill (or resume filling) the CLIP memory cache ``out``: the memory of every record's
     un-augmented image (valid for augmentation-free training only). Same shard, resume and
     refusal rules as :func:`regionspot.cache.token_cache.extract_tokens`."""
     folder = Path(out)
     meta = {"format": MEMORY_FORMAT, "version": MEMORY_VERSION, "backbone": clip_meta(encoder),
             "dataset": dataset_meta(dataset), "options": {"augmentation": "none", "dtype": "float16"}}
-    writer = open_for_writing(folder, meta, num_shards=plan_shards(len(dataset.records), shard_size),
-                              shard_size=shard_size, ignore=MEMORY_INFORMATIONAL)
-    stats = fill_shards(writer, dataset.records, lambda record: record.image_id,
-                        partial(_memory_shard, dataset, encoder), progress=progress,
-                        desc=f"CLIP memory {dataset.name}", stop_after_shards=stop_after_shards)
-    cache = MemoryCache(ShardReader(folder))
+    reader, stats = fill_cache(folder, meta, dataset.records, lambda record: record.image_id,
+                               partial(_memory_shard, dataset, encoder), shard_size=shard_size,
+                               ignore=MEMORY_INFORMATIONAL, part=part, progress=progress,
+                               desc=f"CLIP memory {dataset.name}", stop_after_shards=stop_after_shards)
+    cache = MemoryCache(reader)
     cache.extract_stats = stats
     return cache
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +55,8 @@ from regionspot.fileio import (
 )
 
 MANIFEST = "manifest.json"
+#: The manifest of the whole cache, or of one part of a split run (``manifest.part-2-of-8.json``).
+MANIFEST_PATTERN = re.compile(r"^manifest(\.part-\d+-of-\d+)?\.json$")
 STORE_FORMAT = "regionspot-shards"
 STORE_VERSION = 1
 REPAIR_HINT = "re-run `regionspot extract-tokens` with the same arguments"
@@ -98,13 +99,13 @@ class DamagedManifestError(CacheError):
         self.reason = reason
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The parsed manifest of ``folder``; CacheError when missing, unreadable, of another
+def read_manifest(folder: Path, name: str = MANIFEST) -> dict[str, Any]:
+    """The parsed manifest ``name`` of ``folder``; CacheError when missing, unreadable, of another
     format or version, or :class:`DamagedManifestError` when it does not parse."""
-    path = folder / MANIFEST
+    path = folder / name
     if not path.is_file():
-        raise CacheError(f"no cache at {folder} ({MANIFEST} is missing); create it with "
-                         "`regionspot extract-tokens`")
+        raise CacheError(f"no cache at {folder} ({name} is missing); create it with "
+                         "`regionspot extract-tokens` (a run split in parts writes it when the last part ends)")
     try:
         manifest = json.loads(path.read_text())
     except OSError as exc:
@@ -126,12 +127,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def write_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
-    """Write ``folder``'s manifest atomically, shards in index order (the same cache gives the same
-    bytes whatever order its shards were finished in); CacheError naming it when that fails."""
+def write_manifest(folder: Path, manifest: Mapping[str, Any], name: str = MANIFEST) -> None:
+    """Write ``folder``'s manifest ``name`` atomically, shards in index order (the same cache gives
+    the same bytes whatever order its shards were finished in); CacheError naming it when that fails."""
     document = {**manifest, "shards": dict(sorted(manifest["shards"].items(), key=lambda item: int(item[0])))}
-    with reported_writes(folder, folder / MANIFEST):
-        atomic_write_bytes(folder / MANIFEST, (json.dumps(document, indent=1) + "\n").encode())
+    with reported_writes(folder, folder / name):
+        atomic_write_bytes(folder / name, (json.dumps(document, indent=1) + "\n").encode())
 
 
 @contextmanager
@@ -151,10 +152,13 @@ class ShardWriter:
     """Fills the shards of one cache folder; see :func:`open_for_writing`. ``settings_digest``:
     the :func:`meta_digest` written into every shard (so a lost manifest can be rebuilt)."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], settings_digest: str | None = None) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], settings_digest: str | None = None,
+                 manifest_name: str = MANIFEST, owned: Callable[[int], bool] | None = None) -> None:
         self.folder = folder
         self.manifest = manifest
         self.settings_digest = settings_digest or meta_digest(manifest["meta"])
+        self.manifest_name = manifest_name  # a part's own manifest when the work is split (cache/parts.py)
+        self.owned = owned or (lambda index: True)  # the shards this writer fills
 
     @property
     def num_shards(self) -> int:
@@ -178,11 +182,12 @@ class ShardWriter:
             atomic_write_bytes(self.folder / name, data)
         self.manifest["shards"][str(index)] = {"file": name, "sha256": sha256_bytes(data), "bytes": len(data),
                                                "image_ids": [int(i) for i in image_ids]}
-        write_manifest(self.folder, self.manifest)
+        write_manifest(self.folder, self.manifest, self.manifest_name)
 
 
 def open_for_writing(folder: Path, meta: Mapping[str, Any], *, num_shards: int, shard_size: int,
-                     ignore: Sequence[str] = ()) -> ShardWriter:
+                     ignore: Sequence[str] = (), manifest_name: str = MANIFEST,
+                     owned: Callable[[int], bool] | None = None) -> ShardWriter:
     """Start or resume filling ``folder``.
 
     A new (or empty) folder gets a fresh manifest; a non-empty folder without one is refused. A
@@ -193,59 +198,65 @@ def open_for_writing(folder: Path, meta: Mapping[str, Any], *, num_shards: int, 
     killed run are removed. A manifest that does not parse (or is missing beside shard files) is
     rebuilt from the shards that prove intact and made with these settings, with one warning line on
     stderr. Writing problems (full disk, read-only folder) raise CacheError naming the file and why.
+    ``manifest_name`` / ``owned``: a part of a split run keeps its own manifest and fills, and
+    cleans up after, only the shards it owns (:mod:`regionspot.cache.parts`).
     """
     wanted = {"format": STORE_FORMAT, "version": STORE_VERSION, "meta": json_normal(dict(meta)),
               "shard_size": shard_size, "num_shards": num_shards, "shards": {}}
     digest = meta_digest(meta, ignore)
     with reported_writes(folder):
         folder.mkdir(parents=True, exist_ok=True)
-        manifest = _existing_manifest(folder, wanted, digest)
+        manifest = _existing_manifest(folder, wanted, digest, manifest_name)
         if manifest is None:
-            write_manifest(folder, wanted)
-            return ShardWriter(folder, wanted, digest)
+            write_manifest(folder, wanted, manifest_name)
+            return ShardWriter(folder, wanted, digest, manifest_name, owned)
         _check_same_settings(folder, manifest, wanted, ignore)
-        remove_stale_temporaries(folder)
+        owns = owned or (lambda index: True)
+        remove_stale_temporaries(folder, [shard_file_name(i) for i in range(num_shards) if owns(i)] + [manifest_name])
         damaged = [key for key, entry in manifest["shards"].items()
                    if not (folder / entry["file"]).is_file()
                    or sha256_bytes((folder / entry["file"]).read_bytes()) != entry["sha256"]]
         if damaged:
             for key in damaged:
                 del manifest["shards"][key]
-            write_manifest(folder, manifest)
-    return ShardWriter(folder, manifest, digest)
+            write_manifest(folder, manifest, manifest_name)
+    return ShardWriter(folder, manifest, digest, manifest_name, owned)
 
 
-def _existing_manifest(folder: Path, wanted: dict[str, Any], digest: str) -> dict[str, Any] | None:
-    """The manifest of ``folder``: read, or rebuilt from its shards when damaged or missing beside
-    shard files; None for an empty folder; CacheError for a folder holding something else."""
-    if not (folder / MANIFEST).exists():
-        strangers = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-        if strangers and all(SHARD_PATTERN.match(name) for name in strangers):
-            return _rebuild_manifest(folder, wanted, digest, f"{MANIFEST} is missing")
+def _existing_manifest(folder: Path, wanted: dict[str, Any], digest: str,
+                       name: str = MANIFEST) -> dict[str, Any] | None:
+    """The manifest ``name`` of ``folder``: read, or rebuilt from its shards when damaged or missing
+    beside shard files; None for an empty folder; CacheError for a folder holding something else."""
+    if not (folder / name).exists():
+        strangers = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
+                           and not (name != MANIFEST and MANIFEST_PATTERN.match(p.name)))
+        if strangers and all(SHARD_PATTERN.match(shard) for shard in strangers):
+            return _rebuild_manifest(folder, wanted, digest, f"{name} is missing", name)
         if strangers:
             listed = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
             raise CacheError(f"{folder} is not empty ({listed})"
                              f" but holds no cache ({MANIFEST} is missing); give a new or empty folder")
         return None
     try:
-        return read_manifest(folder)
+        return read_manifest(folder, name)
     except DamagedManifestError as exc:
-        return _rebuild_manifest(folder, wanted, digest, exc.reason)
+        return _rebuild_manifest(folder, wanted, digest, exc.reason, name)
 
 
-def _rebuild_manifest(folder: Path, wanted: dict[str, Any], digest: str, reason: str) -> dict[str, Any]:
+def _rebuild_manifest(folder: Path, wanted: dict[str, Any], digest: str, reason: str,
+                      name: str = MANIFEST) -> dict[str, Any]:
     """A new manifest listing the shards of ``folder`` that verify (see
     :func:`~regionspot.cache.integrity.recover_shards`), written, with one warning line."""
     found = recover_shards(folder, wanted, digest)
     if found.foreign:
-        raise CacheError(f"{folder / MANIFEST} is unusable ({reason}) and {folder} holds shards made with other "
+        raise CacheError(f"{folder / name} is unusable ({reason}) and {folder} holds shards made with other "
                          f"settings or another shard size ({', '.join(found.foreign[:3])}); choose another output "
                          f"folder, or delete {folder} to start over")
     manifest = {**wanted, "shards": found.entries}
-    write_manifest(folder, manifest)
+    write_manifest(folder, manifest, name)
     unverified = (f"; {len(found.unverified)} shard file(s) that could not be verified will be recomputed"
                   if found.unverified else "")
-    print(f"warning: {folder / MANIFEST} was unusable ({' '.join(reason.split())[:200]}); rebuilt it from the "
+    print(f"warning: {folder / name} was unusable ({' '.join(reason.split())[:200]}); rebuilt it from the "
           f"shards: {len(found.entries)} of {wanted['num_shards']} shards recovered, "
           f"{wanted['num_shards'] - len(found.entries)} to compute{unverified}", file=sys.stderr)
     return manifest
@@ -268,9 +279,9 @@ class ShardReader:
     """Read access to a cache folder: image id -> shard, shards loaded on demand, verified the
     first time they are opened, the ``max_open`` most recently used kept in memory."""
 
-    def __init__(self, folder: str | Path, *, max_open: int = 8) -> None:
+    def __init__(self, folder: str | Path, *, max_open: int = 8, manifest_name: str = MANIFEST) -> None:
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder)
+        self.manifest = read_manifest(self.folder, manifest_name)
         self.meta: dict[str, Any] = self.manifest["meta"]
         self.num_shards = int(self.manifest["num_shards"])
         self.shard_size = int(self.manifest["shard_size"])
@@ -338,61 +349,3 @@ class ShardReader:
         state = dict(self.__dict__)
         state["_open"] = OrderedDict()
         return state
-
-
-@dataclass
-class FillStats:
-    """What one :func:`fill_shards` call did. ``stopped``: it ended early (``stop_after_shards``)."""
-
-    shards_total: int = 0
-    shards_skipped: int = 0
-    shards_computed: int = 0
-    images_computed: int = 0
-    seconds: float = 0.0
-    stopped: bool = False
-
-    @property
-    def shards_done(self) -> int:
-        return self.shards_skipped + self.shards_computed
-
-
-def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T], int],
-                compute: Callable[[Sequence[T], Callable[[], None]], Mapping[str, torch.Tensor]], *,
-                progress: bool = True, desc: str = "extract", stop_after_shards: int | None = None) -> FillStats:
-    """Compute every unfinished shard of ``writer``: shard k holds ``items[k*S:(k+1)*S]``
-    (S = the manifest's shard size). ``compute(items_of_shard, tick)`` returns the shard's
-    tensors and calls ``tick()`` once per item (progress bar over items, with ETA). Stops after
-    ``stop_after_shards`` newly computed shards when given (tests simulate interruptions so)."""
-    from tqdm.auto import tqdm
-
-    size = int(writer.manifest["shard_size"])
-    done = writer.finished()
-    stats = FillStats(shards_total=writer.num_shards, shards_skipped=len(done))
-    start = time.perf_counter()
-    skipped_items = sum(len(items[i * size:(i + 1) * size]) for i in done)
-    with tqdm(total=len(items), initial=skipped_items, desc=desc, unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
-
-        def advance() -> None:
-            bar.update(1)
-
-        for index in range(writer.num_shards):
-            if index in done:
-                continue
-            if stop_after_shards is not None and stats.shards_computed >= stop_after_shards:
-                stats.stopped = True
-                break
-            chunk = items[index * size:(index + 1) * size]
-            tensors = compute(chunk, advance)
-            writer.write(index, tensors, [image_id(item) for item in chunk])
-            stats.shards_computed += 1
-            stats.images_computed += len(chunk)
-    stats.seconds = time.perf_counter() - start
-    return stats
-
-
-def plan_shards(num_items: int, shard_size: int) -> int:
-    """Number of shards for ``num_items`` items, ``shard_size`` (>= 1) per shard."""
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
-    return (num_items + shard_size - 1) // shard_size

@@ -35,14 +35,12 @@ import numpy as np
 import torch
 
 from regionspot.backbones.protocols import RegionTokenizer
+from regionspot.cache.filling import FillStats, fill_cache
 from regionspot.cache.integrity import update_tensors_digest
+from regionspot.cache.parts import Part
 from regionspot.cache.shards import (
     CacheError,
-    FillStats,
     ShardReader,
-    fill_shards,
-    open_for_writing,
-    plan_shards,
 )
 from regionspot.cache.view import CacheView
 from regionspot.datasets.coco_format import CocoDataset, ImageRecord
@@ -187,7 +185,7 @@ def _check_flips(flips: Sequence[bool]) -> tuple[bool, ...]:
 
 def extract_tokens(dataset: CocoDataset, tokenizer: RegionTokenizer, out: str | Path, *,
                    flips: Sequence[bool] = (False, True), shard_size: int = 32, progress: bool = True,
-                   stop_after_shards: int | None = None) -> TokenCache:
+                   stop_after_shards: int | None = None, part: Part | None = None) -> TokenCache:
     """Fill (or resume filling) the token cache ``out`` for every record of ``dataset``.
 
     Shard k holds records ``k*shard_size .. (k+1)*shard_size - 1``; finished shards of an
@@ -195,18 +193,18 @@ def extract_tokens(dataset: CocoDataset, tokenizer: RegionTokenizer, out: str | 
     ``out`` holding a cache of other settings is refused (CacheError). ``stop_after_shards``:
     return after computing that many shards (simulates an interruption). The returned cache may
     be unfinished then (see :attr:`TokenCache.missing_shards`); ``extract_stats`` tells what
-    this call did.
+    this call did. ``part``: fill only that part's share of the shards (see
+    :mod:`regionspot.cache.parts`); the cache is then whole once every part has ended.
     """
     flips = _check_flips(flips)
     folder = Path(out)
     meta = {"format": TOKEN_FORMAT, "version": TOKEN_VERSION, "backbone": backbone_meta(tokenizer),
             "dataset": dataset_meta(dataset), "options": {"flips": list(flips), "dtype": "float16"}}
-    writer = open_for_writing(folder, meta, num_shards=plan_shards(len(dataset.records), shard_size),
-                              shard_size=shard_size, ignore=INFORMATIONAL)
-    stats = fill_shards(writer, dataset.records, lambda record: record.image_id,
-                        partial(_token_shard, dataset, tokenizer, flips), progress=progress,
-                        desc=f"SAM tokens {dataset.name}", stop_after_shards=stop_after_shards)
-    cache = TokenCache(ShardReader(folder))
+    reader, stats = fill_cache(folder, meta, dataset.records, lambda record: record.image_id,
+                               partial(_token_shard, dataset, tokenizer, flips), shard_size=shard_size,
+                               ignore=INFORMATIONAL, part=part, progress=progress, desc=f"SAM tokens {dataset.name}",
+                               stop_after_shards=stop_after_shards)
+    cache = TokenCache(reader)
     cache.extract_stats = stats
     return cache
 

@@ -23,7 +23,8 @@ from regionspot.config import TOKEN_PLACES, ClipBackboneConfig, ConfigError, Sam
 
 if TYPE_CHECKING:
     from regionspot.backbones.protocols import ImageMemoryEncoder, RegionTokenizer
-    from regionspot.cache.shards import FillStats
+    from regionspot.cache.filling import FillStats
+    from regionspot.cache.parts import Part
     from regionspot.datasets.coco_format import CocoDataset
 
 # an annotation JSON bigger than this is never a training config: do not parse it twice
@@ -55,6 +56,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--clip", help="CLIP weights for --memories (default with a config: its model.clip)")
     parser.add_argument("--memory-out", help="memory cache folder with a COCO JSON (default: OUT-memories)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: config's device, else auto")
+    parser.add_argument("--part", metavar="I/N",
+                        help="fill only part I of N of the shards (e.g. one task of a job array); run every part, "
+                             "on any machines sharing the folder, and the cache is whole when the last one ends. "
+                             "Under torchrun each rank is one part (default: the whole cache)")
     add_progress_argument(parser)
     add_overrides_argument(parser, help="training-config overrides (with a config as --data), "
                                         "e.g. --set datasets.0.images=/data/o365/train")
@@ -174,9 +179,11 @@ def _plan_from_config(args: argparse.Namespace, data: Path) -> Plan:
 
 def run(args: argparse.Namespace) -> int:
     from regionspot.backbones.sam import build_region_tokenizer
+    from regionspot.cache.parts import parse_part, part_from_environment
     from regionspot.datasets.coco_format import CocoDataset
 
     plan = make_plan(args)
+    part = parse_part(args.part) if args.part else part_from_environment()
     # the category names do not matter here (the records and their order do not depend on them)
     datasets = [CocoDataset(job.annotations, job.images, name=job.name) for job in plan.jobs]
     from regionspot.devices import choose_device
@@ -197,11 +204,11 @@ def run(args: argparse.Namespace) -> int:
         for job, dataset in zip(plan.jobs, datasets, strict=True):
             if job.token_out.resolve() not in done:
                 current = job.token_out
-                _extract_tokens(job, dataset, tokenizer, plan, not args.no_progress, args.shard_size)
+                _extract_tokens(job, dataset, tokenizer, plan, not args.no_progress, args.shard_size, part)
                 done.add(job.token_out.resolve())
             if encoder is not None and job.memory_out is not None and job.memory_out.resolve() not in done:
                 current = job.memory_out
-                _extract_memories(job, dataset, encoder, not args.no_progress, args.shard_size)
+                _extract_memories(job, dataset, encoder, not args.no_progress, args.shard_size, part)
                 done.add(job.memory_out.resolve())
     except KeyboardInterrupt:
         print(f"\ninterrupted: the finished shards in {current} are kept; run the same command again to "
@@ -219,29 +226,40 @@ def _to_device(module: Any, device: Any) -> None:
 
 
 def _extract_tokens(job: Job, dataset: CocoDataset, tokenizer: RegionTokenizer, plan: Plan, progress: bool,
-                    shard_size: int) -> None:
+                    shard_size: int, part: Part | None) -> None:
     from regionspot.cache.token_cache import extract_tokens
 
     flips = (False, True) if plan.flip else (False,)
-    cache = extract_tokens(dataset, tokenizer, job.token_out, flips=flips, shard_size=shard_size, progress=progress)
+    cache = extract_tokens(dataset, tokenizer, job.token_out, flips=flips, shard_size=shard_size, progress=progress,
+                           part=part)
     print(summary_line(f"{job.name} SAM tokens", cache.meta["dataset"], cache.extract_stats, job.token_out,
-                       f"flips {list(flips)}, {plan.sam.name_or_path}, {plan.sam.token_place}"))
+                       f"flips {list(flips)}, {plan.sam.name_or_path}, {plan.sam.token_place}", part))
 
 
 def _extract_memories(job: Job, dataset: CocoDataset, encoder: ImageMemoryEncoder, progress: bool,
-                      shard_size: int) -> None:
+                      shard_size: int, part: Part | None) -> None:
     from regionspot.cache.memory_cache import extract_memories
 
     assert job.memory_out is not None
-    cache = extract_memories(dataset, encoder, job.memory_out, shard_size=shard_size, progress=progress)
+    cache = extract_memories(dataset, encoder, job.memory_out, shard_size=shard_size, progress=progress, part=part)
     print(summary_line(f"{job.name} CLIP memories", cache.meta["dataset"], cache.extract_stats, job.memory_out,
-                       "un-augmented images only"))
+                       "un-augmented images only", part))
 
 
 def summary_line(what: str, dataset_meta: Mapping[str, Any], stats: FillStats | None, folder: Path,
-                 note: str) -> str:
-    """``coco SAM tokens: 96 images, 682 boxes; 3/3 shards (1 skipped, 2 computed) in 12.3 s -> OUT``."""
+                 note: str, part: Part | None = None) -> str:
+    """``coco SAM tokens: 96 images, 682 boxes; 3/3 shards (1 skipped, 2 computed) in 12.3 s -> OUT``
+    (with a part: its share of the shards, and whether the cache is whole or which parts still run)."""
     assert stats is not None
-    return (f"{what}: {dataset_meta['images']} images, {dataset_meta['boxes']} boxes; "
-            f"{stats.shards_done}/{stats.shards_total} shards ({stats.shards_skipped} skipped, "
+    share = "" if part is None else f" of part {part.label}"
+    line = (f"{what}: {dataset_meta['images']} images, {dataset_meta['boxes']} boxes; "
+            f"{stats.shards_done}/{stats.shards_total} shards{share} ({stats.shards_skipped} skipped, "
             f"{stats.shards_computed} computed) in {stats.seconds:.1f} s -> {folder} ({note})")
+    if part is None:
+        return line
+    missing = stats.missing_after_merge
+    if not missing:
+        return line + "; every part has ended: the cache is whole"
+    waiting = sorted({index % part.count + 1 for index in missing})
+    return line + (f"; {len(missing)} shards are still to be made by part(s) "
+                   f"{', '.join(f'{i}/{part.count}' for i in waiting)}")

@@ -16,13 +16,12 @@ import torch
 
 from regionspot import fileio
 from regionspot.cache import shards
+from regionspot.cache.filling import fill_shards, plan_shards
 from regionspot.cache.shards import (
     CacheError,
     ShardReader,
-    fill_shards,
     meta_differences,
     open_for_writing,
-    plan_shards,
     shard_file_name,
 )
 
@@ -183,7 +182,8 @@ def test_death_between_shard_and_manifest_leaves_a_valid_cache(tmp_path: Path, m
 CHILD = """
 import sys, torch
 from pathlib import Path
-from regionspot.cache.shards import fill_shards, open_for_writing
+from regionspot.cache.filling import fill_shards
+from regionspot.cache.shards import open_for_writing
 items = list(range(100000))
 writer = open_for_writing(Path(sys.argv[1]), {"format": "kill-test"}, num_shards=len(items) // 4, shard_size=4)
 fill_shards(writer, items, lambda i: i, lambda chunk, tick: {f"{i}/x": torch.randn(64, 256) for i in chunk},
