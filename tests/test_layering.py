@@ -6,8 +6,8 @@ functions or under ``TYPE_CHECKING``, is checked against :data:`LAYERS`, lowest 
 ============  ==========================================================================
 layer         packages and modules (``regionspot.<name>``)
 ============  ==========================================================================
-base          ops, config, presets, devices, fileio, vocab, processes, hub, weights,
-              assets, results, viz
+base          ops, config, presets, devices, fileio, vocab, processes, prefetch, hub,
+              weights, assets, results, viz
 backbones     backbones
 model         model, proposals
 predictor     predictor, and the package's own ``__init__`` (the public facade)
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 FACADE = "<package>"  # the unit of regionspot/__init__.py
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("base", frozenset({"ops", "config", "presets", "devices", "fileio", "vocab", "processes", "hub", "weights",
-                        "assets", "results", "viz"})),
+    ("base", frozenset({"ops", "config", "presets", "devices", "fileio", "vocab", "processes", "prefetch", "hub",
+                        "weights", "assets", "results", "viz"})),
     ("backbones", frozenset({"backbones"})),
     ("model", frozenset({"model", "proposals"})),
     ("predictor", frozenset({"predictor", FACADE})),

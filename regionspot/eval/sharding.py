@@ -7,13 +7,13 @@ the list a single process makes. Without a process group everything runs in this
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from regionspot.prefetch import prefetched
 from regionspot.processes import DistributedContext
 
 Item = TypeVar("Item")
@@ -64,46 +64,6 @@ def map_sharded(items: Sequence[Item], function: Callable[[list[Item], list[Any]
     bar.close()
     gathered = gather_to_main(outputs, ctx)
     return interleave(gathered) if gathered is not None else None
-
-
-class _Loading(Dataset):
-    """``load(items[i])`` as a map-style dataset; an exception is returned, not raised, so that
-    it reaches the caller as itself rather than wrapped in a worker's traceback."""
-
-    def __init__(self, items: Sequence[Any], load: Callable[[Any], Any]) -> None:
-        self.items, self.load = items, load
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> tuple[int, Any]:
-        try:
-            return index, self.load(self.items[index])
-        except Exception as exc:  # noqa: BLE001 - re-raised in the main process, as it was
-            return index, exc
-
-
-def _as_loaded(item: Any) -> Any:
-    """The DataLoader's collate function: items pass as they are (not turned into tensors)."""
-    return item
-
-
-def prefetched(items: Sequence[Item], load: Callable[[Item], Any], workers: int = 0) -> Iterator[tuple[int, Any]]:
-    """``(i, load(items[i]))`` in order. With ``workers`` > 0 a ``torch`` DataLoader runs ``load``
-    in that many processes, two items ahead each, while the caller works on the current one; an
-    error raised by ``load`` is raised here, unchanged, when its item's turn comes."""
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
-    dataset = _Loading(items, load)
-    if workers == 0:
-        loaded: Iterable[tuple[int, Any]] = (dataset[index] for index in range(len(dataset)))
-    else:
-        loaded = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_loaded,
-                            prefetch_factor=2, persistent_workers=False)
-    for index, value in loaded:
-        if isinstance(value, Exception):
-            raise value
-        yield index, value
 
 
 def gather_to_main(obj: Any, ctx: DistributedContext) -> list[Any] | None:

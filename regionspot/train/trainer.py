@@ -21,11 +21,12 @@ import torch
 from tqdm import tqdm
 
 from regionspot.config import save_config, to_dict
-from regionspot.datasets.mixture import plan_batch, rank_range
+from regionspot.datasets.mixture import rank_range
 from regionspot.fileio import write_failure
 from regionspot.model.regionspot import RegionSpot
+from regionspot.prefetch import prefetched
 from regionspot.processes import DistributedContext, all_reduce_sum
-from regionspot.train.batches import DataSource, RegionBatch, build_batch
+from regionspot.train.batches import DataSource, PreparedBatch, RegionBatch, StepPreparer, finish_batch
 from regionspot.train.config import TrainConfig
 from regionspot.train.curves import MetricsLog, plot_curves
 from regionspot.train.errors import TrainingDivergedError
@@ -150,20 +151,23 @@ class Trainer:
         return torch.nn.parallel.DistributedDataParallel(self.head, device_ids=device_ids)
 
     # ------------------------------------------------------------------ one step
-    def batch_for(self, step: int) -> tuple[int, RegionBatch]:
-        config = self.config
-        plan = plan_batch(config.seed, step, [len(s.dataset) for s in self.sources],
-                          [d.ratio for d in config.datasets], config.batch_size)
-        positions = rank_range(config.batch_size, self.ctx.rank, self.ctx.world_size)
-        source = self.sources[plan.dataset_index]
-        batch = build_batch(source, plan.image_indices, positions, seed=config.seed, step=step,
-                            augment=config.augment, tokenizer=self.model.region_tokenizer,
-                            image_encoder=self.model.image_encoder,
-                            max_regions=config.max_regions_per_image, device=self.ctx.device)
-        return plan.dataset_index, batch
+    def step_preparer(self) -> StepPreparer:
+        """What prepares any step's batch without the model (picklable to DataLoader workers)."""
+        config, encoder = self.config, self.model.image_encoder
+        return StepPreparer(sources=self.sources, seed=config.seed, batch_size=config.batch_size,
+                            ratios=[d.ratio for d in config.datasets], augment=config.augment,
+                            max_regions=config.max_regions_per_image,
+                            positions=rank_range(config.batch_size, self.ctx.rank, self.ctx.world_size),
+                            preprocess=None if encoder is None else encoder.preprocess, uses_memory=encoder is not None)
 
-    def train_step(self, step: int) -> dict[str, float]:
-        dataset_index, batch = self.batch_for(step)
+    def batch_for(self, step: int, prepared: tuple[int, PreparedBatch] | None = None) -> tuple[int, RegionBatch]:
+        """Step ``step``'s (dataset index, batch); ``prepared``: its preparation, done ahead."""
+        dataset_index, batch = prepared if prepared is not None else self.step_preparer()(step)
+        return dataset_index, finish_batch(batch, self.model.region_tokenizer, self.model.image_encoder,
+                                           self.ctx.device)
+
+    def train_step(self, step: int, prepared: tuple[int, PreparedBatch] | None = None) -> dict[str, float]:
+        dataset_index, batch = self.batch_for(step, prepared)
         names = [self.sources[dataset_index].dataset.names[i] for i in batch.vocabulary]
         text = self.model.text_embeddings(names)
         total_regions = all_reduce_sum(torch.tensor(float(batch.num_regions), device=self.ctx.device), self.ctx)
@@ -205,11 +209,16 @@ class Trainer:
         bar = tqdm(total=config.iterations, initial=self.step, disable=not self.progress, desc="train",
                    dynamic_ncols=True)
         started = time.perf_counter()
+        steps = list(range(self.step, config.iterations))
+        ahead = prefetched(steps, self.step_preparer(), workers=config.num_workers,
+                           pin_memory=self.ctx.device.type == "cuda")  # batches prepared by worker processes
         with self._stop_on_signals():
             while self.step < config.iterations and not self._stop_requested:
-                values = self.train_step(self.step)
+                _, prepared = next(ahead)
+                values = self.train_step(self.step, prepared)
                 self.step += 1
                 self._after_step(values, bar)
+        ahead.close()
         bar.close()
         self.save()
         if self._stop_requested:

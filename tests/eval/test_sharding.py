@@ -14,8 +14,9 @@ import pytest
 
 from regionspot.datasets.coco_format import DatasetError
 from regionspot.eval.jobs import ImageJob
-from regionspot.eval.sharding import interleave, map_sharded, prefetched, shard_indices
+from regionspot.eval.sharding import interleave, map_sharded, shard_indices
 from regionspot.ops.image import load_image
+from regionspot.prefetch import prefetched
 from regionspot.processes import DistributedContext
 
 
