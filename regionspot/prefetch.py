@@ -4,6 +4,7 @@ preparation for ``train``), while the caller works on the current item."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -11,6 +12,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 Item = TypeVar("Item")
+#: How workers start: forked on Linux (as torch does by default there, even inside a process that
+#: was itself spawned, so ``load`` need not be picklable), the platform's default elsewhere.
+WORKER_START = "fork" if sys.platform.startswith("linux") else None
 
 
 class _Loading(Dataset):
@@ -51,7 +55,8 @@ def prefetched(items: Sequence[Item], load: Callable[[Item], Any], workers: int 
     else:
         loaded = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_as_loaded,
                             prefetch_factor=2, persistent_workers=False, pin_memory=pin_memory,
-                            generator=torch.Generator().manual_seed(0))  # never draws from the global RNG
+                            generator=torch.Generator().manual_seed(0),  # never draws from the global RNG
+                            multiprocessing_context=WORKER_START)
     for index, value in loaded:
         if isinstance(value, Exception):
             raise value

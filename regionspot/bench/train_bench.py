@@ -14,6 +14,7 @@ import multiprocessing
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,13 +46,15 @@ class TrainBenchResult:
 
 
 def _measure(mode: str, sam: str, annotations: str, images: str, caches: dict[str, str], batch: int,
-             steps: int, queue: Any) -> None:
-    """Child process: train ``steps`` steps (after one warm-up) in ``mode``; report to ``queue``."""
+             steps: int, queue: Any, workers: int = 0) -> None:
+    """Child process: train ``steps`` steps (after one warm-up) in ``mode``, batches prepared by
+    ``workers`` DataLoader workers (as the trainer's ``num_workers``); report to ``queue``."""
     from regionspot.bench.predict_bench import build_bench_model
     from regionspot.cache.memory_cache import MemoryCache
     from regionspot.cache.token_cache import TokenCache
     from regionspot.datasets.coco_format import CocoDataset
-    from regionspot.train.batches import DataSource, build_batch
+    from regionspot.prefetch import prefetched
+    from regionspot.train.batches import DataSource, PreparedBatch, finish_batch, prepare_batch
     from regionspot.train.config import AugmentConfig, OptimConfig
     from regionspot.train.loss import sigmoid_focal_loss
     from regionspot.train.schedule import build_optimizer
@@ -66,13 +69,18 @@ def _measure(mode: str, sam: str, annotations: str, images: str, caches: dict[st
     text = model.text_embeddings(dataset.names)
     model.fusion.train()
     regions, started = 0, 0.0
-    for step in range(steps + 1):
+    encoder = model.image_encoder
+    assert encoder is not None  # the bench model has CLIP vision
+
+    def prepare(step: int) -> PreparedBatch:
+        indices = [(step * batch + i) % len(dataset) for i in range(batch)]
+        return prepare_batch(source, indices, range(batch), seed=0, step=step, augment=augment, max_regions=100,
+                             preprocess=encoder.preprocess, uses_memory=True)
+
+    for step, prepared in prefetched(range(steps + 1), prepare, workers):
         if step == 1:
             regions, started = 0, time.perf_counter()
-        indices = [(step * batch + i) % len(dataset) for i in range(batch)]
-        data = build_batch(source, indices, range(batch), seed=0, step=step, augment=augment,
-                           tokenizer=model.region_tokenizer, image_encoder=model.image_encoder,
-                           max_regions=100, device=torch.device("cpu"))
+        data = finish_batch(prepared, model.region_tokenizer, encoder, torch.device("cpu"))
         embeddings, _ = model.fusion(data.tokens, data.memory, data.padding)
         valid = ~data.padding
         loss = sigmoid_focal_loss(model.fusion.logits(embeddings[valid], text[data.vocabulary]), data.targets[valid])
@@ -116,9 +124,11 @@ def subset_annotations(annotations: str, limit: int, out: Path) -> str:
 
 
 def run_train_bench(sam: str, annotations: str, images: str, *, limit: int = 16, batch: int = 4,
-                    online_steps: int = 2, cached_steps: int = 20, work_dir: str | None = None) -> TrainBenchResult:
+                    online_steps: int = 2, cached_steps: int = 20, work_dir: str | None = None,
+                    workers: Sequence[int] = ()) -> TrainBenchResult:
     """Measure every mode in its own process (spawned, so peak memory is per mode) on the first
-    ``limit`` images of ``annotations``."""
+    ``limit`` images of ``annotations``; then the ``tokens`` mode (cached tokens, CLIP online:
+    images every step) again with each count of ``workers`` preparing the batches."""
     from regionspot.bench.predict_bench import machine_info
 
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
@@ -128,25 +138,41 @@ def run_train_bench(sam: str, annotations: str, images: str, *, limit: int = 16,
         result.extraction_seconds_per_image = build_caches(sam, annotations, images, folder)
         caches = {"tokens": str(folder / "tokens"), "memory": str(folder / "memory")}
         context = multiprocessing.get_context("spawn")
-        for mode in MODES:
+        runs = [(mode, mode, 0) for mode in MODES] + [
+            (f"tokens, {count} worker{'s' if count > 1 else ''}", "tokens", count) for count in workers if count]
+        for name, mode, count in runs:
             queue = context.Queue()
             steps = online_steps if mode == "online" else cached_steps
-            child = context.Process(target=_measure, args=(mode, sam, annotations, images, caches, batch, steps, queue))
+            child = context.Process(target=_measure, args=(mode, sam, annotations, images, caches, batch, steps, queue,
+                                                           count))
             child.start()
-            result.modes[mode] = queue.get()
+            result.modes[name] = _result_of(child, queue, name)
             child.join()
     return result
+
+
+def _result_of(child: Any, queue: Any, name: str) -> dict[str, float]:
+    """What ``child`` puts on ``queue``; RuntimeError (not a hang) when it dies without an answer."""
+    import queue as queues
+
+    while True:
+        try:
+            return queue.get(timeout=5)
+        except queues.Empty:
+            if not child.is_alive():
+                raise RuntimeError(f"the {name!r} measurement process ended (exit code {child.exitcode}) "
+                                   "without a result; its error is printed above") from None
 
 
 def format_table(result: TrainBenchResult) -> str:
     lines = [f"machine: {result.machine['platform']}, torch {result.machine['torch']}, "
              f"{result.machine['threads']} threads; batch {result.batch_images} images; BB head, "
              "MobileSAM + CLIP ViT-B/16 (random weights)", "",
-             f"{'mode':>14} {'regions/s':>10} {'images/s':>9} {'s/step':>8} {'peak RSS MiB':>13} "
+             f"{'mode':>18} {'regions/s':>10} {'images/s':>9} {'s/step':>8} {'peak RSS MiB':>13} "
              f"{'paper schedule, h':>18}"]
     for mode, row in result.modes.items():
         hours = PAPER_IMAGES / row["images_per_s"] / 3600
-        lines.append(f"{mode:>14} {row['regions_per_s']:>10.1f} {row['images_per_s']:>9.2f} "
+        lines.append(f"{mode:>18} {row['regions_per_s']:>10.1f} {row['images_per_s']:>9.2f} "
                      f"{row['seconds_per_step']:>8.2f} {row['peak_rss_mib']:>13.0f} {hours:>18,.0f}")
     lines += ["", f"cached (tokens+memory) vs online: {result.speedup():.1f}x regions/s (target >= 20x)",
               f"token extraction, one-off: {result.extraction_seconds_per_image:.2f} s per image (both flips)",

@@ -61,6 +61,9 @@ def _add_train(which: argparse._SubParsersAction) -> None:
     train.add_argument("--batch", type=positive_int, default=4, help="images per step")
     train.add_argument("--online-steps", type=positive_int, default=2, help="timed steps when both towers run")
     train.add_argument("--cached-steps", type=positive_int, default=20, help="timed steps with caches")
+    train.add_argument("--workers", default="1,2", help="also time the tokens mode (CLIP online) with these "
+                                                        "counts of DataLoader workers preparing the batches "
+                                                        "(comma-separated; '' for none)")
     train.add_argument("--out", default="bench-results/train.json", help="JSON output")
     add_progress_argument(train)
     train.set_defaults(handler=run_train)
@@ -188,8 +191,14 @@ def run_train(args: argparse.Namespace) -> int:
     if not Path(args.sam).is_file():
         raise FileNotFoundError(f"SAM checkpoint {args.sam} not found; fetch MobileSAM with "
                                 f"'python scripts/fetch_mobile_sam.py {DEFAULT_SAM}' or pass --sam")
+    try:
+        workers = [int(count) for count in args.workers.split(",") if count.strip()]
+    except ValueError:
+        raise SystemExit(f"error: --workers must be comma-separated integers, got {args.workers!r}") from None
+    if any(count < 0 for count in workers):
+        raise SystemExit("error: --workers counts must be >= 0")
     result = run_train_bench(args.sam, args.annotations, args.images, limit=args.limit, batch=args.batch,
-                             online_steps=args.online_steps, cached_steps=args.cached_steps)
+                             online_steps=args.online_steps, cached_steps=args.cached_steps, workers=workers)
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -48,10 +48,11 @@ def test_bench_train_measures_three_modes(mobile_sam_checkpoint: Path, coco_samp
     out = tmp_path / "train.json"
     code = main(["bench", "train", "--sam", str(mobile_sam_checkpoint),
                  "--annotations", str(coco_sample / "annotations.json"), "--images", str(coco_sample / "images"),
-                 "--limit", "2", "--batch", "1", "--online-steps", "1", "--cached-steps", "2", "--out", str(out)])
+                 "--limit", "2", "--batch", "1", "--online-steps", "1", "--cached-steps", "2", "--workers", "2",
+                 "--out", str(out)])
     assert code == 0
     document = json.loads(out.read_text())
-    assert set(document["modes"]) == {"online", "tokens", "tokens+memory"}
+    assert set(document["modes"]) == {"online", "tokens", "tokens+memory", "tokens, 2 workers"}
     assert all(row["regions_per_s"] > 0 and row["peak_rss_mib"] > 0 for row in document["modes"].values())
     assert "paper schedule" in capsys.readouterr().out
 
