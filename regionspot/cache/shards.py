@@ -228,8 +228,8 @@ def _existing_manifest(folder: Path, wanted: dict[str, Any], digest: str,
     """The manifest ``name`` of ``folder``: read, or rebuilt from its shards when damaged or missing
     beside shard files; None for an empty folder; CacheError for a folder holding something else."""
     if not (folder / name).exists():
-        strangers = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")
-                           and not (name != MANIFEST and MANIFEST_PATTERN.match(p.name)))
+        strangers = sorted(p.name for p in folder.iterdir()
+                           if not p.name.startswith(".") and not MANIFEST_PATTERN.match(p.name))  # parts' own
         if strangers and all(SHARD_PATTERN.match(shard) for shard in strangers):
             return _rebuild_manifest(folder, wanted, digest, f"{name} is missing", name)
         if strangers:

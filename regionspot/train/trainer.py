@@ -212,13 +212,12 @@ class Trainer:
         steps = list(range(self.step, config.iterations))
         ahead = prefetched(steps, self.step_preparer(), workers=config.num_workers,
                            pin_memory=self.ctx.device.type == "cuda")  # batches prepared by worker processes
-        with self._stop_on_signals():
+        with self._stop_on_signals(), contextlib.closing(ahead):  # the workers stop with the loop, however it ends
             while self.step < config.iterations and not self._stop_requested:
                 _, prepared = next(ahead)
                 values = self.train_step(self.step, prepared)
                 self.step += 1
                 self._after_step(values, bar)
-        ahead.close()
         bar.close()
         self.save()
         if self._stop_requested:

@@ -85,6 +85,18 @@ def test_a_killed_part_redoes_only_its_own_unfinished_shards(dataset, tokenizer,
     same_cache(folder, whole)
 
 
+def test_one_process_finishes_what_parts_began(dataset, tokenizer, whole: Path, tmp_path: Path, capsys) -> None:
+    """Part 1/2 alone, then a run in one process: it keeps part 1's shards (rebuilding the index
+    from them) and makes the rest."""
+    folder = tmp_path / "cache"
+    extract_tokens(dataset, tokenizer, folder, shard_size=1, progress=False, part=Part(0, 2))
+    rest = extract_tokens(dataset, tokenizer, folder, shard_size=1, progress=False)
+    assert rest.extract_stats is not None and (rest.extract_stats.shards_skipped, rest.extract_stats.shards_computed) \
+        == (3, 2)
+    assert "rebuilt it from the shards" in capsys.readouterr().err
+    same_cache(folder, whole)
+
+
 def test_concurrent_processes_fill_one_cache(subset: Path, coco_sample: Path, tiny_sam_dir: Path, whole: Path,
                                              tmp_path: Path) -> None:
     """Two ``extract-tokens --part`` processes at once on one folder (as a job array would)."""
