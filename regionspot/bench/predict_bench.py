@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from regionspot.backbones.protocols import CROP_CLIP, REGIONSPOT_CLIP, PooledImageEncoder
-from regionspot.bench.runtime_bench import encoder_compute, runtime_lines, time_onnx
+from regionspot.bench.runtime_bench import encoder_compute, runtime_lines, time_onnx, time_predict
 from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig
 
 if TYPE_CHECKING:
@@ -170,13 +170,8 @@ def run_predict_bench(
     predictor.predict(random_boxes(1, size), vocabulary)  # caches the vocabulary's text embeddings
     result = PredictBenchResult(machine=machine_info(target), image_size=size, vocabulary_size=vocabulary_size,
                                 sam_image_encode_ms=sam_ms, clip_image_encode_ms=clip_ms)
-    for count in box_counts:
-        progress(f"timing {count} region(s) ...")
-        boxes = random_boxes(count, size, seed=count)
-        total = median_ms(partial(predictor.predict, boxes, vocabulary, with_masks=False), repeats)
-        with_masks = median_ms(partial(predictor.predict, boxes, vocabulary, with_masks=True), repeats)
-        result.regions.append({"boxes": count, "total_ms": total, "per_region_ms": total / count,
-                               "total_with_masks_ms": with_masks})
+    result.regions = time_predict(predictor, box_counts, vocabulary, repeats, median_ms,
+                                  lambda count: random_boxes(count, size, seed=count), progress)
     result.mask_paste_ms_per_region = time_mask_paste(model, predictor, max(box_counts), size, repeats)
     progress("timing CLIP ViT-B/16 on crops ...")
     single = crop_batch(image, random_boxes(1, size), encoder.preprocess)

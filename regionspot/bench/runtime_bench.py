@@ -20,6 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 if TYPE_CHECKING:
     from regionspot.model.regionspot import RegionSpot
+    from regionspot.predictor import RegionPredictor
 
 Timer = Callable[[Callable[[], object], int], float]
 
@@ -74,12 +75,25 @@ def time_onnx(model: RegionSpot, image: np.ndarray, box_counts: Sequence[int], v
             "regions": []}
         predictor = onnx_model.predictor()
         predictor.set_image(image)
-        for count in box_counts:
-            boxes = boxes_for(count)
-            total = timer(partial(predictor.predict, boxes, vocabulary, with_masks=False), repeats)
-            with_masks = timer(partial(predictor.predict, boxes, vocabulary, with_masks=True), repeats)
-            result["regions"].append({"boxes": count, "total_ms": total, "total_with_masks_ms": with_masks})
+        result["regions"] = time_predict(predictor, box_counts, vocabulary, repeats, timer, boxes_for)
     return result
+
+
+def time_predict(predictor: RegionPredictor, box_counts: Sequence[int], vocabulary: list[str], repeats: int,
+                 timer: Timer, boxes_for: Callable[[int], np.ndarray],
+                 progress: Callable[[str], None] | None = None) -> list[dict[str, float]]:
+    """``predict`` on the predictor's image at each box count, without and with masks (ms): one
+    row per count, the same for either runtime."""
+    rows = []
+    for count in box_counts:
+        if progress is not None:
+            progress(f"timing {count} region(s) ...")
+        boxes = boxes_for(count)
+        total = timer(partial(predictor.predict, boxes, vocabulary, with_masks=False), repeats)
+        with_masks = timer(partial(predictor.predict, boxes, vocabulary, with_masks=True), repeats)
+        rows.append({"boxes": count, "total_ms": total, "per_region_ms": total / count,
+                     "total_with_masks_ms": with_masks})
+    return rows
 
 
 def runtime_lines(compute: dict[str, Any], onnx: dict[str, Any], torch_regions: list[dict[str, float]],
