@@ -145,6 +145,7 @@ def test_grayscale_rgba_and_corrupt_images(mobile_sam_model, photo_and_boxes, tm
         predictor.set_image(tmp_path / "broken.jpg")
 
 
+@pytest.mark.slow
 def test_encoding_images_in_a_batch_equals_one_by_one(mobile_sam_model, coco_sample: Path) -> None:
     """Two photos of different sizes through both towers as one batch: the same SAM embeddings
     and CLIP memories as encoding each alone (float rounding), and ``set_encoded`` answers as

@@ -37,6 +37,14 @@ def objects(coco_sample: Path) -> list[tuple[Path, list[np.ndarray]]]:
     return found
 
 
+@pytest.fixture(scope="module")
+def first_photo_predictor(mobile_sam_model, objects):
+    """A predictor with the first photo encoded once, for the tests that only send bad prompts."""
+    predictor = mobile_sam_model.predictor()
+    predictor.set_image(objects[0][0])
+    return predictor
+
+
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
     """The pixel centre deepest inside ``mask`` (peeled one pixel ring at a time), nearest its centroid."""
     core = mask
@@ -76,6 +84,7 @@ def test_a_click_inside_an_object_gives_its_mask(mobile_sam_model, objects) -> N
     assert len(ious) >= 6 and np.mean(np.array(precisions) >= 0.8) >= 0.75 and np.mean(ious) >= 0.5
 
 
+@pytest.mark.slow
 def test_a_background_click_removes_what_it_lands_on(mobile_sam_model, objects) -> None:
     predictor = mobile_sam_model.predictor()
     removed = tried = 0
@@ -136,18 +145,14 @@ def test_the_zero_shot_recognizer_takes_the_same_prompts(mobile_sam_model, objec
     ({"boxes": [[0, 0, 5, 5]], "points": [[1.0, 1.0]]}, r"one kind per call\), got boxes and points"),
     ({}, r"one kind per call\), got none"),
 ])
-def test_bad_prompts_are_one_clear_error(mobile_sam_model, objects, prompt: dict, message: str) -> None:
-    predictor = mobile_sam_model.predictor()
-    predictor.set_image(objects[0][0])
+def test_bad_prompts_are_one_clear_error(first_photo_predictor, prompt: dict, message: str) -> None:
     with pytest.raises(PromptError, match=message):
-        predictor.predict(vocabulary=VOCABULARY, **prompt)
+        first_photo_predictor.predict(vocabulary=VOCABULARY, **prompt)
 
 
-def test_an_empty_mask_prompt_and_no_vocabulary_are_refused(mobile_sam_model, objects) -> None:
-    predictor = mobile_sam_model.predictor()
-    photo = objects[0][0]
-    predictor.set_image(photo)
-    height, width = load_image(photo).shape[:2]
+def test_an_empty_mask_prompt_and_no_vocabulary_are_refused(first_photo_predictor, objects) -> None:
+    predictor = first_photo_predictor
+    height, width = load_image(objects[0][0]).shape[:2]
     with pytest.raises(PromptError, match="mask 0 is empty"):
         predictor.predict(masks=np.zeros((height, width), dtype=bool), vocabulary=VOCABULARY)
     with pytest.raises(ValueError, match="give a vocabulary"):

@@ -97,6 +97,7 @@ def test_one_process_finishes_what_parts_began(dataset, tokenizer, whole: Path, 
     same_cache(folder, whole)
 
 
+@pytest.mark.slow
 def test_concurrent_processes_fill_one_cache(subset: Path, coco_sample: Path, tiny_sam_dir: Path, whole: Path,
                                              tmp_path: Path) -> None:
     """Two ``extract-tokens --part`` processes at once on one folder (as a job array would)."""

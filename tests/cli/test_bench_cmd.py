@@ -87,6 +87,7 @@ def test_bench_proposals_measures_each_setting(mobile_sam_checkpoint: Path, coco
     assert "points_per_side must be a positive integer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_proposals_resumes_from_its_records(mobile_sam_checkpoint: Path, coco_sample: Path, tmp_path: Path,
                                                   capsys) -> None:
     """A second run reuses the first run's per-photo records and measures only the new photos; a

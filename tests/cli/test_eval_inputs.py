@@ -247,6 +247,7 @@ def console_script() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "regionspot"]
 
 
+@pytest.mark.slow
 def test_through_the_console_script_one_line_each(annotation, detections, tmp_path) -> None:
     broken = copy.deepcopy(detections)
     broken[3]["bbox"] = [1, 2]

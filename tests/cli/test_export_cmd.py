@@ -14,6 +14,7 @@ from regionspot.cli.main import main
 BOXES = "10,20,200,300;50,60,400,400;0,0,100,100;300,100,630,470"
 
 
+@pytest.mark.slow
 def test_predict_with_the_onnx_runtime_answers_as_pytorch(tiny_onnx_export: Path, coco_sample: Path,
                                                           text_cache_dir: Path, tmp_path: Path, capsys) -> None:
     photo = sorted((coco_sample / "images").iterdir())[0]
@@ -38,6 +39,7 @@ def test_predict_with_the_onnx_runtime_answers_as_pytorch(tiny_onnx_export: Path
     (["--precision", "bf16"], "error: --runtime onnx runs the exported float32 graphs"),
     (["--set", "fusion.depth=3"], "would change the exported graphs"),
 ])
+@pytest.mark.slow
 def test_what_the_onnx_runtime_refuses_is_one_line(tiny_onnx_export: Path, coco_sample: Path, extra: list[str],
                                                    message: str, capsys) -> None:
     photo = sorted((coco_sample / "images").iterdir())[0]
@@ -54,6 +56,7 @@ def test_export_needs_a_head_and_an_out_folder(tiny_sam_dir: Path, tmp_path: Pat
         main(["export", "onnx", "--untrained"])
 
 
+@pytest.mark.slow
 def test_predict_batch_and_eval_run_the_onnx_runtime(tiny_onnx_export: Path, coco_sample: Path,
                                                      text_cache_dir: Path, tmp_path: Path) -> None:
     """COCO-format ground-truth boxes through predict-batch and eval, each with both runtimes."""

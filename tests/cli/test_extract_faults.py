@@ -64,6 +64,7 @@ def test_a_full_disk_on_the_manifest_keeps_the_previous_one(extract_argv, full_d
     assert "3/3 shards (0 skipped, 3 computed)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_read_only_folder_is_one_error_line(extract_argv, run_read_only, assert_one_error_line,
                                              tmp_path: Path) -> None:
     locked = tmp_path / "locked"

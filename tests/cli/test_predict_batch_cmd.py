@@ -59,6 +59,7 @@ def test_a_dataset_with_ground_truth_boxes_as_coco_results(checkpoint, coco_samp
     assert all(len(r["bbox"]) == 4 and "segmentation" not in r for r in results)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("boxes", ["gt", "auto"])
 def test_background_workers_and_image_batches_give_the_same_results(checkpoint, coco_sample, tmp_path,
                                                                     boxes: str) -> None:

@@ -63,6 +63,7 @@ def test_a_full_disk_while_exporting_the_head(tiny_train_config, reference_weigh
     assert_resumes_to(config, reference_weights)
 
 
+@pytest.mark.slow
 def test_a_read_only_output_dir_is_refused_before_any_work(tiny_train_config, run_read_only, assert_one_error_line,
                                                           tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path)

@@ -89,6 +89,7 @@ def test_alone_without_masks(attending_model: RegionSpot, image: np.ndarray, out
     np.testing.assert_allclose(result.topk_scores, outputs["alone"].topk_scores[:2, :2], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_clip_crop_scores_are_a_softmax_over_the_vocabulary(mobile_sam_model: RegionSpot, image: np.ndarray) -> None:
     classifier = build_classifier("clip-crop", mobile_sam_model)
     assert classifier.name == "clip-crop"
@@ -101,6 +102,7 @@ def test_clip_crop_scores_are_a_softmax_over_the_vocabulary(mobile_sam_model: Re
     np.testing.assert_array_equal(top2.topk_ids, result.topk_ids[:, :2])
 
 
+@pytest.mark.slow
 def test_clip_mask_crop_uses_the_same_sam_masks_as_regionspot(
         mobile_sam_model: RegionSpot, image: np.ndarray, outputs: dict[str, Any]) -> None:
     masked = build_classifier("clip-mask-crop", mobile_sam_model).classify(image, BOXES, VOCAB, len(VOCAB), True)

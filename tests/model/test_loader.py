@@ -154,6 +154,7 @@ def test_authors_pth_loads_as_a_checkpoint(their_bb: tuple[Path, Path], mobile_s
     assert config.clip.name_or_path == "openai/clip-vit-base-patch16"  # what `download` would fetch
 
 
+@pytest.mark.slow
 def test_authors_pth_answers_like_its_converted_folder(their_bb: tuple[Path, Path], mobile_sam_checkpoint: Path,
                                                        cache_override: list[str], tmp_path: Path) -> None:
     from regionspot.cli.main import main

@@ -23,6 +23,9 @@ from regionspot.model.onnx_runtime import OnnxRegionSpot
 from regionspot.ops.image import load_image
 from regionspot.weights import CheckpointError
 
+# Every test here uses the tiny ONNX export (about 30 s to make): CI runs them, -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 

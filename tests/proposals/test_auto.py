@@ -190,6 +190,7 @@ def _recalled(proposals: Proposals, gt: np.ndarray) -> int:
     return int((box_iou_xyxy(gt, proposals.boxes).max(axis=1) >= 0.5).sum()) if len(gt) else 0
 
 
+@pytest.mark.slow
 def test_mobile_sam_proposals_on_two_photos(mobile_sam_model, coco_sample: Path):
     """8x8 points through the predictor. Bound: at least 40% of the large (>= 96^2 px) non-crowd
     objects of the two photos found at IoU 0.5. SAM reports about 0.87 AR (IoU 0.5:0.95) on large

@@ -57,6 +57,7 @@ def test_crops_need_the_image(mobile_sam_model) -> None:
         RegionProposer(tokenizer)(embedding, AutoProposalConfig(crop_layers=-1))
 
 
+@pytest.mark.slow
 def test_mobile_sam_on_crops_finds_more_small_objects(mobile_sam_model, coco_sample: Path) -> None:
     """A street scene with many small annotated objects: crop layer 1 encodes 4 crops and finds at
     least as many annotated objects as the whole image alone, with every box inside the image."""

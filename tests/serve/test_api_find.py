@@ -66,6 +66,7 @@ def test_masks_are_made_for_the_regions_found_within_the_limit(serve_model, phot
     assert none["status"] == 200 and none["regions"] == [] and none["not_returned"] == 0
 
 
+@pytest.mark.slow
 def test_at_most_max_boxes_regions_are_returned(serve_model, photo: Path, post_form: Callable[..., dict]) -> None:
     """Many queries x max_per_query could make a huge answer: the best max_boxes come back and
     not_returned counts the rest."""

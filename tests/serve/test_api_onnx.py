@@ -13,6 +13,9 @@ from fastapi.testclient import TestClient
 from regionspot.model.loader import ModelSource, load
 from regionspot.serve.app import create_app
 
+# Every test here uses the tiny ONNX export (about 30 s to make): CI runs them, -m 'not slow' skips them.
+pytestmark = pytest.mark.slow
+
 VOCAB = ["cat", "dog", "bowl", "broccoli"]
 BOXES = [[10, 20, 200, 300], [300, 100, 630, 470]]
 

@@ -284,6 +284,7 @@ def test_api_errors_are_shown_and_drop_loads_an_image(driver: Any, live_server: 
     assert _console_errors(driver, allow_network_errors=True) == []
 
 
+@pytest.mark.slow
 def test_auto_boxes_with_a_builtin_vocabulary(driver: Any, live_server: str, photo: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

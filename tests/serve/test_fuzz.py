@@ -129,6 +129,7 @@ def test_recognize_well_formed_requests_with_any_content(fuzz_client: TestClient
     _assert_handled(fuzz_client.post("/v1/recognize", files=files or None, data=data))
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=15)
 @given(image=image_part, max_boxes=st.one_of(st.none(), topk_text), extra=st.text(max_size=10))
 def test_propose_never_answers_500(fuzz_client: TestClient, known_id: str, image: str, max_boxes: str | None,

@@ -126,6 +126,7 @@ def _set_slider(browser: Any, element_id: str, value: float) -> None:
         slider.dispatchEvent(new Event('input', {bubbles: true}));""", element_id, value)
 
 
+@pytest.mark.slow
 def test_click_shift_click_tap_find_and_filter(driver: Any, live_server: str, photo: Path) -> None:
     width = Image.open(photo).size[0]
     _open_page(driver, live_server)

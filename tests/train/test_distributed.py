@@ -169,6 +169,7 @@ def test_the_launch_hint_names_the_command_that_was_run(command: str, monkeypatc
         "process")
 
 
+@pytest.mark.slow
 def test_a_group_that_cannot_be_joined_is_a_launch_error(monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()  # nobody listens there: rank 1 waits for a rank 0 that never comes
     monkeypatch.setenv("WORLD_SIZE", "2")

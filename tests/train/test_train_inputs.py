@@ -101,6 +101,7 @@ def test_resuming_with_a_lower_learning_rate_uses_it(tiny_train_config, monkeypa
 # ----------------------------------------------------------------------------- a damaged metrics.csv
 
 
+@pytest.mark.slow
 def test_a_damaged_metrics_file_is_repaired_on_resume(tiny_train_config, run_console, capsys,
                                                       tmp_path: Path) -> None:
     config = tiny_train_config(tmp_path)
