@@ -16,7 +16,7 @@ import errno
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,11 +25,25 @@ TEMP_SUFFIX = ".tmp"
 
 def atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(stream)`` into a temporary file, then move it over ``target`` atomically."""
+    with _atomic_stream(target, "wb") as stream:
+        write(stream)
+
+
+def atomic_text_file(target: Path) -> contextlib.AbstractContextManager[IO[str]]:
+    """A UTF-8 text stream for writing ``target`` piece by piece (a large output streamed as it is
+    made); it replaces ``target`` atomically when the block ends, and is deleted if the block raises."""
+    return _atomic_stream(target, "w")
+
+
+@contextlib.contextmanager
+def _atomic_stream(target: Path, mode: str) -> Iterator[Any]:
+    """A stream to a temporary file beside ``target`` (``mode`` "wb" or "w": UTF-8 text), flushed,
+    fsynced and renamed over ``target`` when the block ends; deleted if the block raises."""
     target = Path(target)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
+        with os.fdopen(handle, mode, encoding=None if "b" in mode else "utf-8") as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)

@@ -1,4 +1,4 @@
-"""``regionspot bench predict``: timings measured on this machine, printed and written as JSON."""
+"""``regionspot bench predict|train|proposals|eval-memory``: measured on this machine, printed and written as JSON."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _add_predict(which)
     _add_train(which)
     _add_proposals(which)
+    _add_eval_memory(which)
 
 
 def _add_predict(which: argparse._SubParsersAction) -> None:
@@ -92,6 +93,33 @@ def _add_proposals(which: argparse._SubParsersAction) -> None:
                                              "the suffix .records.jsonl)")
     add_progress_argument(proposals)
     proposals.set_defaults(handler=run_proposals)
+
+
+def _add_eval_memory(which: argparse._SubParsersAction) -> None:
+    memory = which.add_parser(
+        "eval-memory", help="rank 0's peak memory evaluating detections read from shards vs all held at once",
+        description="Writes a synthetic LVIS-style run (no model) as the shards of --processes ranks, then "
+                    "measures, each in its own process, the peak RSS and time of computing box AP from the "
+                    "shards one image at a time (what regionspot eval does) and with every output held at "
+                    "once (what gathering them on rank 0 gives).",
+    )
+    memory.add_argument("--images", type=positive_int, default=20000, help="images (LVIS val has 19,809)")
+    memory.add_argument("--detections", type=positive_int, default=300, help="detections per image (LVIS keeps 300)")
+    memory.add_argument("--categories", type=positive_int, default=1203, help="categories (LVIS has 1203)")
+    memory.add_argument("--processes", type=positive_int, default=2, help="ranks whose shards are written")
+    memory.add_argument("--out", default="bench-results/eval_memory.json", help="JSON output")
+    memory.set_defaults(handler=run_eval_memory)
+
+
+def run_eval_memory(args: argparse.Namespace) -> int:
+    from regionspot.bench.eval_memory_bench import format_table, run_eval_memory_bench, write_json
+
+    result = run_eval_memory_bench(images=args.images, per_image=args.detections, categories=args.categories,
+                                   processes=args.processes, log=lambda line: print(line, file=sys.stderr))
+    print(format_table(result))
+    write_json(result, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> np.ndarray:

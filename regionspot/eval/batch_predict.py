@@ -1,7 +1,9 @@
 """Batch prediction: the evaluation runner without the evaluation, over a folder of images or a
 COCO/LVIS annotation's images, split across processes under ``torchrun`` like an evaluation.
 
-Output, written by rank 0: ``coco`` - one COCO results list (each image's best
+Each process writes its images' outputs to its own shard as it goes and rank 0 writes the output
+from the shards one image at a time (:mod:`regionspot.eval.output_shards`), so no process holds
+the whole output. Output, written by rank 0: ``coco`` - one COCO results list (each image's best
 ``protocol.pairs_per_image`` (box, category) pairs, as an evaluation keeps them, ready for
 ``regionspot eval --detections``); ``json`` - one document per image, ``regionspot predict``'s
 (boxes xyxy, top-k names and scores per box, SAM masks as RLE with masks on) plus the image id
@@ -13,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -22,13 +26,13 @@ from regionspot.datasets.coco_format import dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.image_run import (
     ImageOutput,
+    RunTally,
     build_setup,
     image_batch,
     image_workers,
     load_for_run,
     load_job_image,
     process_images,
-    run_counts,
     single_process,
 )
 from regionspot.eval.jobs import (
@@ -38,8 +42,10 @@ from regionspot.eval.jobs import (
     default_image_folder,
     folder_jobs,
 )
+from regionspot.eval.output_shards import ShardWriter, gather_examples, read_outputs, shard_folder
 from regionspot.eval.protocol import category_index
-from regionspot.eval.sharding import map_sharded
+from regionspot.eval.sharding import run_sharded
+from regionspot.fileio import atomic_text_file
 from regionspot.processes import DistributedContext
 from regionspot.vocab import (
     BUILTIN_VOCABULARIES,
@@ -77,12 +83,24 @@ def prediction_inputs(config: EvalConfig) -> tuple[list[ImageJob], list[str], li
     return jobs, names, ids
 
 
+@dataclass
+class BatchSummary:
+    """What a batch prediction wrote: ``path``; ``written`` (COCO pairs or documents' regions in
+    the file) of ``total`` (before ``min_score``); the run's totals (``tally``)."""
+
+    path: Path
+    written: int
+    total: int
+    tally: RunTally
+
+
 def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = "coco",
                          ctx: DistributedContext | None = None, model: Model | None = None,
-                         progress: bool = True, min_score: float | None = None) -> list[dict[str, Any]] | None:
-    """Predict over the images (split across processes) and write ``out`` (JSON) on rank 0,
-    without what scores under ``min_score`` (see :func:`drop_low_scores`) when given.
-    Returns the written list on rank 0, None elsewhere."""
+                         progress: bool = True, min_score: float | None = None) -> BatchSummary | None:
+    """Predict over the images (split across processes, each writing its outputs to its own
+    shard as it goes) and write ``out`` (JSON) on rank 0, streamed from the shards one image at
+    a time, without what scores under ``min_score`` (see :func:`drop_low_scores`) when given.
+    Returns what was written on rank 0, None elsewhere."""
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"output format {output_format!r} is not one of {list(OUTPUT_FORMATS)}")
     config = check_eval_config(config)
@@ -94,26 +112,47 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     config = dataclasses.replace(config, method=config.method or cast(Method, model.method))
     setup = build_setup(config, model, box_source, jobs, names, category_ids, documents=output_format == "json")
     setup.example_ids = frozenset()
-    outputs = map_sharded(jobs, partial(process_images, setup=setup), ctx, load=load_job_image,
-                          workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
-                          progress=progress,
-                          description=f"predict {config.method}")
-    if outputs is None:
-        return None
-    if output_format == "coco":
-        written: list[dict[str, Any]] = [detection for output in outputs for detection in output.detections]
-    else:
-        written = [output.document or empty_document(job, names, str(config.method))
-                   for job, output in zip(jobs, outputs, strict=True)]
-    if min_score is not None:
-        kept, total = drop_low_scores(written, output_format, min_score)
-        unit = "(box, category) pairs" if output_format == "coco" else "regions"
-        print(f"min score {min_score:g}: kept {kept} of {total} {unit}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(written, indent=None if output_format == "coco" else 1) + "\n", encoding="utf-8")
-    print(summary(outputs, out, time.perf_counter() - started))
+    with shard_folder(ctx, near=out.parent) as folder:
+        with ShardWriter(folder, ctx) as writer:
+            run_sharded(jobs, partial(process_images, setup=setup), ctx, write=writer.write, load=load_job_image,
+                        workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
+                        progress=progress, description=f"predict {config.method}")
+        if gather_examples({}, ctx) is None:  # every process has written its shard
+            return None
+        outputs = zip(jobs, read_outputs(folder, ctx.world_size, len(jobs)), strict=True)
+        items = ((output, output.detections if output_format == "coco"
+                  else output.document or empty_document(job, names, str(config.method))) for job, output in outputs)
+        written = write_streamed(out, items, output_format, min_score)
+    if min_score is not None:
+        unit = "(box, category) pairs" if output_format == "coco" else "regions"
+        print(f"min score {min_score:g}: kept {written.written} of {written.total} {unit}")
+    print(summary(written.tally, out, time.perf_counter() - started))
     return written
+
+
+def write_streamed(out: Path, items: Iterable[tuple[ImageOutput, Any]], output_format: str,
+                   min_score: float | None) -> BatchSummary:
+    """Write one JSON list to ``out`` (atomically) from (output, its pairs or document) items read
+    one at a time: COCO pairs one after another, or one document per image."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tally, kept, total, first = RunTally(), 0, 0, True
+    with atomic_text_file(out) as handle:
+        handle.write("[")
+        for output, entry in items:
+            tally.add(output)
+            entries = entry if output_format == "coco" else [entry]
+            if min_score is not None:
+                counts = drop_low_scores(entries, output_format, min_score)
+                kept, total = kept + counts[0], total + counts[1]
+            for value in entries:
+                handle.write(("" if first else ", " if output_format == "coco" else ",\n")
+                             + json.dumps(value, indent=None if output_format == "coco" else 1))
+                first = False
+        handle.write("]\n")
+    if min_score is None:
+        kept = total = tally.detections if output_format == "coco" else tally.boxes_classified
+    return BatchSummary(out, kept, total, tally)
 
 
 def empty_document(job: ImageJob, names: list[str], method: str) -> dict[str, Any]:
@@ -123,8 +162,8 @@ def empty_document(job: ImageJob, names: list[str], method: str) -> dict[str, An
             "vocabulary": names, "regions": []}
 
 
-def summary(outputs: list[ImageOutput], out: Path, seconds: float) -> str:
-    counts = run_counts(outputs)
+def summary(tally: RunTally, out: Path, seconds: float) -> str:
+    counts = tally.counts()
     return (f"wrote {out}: {counts['images']} images, {counts['boxes_classified']} boxes named "
             f"({counts['boxes_skipped']} skipped as under 1 px), {counts['detections']} (box, category) pairs, "
             f"{seconds:.1f} s")

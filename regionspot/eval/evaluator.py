@@ -145,14 +145,15 @@ def _area(annotation: Mapping[str, Any]) -> float:
 
 def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTruth,
                             image_sizes: Mapping[int, tuple[int, int]], *, iou_type: str,
-                            mask_area: bool = False) -> Detections:
+                            mask_area: bool = False, known: tuple[set[int], set[int]] | None = None) -> Detections:
     """COCO results -> :class:`Detections`. A missing ``bbox`` is taken from the mask. A detection's
     area is its box area w*h when it has a ``bbox``, else its mask area: what pycocotools' and
     lvis-api's ``loadRes`` do (they decide on the first result, this on each). ``mask_area`` (with
     ``iou_type="segm"``): the mask area always, as the LVIS fixed-AP script, which removes the
-    ``bbox`` of every result before mask AP. Raises ValueError for an image or category unknown to
-    the annotation, or a missing mask when ``iou_type="segm"``."""
-    known_images, known_cats = set(gt.images.tolist()), set(gt.categories.tolist())
+    ``bbox`` of every result before mask AP. ``known``: the annotation's (image ids, category ids),
+    when the caller holds them already. Raises ValueError for an image or category unknown to the
+    annotation, or a missing mask when ``iou_type="segm"``."""
+    known_images, known_cats = known or (set(gt.images.tolist()), set(gt.categories.tolist()))
     boxes, areas = [], []
     masks: list[dict] = []  # every detection's when iou_type="segm"
     for det in results:
@@ -177,6 +178,19 @@ def detections_from_results(results: Sequence[Mapping[str, Any]], gt: GroundTrut
         areas=np.array(areas, dtype=np.float64),
         masks=masks if iou_type == "segm" else None,
     )
+
+
+def concatenate_detections(parts: Sequence[Detections], *, masks: bool) -> Detections:
+    """The detections of ``parts`` one after another (``masks``: keep their RLEs)."""
+    def joined(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        arrays = [getattr(part, name) for part in parts]
+        return np.concatenate(arrays) if arrays else np.zeros(shape, dtype=np.float64)
+
+    return Detections(
+        image_ids=joined("image_ids", (0,)).astype(np.int64),
+        category_ids=joined("category_ids", (0,)).astype(np.int64),
+        boxes=joined("boxes", (0, 4)), scores=joined("scores", (0,)), areas=joined("areas", (0,)),
+        masks=[rle for part in parts for rle in (part.masks or [])] if masks else None)
 
 
 def resolve_frequencies(categories: Sequence[Mapping[str, Any]],
@@ -246,21 +260,28 @@ class DetectionEvaluator:
                                             drop_zero_area=self.drop_zero_area)
         self._sizes = {img["id"]: (img["height"], img["width"]) for img in self.dataset["images"]}
         self._names = {c["id"]: c.get("name", str(c["id"])) for c in self.dataset["categories"]}
+        self._known = (set(self.gt.images.tolist()), set(self.gt.categories.tolist()))
         self.result: APResult | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget all processed images and detections."""
-        self._results: list[Mapping[str, Any]] = []
-        self._image_ids: set[int] = set()
+        self._parts: dict[int, list[Detections]] = {}  # image id -> its detections, as arrays
         self.result = None
+
+    @property
+    def detections_held(self) -> int:
+        """How many detections the evaluator holds (as arrays: 64 bytes each, plus an RLE for mask AP)."""
+        return sum(len(part) for parts in self._parts.values() for part in parts)
 
     def process(self, image_id: int, detections: Iterable[Mapping[str, Any]]) -> None:
         """Add one image's detections (COCO results dicts; ``image_id`` may be left out). The image
         counts as evaluated even with no detections. ValueError for an image the annotation does
-        not list or a detection of another image; DatasetError (a ValueError) naming the image for
-        detections :func:`~regionspot.eval.protocol.check_detections` refuses (a NaN score or box,
-        a malformed entry). :meth:`evaluate` refuses unknown categories and missing masks."""
+        not list, a detection of another image, a category the annotation does not list or a
+        missing mask (mask AP); DatasetError (a ValueError) naming the image for detections
+        :func:`~regionspot.eval.protocol.check_detections` refuses (a NaN score or box, a
+        malformed entry). The detections are kept as arrays, not as the dicts given, so an
+        evaluation over a large dataset holds about 64 bytes per detection (plus its RLE for mask AP)."""
         # imported here: the protocol imports this module (and torch)
         from regionspot.eval.protocol import check_detections
 
@@ -277,24 +298,27 @@ class DetectionEvaluator:
 
     def _add(self, image_id: int, detections: list[dict[str, Any]]) -> None:
         """Add one image's checked detections."""
-        self._results.extend(detections)
-        self._image_ids.add(int(image_id))
+        parts = self._parts.setdefault(int(image_id), [])
+        if detections:
+            parts.append(detections_from_results(detections, self.gt, self._sizes, iou_type=self.iou_type,
+                                                 mask_area=self.mask_area, known=self._known))
 
     def evaluate(self) -> dict[str, float]:
         """Metrics over the processed images: AP, AP50, AP75, APs, APm, APl, AR@<d> for each
         max_dets d, ARs, ARm, ARl, and APr, APc, APf when frequencies are known (fractions, NaN
         where nothing can be measured)."""
-        if not self._image_ids:
+        if not self._parts:
             raise RuntimeError("no image was processed: call process() before evaluate()")
-        dt = detections_from_results(self._results, self.gt, self._sizes, iou_type=self.iou_type,
-                                     mask_area=self.mask_area)
+        # by image id, as pycocotools and lvis-api order them (only the per-category budget's ties see it)
+        dt = concatenate_detections([part for image in sorted(self._parts) for part in self._parts[image]],
+                                    masks=self.iou_type == "segm")
         if self.per_category_budget is not None:
             dt = dt.take(top_per_category(dt, self.per_category_budget))
         if self.max_dets_per_image is not None:
             dt = dt.take(top_per_image(dt, self.max_dets_per_image))
         if self.drop_zero_area:
             dt = dt.take(dt.areas > 0)
-        self.result = evaluate(self.gt, dt, self.params, np.array(sorted(self._image_ids), dtype=np.int64))
+        self.result = evaluate(self.gt, dt, self.params, np.array(sorted(self._parts), dtype=np.int64))
         return summarize(self.result, self.frequencies)
 
     def per_category(self) -> list[dict[str, Any]]:
@@ -352,13 +376,36 @@ def fixed_ap(annotations: Mapping[str, Any] | str | Path, results: Sequence[Mapp
     detections against frequent ones in the same image. Mask fixed AP (``iou_type="segm"``) sizes
     detections by their mask area, as the authors' script (it removes each result's ``bbox``);
     ``drop_zero_area`` as :class:`DetectionEvaluator` (zero-area detections take places in the
-    budget). The recall key is ``AR@<budget>/cat``."""
-    metrics = evaluate_results_file(
-        annotations, results, iou_type=iou_type, federated=federated, frequencies=frequencies,
-        max_dets=(per_category_budget,), max_dets_per_image=None, per_category_budget=per_category_budget,
-        drop_zero_area=drop_zero_area, mask_area=iou_type == "segm")
-    return {(f"AR@{per_category_budget}/cat" if k == f"AR@{per_category_budget}" else k): v
-            for k, v in metrics.items()}
+    budget). The recall key is ``AR@<budget>/cat``. Over every image of the annotation; to feed
+    images one at a time, use :func:`fixed_ap_evaluator` and :func:`fixed_ap_metrics`."""
+    evaluator = evaluator_for_results(annotations, results, iou_type=iou_type,
+                                      **fixed_ap_options(per_category_budget, iou_type, federated, frequencies,
+                                                         drop_zero_area))
+    return fixed_ap_metrics(evaluator)
+
+
+def fixed_ap_options(per_category_budget: int, iou_type: str, federated: bool | None,
+                     frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None,
+                     drop_zero_area: bool | None) -> dict[str, Any]:
+    """The :class:`DetectionEvaluator` options of the fixed-AP protocol (see :func:`fixed_ap`)."""
+    return dict(federated=federated, frequencies=frequencies, max_dets=(per_category_budget,), max_dets_per_image=None,
+                per_category_budget=per_category_budget, drop_zero_area=drop_zero_area, mask_area=iou_type == "segm")
+
+
+def fixed_ap_evaluator(annotations: Mapping[str, Any] | str | Path, per_category_budget: int = 10000, *,
+                       iou_type: str = "bbox", federated: bool | None = None,
+                       frequencies: Mapping[int, str] | Sequence[Mapping[str, Any]] | str | Path | None = None,
+                       drop_zero_area: bool | None = None) -> DetectionEvaluator:
+    """A :class:`DetectionEvaluator` under the fixed-AP protocol (see :func:`fixed_ap`), to be fed
+    image by image with ``process``; its numbers come from :func:`fixed_ap_metrics`."""
+    return DetectionEvaluator(annotations, iou_type=iou_type,
+                              **fixed_ap_options(per_category_budget, iou_type, federated, frequencies, drop_zero_area))
+
+
+def fixed_ap_metrics(evaluator: DetectionEvaluator) -> dict[str, float]:
+    """``evaluator.evaluate()`` of a fixed-AP evaluator, with the recall key ``AR@<budget>/cat``."""
+    budget = evaluator.per_category_budget
+    return {(f"AR@{budget}/cat" if k == f"AR@{budget}" else k): v for k, v in evaluator.evaluate().items()}
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:

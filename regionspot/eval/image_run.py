@@ -184,17 +184,32 @@ def single_process(device: str | torch.device = "cpu") -> DistributedContext:
     return DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device(device), backend=None)
 
 
-def run_counts(outputs: list[ImageOutput]) -> dict[str, int]:
-    """Totals over the images: boxes classified and skipped, images without boxes, detections."""
-    return {"images": len(outputs), "boxes_classified": sum(o.boxes for o in outputs),
-            "boxes_skipped": sum(o.skipped_boxes for o in outputs),
-            "images_without_boxes": sum(o.boxes == 0 for o in outputs),
-            "detections": sum(len(o.detections) for o in outputs)}
+@dataclass
+class RunTally:
+    """Totals over a run's images, added one output at a time (the outputs need not be kept):
+    boxes classified and skipped, images without boxes, detections, and the seconds spent on them."""
 
+    images: int = 0
+    boxes_classified: int = 0
+    boxes_skipped: int = 0
+    images_without_boxes: int = 0
+    detections: int = 0
+    seconds: float = 0.0
 
-def timing(outputs: list[ImageOutput], **phases: float) -> dict[str, float]:
-    """Wall seconds of each phase, their total, and the mean seconds per image (summed over
-    processes, so the per-process cost of one image)."""
-    per_image = sum(o.seconds for o in outputs) / max(len(outputs), 1)
-    return {**{f"{k}_s": round(v, 3) for k, v in phases.items()}, "total_s": round(sum(phases.values()), 3),
-            "per_image_s": round(per_image, 4)}
+    def add(self, output: ImageOutput) -> None:
+        self.images += 1
+        self.boxes_classified += output.boxes
+        self.boxes_skipped += output.skipped_boxes
+        self.images_without_boxes += output.boxes == 0
+        self.detections += len(output.detections)
+        self.seconds += output.seconds
+
+    def counts(self) -> dict[str, int]:
+        return {"images": self.images, "boxes_classified": self.boxes_classified, "boxes_skipped": self.boxes_skipped,
+                "images_without_boxes": self.images_without_boxes, "detections": self.detections}
+
+    def timing(self, **phases: float) -> dict[str, float]:
+        """Wall seconds of each phase, their total, and the mean seconds per image (summed over
+        processes, so the per-process cost of one image)."""
+        return {**{f"{k}_s": round(v, 3) for k, v in phases.items()}, "total_s": round(sum(phases.values()), 3),
+                "per_image_s": round(self.seconds / max(self.images, 1), 4)}

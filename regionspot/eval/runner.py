@@ -7,8 +7,10 @@ every report names the model that answered (:func:`model_summary`) and states th
     run = run_evaluation(config, out=Path("eval-out"))   # None on ranks other than 0
     run.document["bbox"]["metrics"]["AP"]
 
-Under ``torchrun`` images are split across processes (``rank::world_size``) and their
-detections merged on rank 0, which evaluates and writes: the numbers are those of one process.
+Under ``torchrun`` images are split across processes (``rank::world_size``); each process writes
+its detections to its own shard file as it goes and rank 0 evaluates from the shards, one image
+at a time (:mod:`regionspot.eval.output_shards`), and writes: the numbers are those of one
+process, and no process holds all the detections as Python objects.
 Batch prediction without evaluation is :mod:`regionspot.eval.batch_predict`.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,22 +29,22 @@ from typing import TYPE_CHECKING, Any, cast
 from regionspot.config import ConfigError, to_dict
 from regionspot.datasets.coco_format import DatasetError, dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, Method, check_eval_config
-from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap, is_federated
+from regionspot.eval.evaluator import DetectionEvaluator, fixed_ap_evaluator, fixed_ap_metrics, is_federated
 from regionspot.eval.image_run import (
     EXAMPLE_REGIONS,
     ImageOutput,
     RunSetup,
+    RunTally,
     build_setup,
     image_batch,
     image_workers,
     load_for_run,
     load_job_image,
     process_images,
-    run_counts,
     single_process,
-    timing,
 )
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
+from regionspot.eval.output_shards import Picture, ShardWriter, gather_examples, read_outputs, shard_folder
 from regionspot.eval.protocol import (
     FIXED_AP_SECTIONS,
     ap_section,
@@ -57,7 +61,8 @@ from regionspot.eval.protocol import (
     zero_area_text,
 )
 from regionspot.eval.report import markdown_report, summary_text, write_report_files
-from regionspot.eval.sharding import map_sharded, world_description
+from regionspot.eval.sharding import run_sharded, world_description
+from regionspot.fileio import atomic_text_file
 from regionspot.model.loader import describe_model
 from regionspot.processes import DistributedContext
 
@@ -130,54 +135,85 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
                                       evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
                                       keep_all=bool(config.protocol.fixed_ap_budget or config.save_detections))
     loaded = time.perf_counter()
-    outputs = map_sharded(data.jobs, partial(process_images, setup=setup), ctx, load=load_job_image,
-                          workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
-                          progress=progress,
-                          description=f"eval {config.method}")
-    if outputs is None:
-        return None
-    predicted = time.perf_counter()
-    sections, evaluators = evaluate_outputs(data, outputs, config)
+    with shard_folder(ctx, near=out) as folder:
+        with ShardWriter(folder, ctx) as writer:
+            run_sharded(data.jobs, partial(process_images, setup=setup), ctx, write=writer.write,
+                        load=load_job_image, workers=image_workers(config, ctx.device),
+                        batch=image_batch(config, ctx.device), progress=progress, description=f"eval {config.method}")
+        examples = gather_examples(writer.examples, ctx)
+        if examples is None:
+            return None
+        predicted = time.perf_counter()
+        with detections_file(out, config.save_detections) as save:
+            sections, evaluators, tally = evaluate_outputs(data, read_outputs(folder, ctx.world_size, len(data.jobs)),
+                                                           config, sink=save)
     described = {**describe_model(model, source),
                  "summary": model_summary(model, str(config.method), getattr(setup.classifier, "recognizer", model))}
     document = {
         "annotations": str(data.annotations), "protocol": describe_protocol(config, data, setup, model, ctx),
-        **sections, "counts": run_counts(outputs), "config": to_dict(config), "model": described,
+        **sections, "counts": tally.counts(), "config": to_dict(config), "model": described,
         "distributed": world_description(ctx),
-        "timing": timing(outputs, setup=loaded - started, predict=predicted - loaded,
-                         evaluate=time.perf_counter() - predicted),
+        "timing": tally.timing(setup=loaded - started, predict=predicted - loaded,
+                               evaluate=time.perf_counter() - predicted),
     }
     print(summary_text(sections, protocol_line(document["protocol"])))
-    files = write_outputs(out, document, evaluators, outputs, config, data) if out is not None else []
+    files = write_outputs(out, document, evaluators, examples, config, data) if out is not None else []
     return EvalRun(document, files)
 
 
-def evaluate_outputs(data: DatasetInputs, outputs: list[ImageOutput], config: EvalConfig
-                     ) -> tuple[dict[str, Any], dict[str, DetectionEvaluator]]:
-    """Box (and mask) AP over the evaluated images, and fixed AP when asked: report sections
-    ``{"bbox": {"federated", "rules", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``."""
-    sections: dict[str, Any] = {}
-    evaluators: dict[str, DetectionEvaluator] = {}
+def evaluate_outputs(data: DatasetInputs, outputs: Iterable[ImageOutput], config: EvalConfig,
+                     sink: Callable[[ImageOutput], None] | None = None
+                     ) -> tuple[dict[str, Any], dict[str, DetectionEvaluator], RunTally]:
+    """Box (and mask) AP over the images of ``outputs`` (read once, one image at a time; each
+    output also goes to ``sink``), and fixed AP when asked: report sections
+    ``{"bbox": {"federated", "rules", "metrics", "per_category"}, "segm": ..., "fixed_ap": ...}``,
+    the evaluators and the run's totals."""
     protocol = config.protocol
     settings = evaluator_settings(data.federated, protocol.max_dets_per_image, protocol.keep_zero_area)
-    for iou_type in iou_types(config.masks):
-        evaluator = DetectionEvaluator(data.document, iou_type=iou_type, federated=data.federated,
-                                       frequencies=data.frequencies, max_dets=settings.max_dets,
-                                       max_dets_per_image=settings.max_dets_per_image,
-                                       drop_zero_area=settings.drop_zero_area)
-        for output in outputs:
+    evaluators = {iou_type: DetectionEvaluator(data.document, iou_type=iou_type, federated=data.federated,
+                                               frequencies=data.frequencies, max_dets=settings.max_dets,
+                                               max_dets_per_image=settings.max_dets_per_image,
+                                               drop_zero_area=settings.drop_zero_area)
+                  for iou_type in iou_types(config.masks)}
+    budget = protocol.fixed_ap_budget
+    # fixed AP counts every image of its annotation: only the evaluated ones are given
+    subset = subset_annotations(data.document, {job.image_id for job in data.jobs}) if budget else None
+    fixed = {iou_type: fixed_ap_evaluator(subset, budget, iou_type=iou_type, federated=data.federated,
+                                          frequencies=data.frequencies, drop_zero_area=settings.drop_zero_area)
+             for iou_type in iou_types(config.masks)} if subset is not None and budget else {}
+    tally = RunTally()
+    for output in outputs:
+        for evaluator in (*evaluators.values(), *fixed.values()):
             evaluator.process(output.image_id, output.detections)
-        sections[iou_type] = ap_section(evaluator, settings.rules)
-        evaluators[iou_type] = evaluator
-    budget = config.protocol.fixed_ap_budget
-    if budget:
-        subset = subset_annotations(data.document, {output.image_id for output in outputs})
-        detections = [detection for output in outputs for detection in output.detections]
-        for iou_type in iou_types(config.masks):
-            sections[FIXED_AP_SECTIONS[iou_type]] = {"budget": budget, "metrics": fixed_ap(
-                subset, detections, budget, iou_type=iou_type, federated=data.federated, frequencies=data.frequencies,
-                drop_zero_area=settings.drop_zero_area)}
-    return sections, evaluators
+        tally.add(output)
+        if sink is not None:
+            sink(output)
+    sections: dict[str, Any] = {iou_type: ap_section(evaluator, settings.rules)
+                                for iou_type, evaluator in evaluators.items()}
+    for iou_type, evaluator in fixed.items():
+        sections[FIXED_AP_SECTIONS[iou_type]] = {"budget": budget, "metrics": fixed_ap_metrics(evaluator)}
+    return sections, evaluators, tally
+
+
+@contextmanager
+def detections_file(out: Path | None, save: bool) -> Iterator[Callable[[ImageOutput], None] | None]:
+    """With ``out`` and ``save``: a sink that writes each image's detections to
+    ``out/results.json`` (one COCO results list, streamed; in place only once complete)."""
+    if out is None or not save:
+        yield None
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_text_file(out / "results.json") as handle:
+        handle.write("[")
+        first = [True]
+
+        def write(output: ImageOutput) -> None:
+            for detection in output.detections:
+                handle.write(("" if first[0] else ", ") + json.dumps(detection))
+                first[0] = False
+
+        yield write
+        handle.write("]")
 
 
 def subset_annotations(document: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
@@ -288,7 +324,7 @@ def protocol_line(protocol: dict[str, Any]) -> str:
 
 
 def write_outputs(out: Path, document: dict[str, Any], evaluators: dict[str, DetectionEvaluator],
-                  outputs: list[ImageOutput], config: EvalConfig, data: DatasetInputs) -> list[Path]:
+                  examples: dict[int, Picture], config: EvalConfig, data: DatasetInputs) -> list[Path]:
     """metrics.json, report.md (the model first, then the protocol), per_category.csv,
     pr_curves_<bbox|segm>.png, examples/*.png (ground truth beside the predictions) and, with
     ``config.save_detections``, results.json (all detections, COCO results)."""
@@ -301,16 +337,13 @@ def write_outputs(out: Path, document: dict[str, Any], evaluators: dict[str, Det
         assert evaluator.result is not None
         files.append(plot_pr_curves(evaluator.result, evaluator.frequencies, out / f"pr_curves_{iou_type}.png",
                                     title=f"{config.method}, {data.annotations.name}"))
-    drawn = [output for output in outputs if output.example is not None]
-    truths = image_truths(data.document, [output.image_id for output in drawn], data.category_ids)
-    examples = [Example(*output.example, truths[output.image_id], regions=output.boxes)
-                for output in drawn if output.example is not None]
-    files += write_example_images(examples, out / "examples", max_regions=EXAMPLE_REGIONS)
+    drawn = [job.image_id for job in data.jobs if job.image_id in examples]  # in the dataset's order
+    truths = image_truths(data.document, drawn, data.category_ids)
+    pictures_of = [Example(examples[image_id][0], examples[image_id][1], truths[image_id],
+                           regions=examples[image_id][2]) for image_id in drawn]
+    files += write_example_images(pictures_of, out / "examples", max_regions=EXAMPLE_REGIONS)
     if config.save_detections:
-        detections = [detection for output in outputs for detection in output.detections]
-        results = out / "results.json"
-        results.write_text(json.dumps(detections), encoding="utf-8")
-        files.append(results)
+        files.append(out / "results.json")  # written as the images were evaluated (detections_file)
     pictures = [f"![{path.stem}]({path.relative_to(out).as_posix()})" for path in files if path.suffix == ".png"]
     report = markdown_report(f"Evaluation: {config.method} on {data.annotations.name}", document["protocol"],
                              document, model=document["model"]["summary"], extra=[

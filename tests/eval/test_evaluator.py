@@ -199,15 +199,13 @@ def test_rejects_bad_inputs() -> None:
         evaluator.process(99, [])
     with pytest.raises(ValueError, match="detection of image 2 passed for image 1"):
         evaluator.process(1, [det(2, 1, FAR, 0.5)])
-    evaluator.process(1, [det(1, 99, FAR, 0.5)])
     with pytest.raises(ValueError, match="detection for unknown image 1 or category 99"):
-        evaluator.evaluate()
+        evaluator.process(1, [det(1, 99, FAR, 0.5)])  # refused at once, not after a whole run
     with pytest.raises(ValueError, match="iou_type must be 'bbox' or 'segm', got 'keypoints'"):
         DetectionEvaluator(data, iou_type="keypoints")
     segm = DetectionEvaluator(data, iou_type="segm")
-    segm.process(1, [det(1, 1, FAR, 0.5)])
     with pytest.raises(ValueError, match="detection without segmentation"):
-        segm.evaluate()  # mask AP needs masks
+        segm.process(1, [det(1, 1, FAR, 0.5)])  # mask AP needs masks
 
 
 def test_results_file_output_and_formatting(tmp_path: Path) -> None:

@@ -204,9 +204,8 @@ def test_process_refuses_an_images_nan_scores_and_malformed_boxes(annotation) ->
     with pytest.raises(ValueError, match="passed for image"):
         evaluator.process(image, [{**good, "image_id": image + 1}])
     evaluator.process(image, [good, {**good, "image_id": image}])  # image_id may be left out or given
-    evaluator.process(image, [{**good, "category_id": 99999}])  # an unknown category: refused by evaluate()
     with pytest.raises(ValueError, match=r"unknown image .* or category 99999"):
-        evaluator.evaluate()
+        evaluator.process(image, [{**good, "category_id": 99999}])  # an unknown category: refused at once
 
 
 # ----------------------------------------------------------------------------- valid inputs

@@ -1,0 +1,118 @@
+"""Outputs written to per-process shards and read back on rank 0: item order and bit-exact
+numbers, the same metrics as outputs held in memory, never all detections held at once, and a
+missing or short shard is one clear error."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from regionspot.bench.eval_memory_bench import synthetic_detections
+from regionspot.eval.config import EvalConfig
+from regionspot.eval.image_run import ImageOutput
+from regionspot.eval.output_shards import ShardError, ShardWriter, read_outputs, shard_folder, shard_path
+from regionspot.eval.runner import evaluate_outputs, load_dataset
+from regionspot.processes import DistributedContext
+
+IMAGES = 40
+PER_IMAGE = 30
+
+
+@pytest.fixture(scope="module")
+def dataset(coco_sample: Path) -> Any:
+    return load_dataset(EvalConfig(annotations=str(coco_sample / "annotations.json"), max_images=IMAGES))
+
+
+@pytest.fixture(scope="module")
+def outputs(dataset: Any) -> list[ImageOutput]:
+    """``PER_IMAGE`` synthetic detections per image, half near its annotated objects."""
+    rng = np.random.default_rng(0)
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for annotation in dataset.document["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation)
+    images = {image["id"]: {**image, "neg_category_ids": []} for image in dataset.document["images"]}
+    made = []
+    for job in dataset.jobs:
+        detections = synthetic_detections(images[job.image_id], by_image.get(job.image_id, []), PER_IMAGE, rng)
+        for detection in detections:
+            detection["score"] = float(rng.uniform())  # full float64 bits, not rounded
+        made.append(ImageOutput(job.image_id, detections, boxes=PER_IMAGE, seconds=float(rng.uniform())))
+    return made
+
+
+def write_as_ranks(outputs: list[ImageOutput], folder: Path, world: int) -> None:
+    """The shards ``world`` processes write: item i by rank i % world."""
+    for rank in range(world):
+        with ShardWriter(folder, DistributedContext(rank=rank, world_size=world)) as writer:
+            for output in outputs[rank::world]:
+                writer.write(output)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shards_read_back_in_item_order_to_the_bit(outputs, tmp_path: Path, world: int) -> None:
+    write_as_ranks(outputs, tmp_path, world)
+    back = list(read_outputs(tmp_path, world, len(outputs)))
+    assert [o.image_id for o in back] == [o.image_id for o in outputs]
+    for got, made in zip(back, outputs, strict=True):
+        assert got.detections == made.detections and got.seconds == made.seconds  # float == float: same bits
+        assert (got.boxes, got.skipped_boxes, got.document) == (made.boxes, made.skipped_boxes, made.document)
+
+
+def test_metrics_from_shards_equal_metrics_from_memory(dataset, outputs, tmp_path: Path) -> None:
+    config = EvalConfig(annotations=str(dataset.annotations))
+    write_as_ranks(outputs, tmp_path, 2)
+    in_memory, _, tally_memory = evaluate_outputs(dataset, outputs, config)
+    streamed, _, tally_streamed = evaluate_outputs(dataset, read_outputs(tmp_path, 2, len(outputs)), config)
+    assert json.dumps(streamed, sort_keys=True) == json.dumps(in_memory, sort_keys=True)  # NaN-safe, exact
+    assert tally_streamed == tally_memory and tally_memory.detections == IMAGES * PER_IMAGE
+    assert 0.0 < in_memory["bbox"]["metrics"]["AP"] < 1.0
+
+
+def live_detections() -> int:
+    """COCO result dicts alive in this process."""
+    return sum(1 for thing in gc.get_objects() if type(thing) is dict and "category_id" in thing and "score" in thing)
+
+
+def test_rank_0_never_holds_all_detections(dataset, outputs, tmp_path: Path) -> None:
+    """Evaluating from the shards, the detections alive at any moment are a few images' worth;
+    the evaluator keeps arrays, not the dicts. Held all at once, they would all be alive."""
+    write_as_ranks(outputs, tmp_path, 2)
+    del outputs  # this test's own reference; the module fixture still holds its copy
+    baseline = live_detections()  # the fixture's
+    peak = [0]
+
+    def watched(stream: Iterator[ImageOutput]) -> Iterator[ImageOutput]:
+        for output in stream:
+            yield output
+            peak[0] = max(peak[0], live_detections() - baseline)
+
+    _, evaluators, tally = evaluate_outputs(dataset, watched(read_outputs(tmp_path, 2, IMAGES)),
+                                            EvalConfig(annotations=str(dataset.annotations)))
+    assert tally.detections == IMAGES * PER_IMAGE
+    assert 0 < peak[0] <= 3 * PER_IMAGE, peak[0]  # the image being evaluated, its copy, the one before
+    assert evaluators["bbox"].detections_held == IMAGES * PER_IMAGE  # as arrays
+
+
+def test_a_missing_or_short_shard_is_one_clear_error(outputs, tmp_path: Path) -> None:
+    write_as_ranks(outputs[:5], tmp_path, 2)
+    with pytest.raises(ShardError, match=r"ends after 2 images; item 5 is missing"):
+        list(read_outputs(tmp_path, 2, 6))
+    shard_path(tmp_path, 1, 2).unlink()
+    with pytest.raises(ShardError, match=r"rank-1-of-2.jsonl not found: .* need --out on a filesystem they all share"):
+        list(read_outputs(tmp_path, 2, 5))
+
+
+def test_the_shard_folder_is_made_under_out_and_removed(tmp_path: Path) -> None:
+    ctx = DistributedContext()
+    with shard_folder(ctx, near=tmp_path / "out") as folder:
+        assert folder.parent == tmp_path / "out" and folder.is_dir()
+    assert not folder.exists()
+    with pytest.raises(KeyError), shard_folder(ctx, near=tmp_path) as folder:
+        raise KeyError("a failed run")
+    assert not folder.exists() and list(tmp_path.iterdir()) == [tmp_path / "out"]
