@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from regionspot.cache.parts import Part, merge_parts, open_part_for_writing
+from regionspot.cache.parts import Part, finished_in_job, job_eta_text, merge_parts, open_part_for_writing
 from regionspot.cache.shards import MANIFEST, ShardReader, ShardWriter, open_for_writing
 
 T = TypeVar("T")
@@ -37,12 +38,14 @@ class FillStats:
 
 def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T], int],
                 compute: Callable[[Sequence[T], Callable[[], None]], Mapping[str, torch.Tensor]], *,
-                progress: bool = True, desc: str = "extract", stop_after_shards: int | None = None) -> FillStats:
+                progress: bool = True, desc: str = "extract", stop_after_shards: int | None = None,
+                job_status: Callable[[float], str] | None = None) -> FillStats:
     """Compute every unfinished shard of ``writer`` (that it owns: a part's share of a split run):
     shard k holds ``items[k*S:(k+1)*S]`` (S = the manifest's shard size).
     ``compute(items_of_shard, tick)`` returns the shard's tensors and calls ``tick()`` once per
-    item (progress bar over items, with ETA). Stops after ``stop_after_shards`` newly computed
-    shards when given (tests simulate interruptions so)."""
+    item (progress bar over items, with ETA). ``job_status(seconds since start)``: the whole
+    split job's progress, shown beside the bar after each shard. Stops after
+    ``stop_after_shards`` newly computed shards when given (tests simulate interruptions so)."""
     from tqdm.auto import tqdm
 
     size = int(writer.manifest["shard_size"])
@@ -67,6 +70,8 @@ def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T],
             chunk = items[index * size:(index + 1) * size]
             tensors = compute(chunk, advance)
             writer.write(index, tensors, [image_id(item) for item in chunk])
+            if job_status is not None:
+                bar.set_postfix_str(job_status(time.perf_counter() - start))
             stats.shards_computed += 1
             stats.images_computed += len(chunk)
     stats.seconds = time.perf_counter() - start
@@ -88,14 +93,17 @@ def fill_cache(folder: Path, meta: Mapping[str, Any], items: Sequence[T], image_
     merge the parts (:mod:`regionspot.cache.parts`). Returns a reader of the whole cache (of the
     part's own shards while other parts are unfinished) and what this call did."""
     num_shards = plan_shards(len(items), shard_size)
+    job_status: Callable[[float], str] | None = None  # a split job's progress over all its parts
     if part is None:
         writer = open_for_writing(folder, meta, num_shards=num_shards, shard_size=shard_size, ignore=ignore)
     else:
         writer = open_part_for_writing(folder, dict(meta), num_shards=num_shards, shard_size=shard_size,
                                        ignore=ignore, part=part)
         desc = f"{desc} part {part.label}"
+        at_start = finished_in_job(folder, part)
+        job_status = partial(job_eta_text, folder, part, num_shards, at_start)
     stats = fill_shards(writer, items, image_id, compute, progress=progress, desc=desc,
-                        stop_after_shards=stop_after_shards)
+                        stop_after_shards=stop_after_shards, job_status=job_status)
     manifest_name = MANIFEST
     if part is not None:
         stats.missing_after_merge = merge_parts(folder, part)

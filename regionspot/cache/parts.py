@@ -86,6 +86,33 @@ def merge_parts(folder: Path, part: Part) -> list[int]:
     return missing
 
 
+def finished_in_job(folder: Path, part: Part) -> int:
+    """How many shards the parts of this split have finished so far, as their manifests say (the
+    union of every part manifest and ``manifest.json``); a manifest that cannot be read right now
+    is left out of this count."""
+    finished: set[str] = set()
+    for name in [MANIFEST, *(Part(index, part.count).manifest_name for index in range(part.count))]:
+        if (folder / name).is_file():
+            try:
+                finished.update(read_manifest(folder, name)["shards"])
+            except (CacheError, KeyError, TypeError):
+                continue
+    return len(finished)
+
+
+def job_eta_text(folder: Path, part: Part, num_shards: int, at_start: int, seconds: float) -> str:
+    """The whole split job's progress for a progress bar: ``job 37/640 shards, ETA 3:12:05``, the
+    ETA from the rate at which all parts together finished shards since this part began
+    (``at_start`` of them then, ``seconds`` ago)."""
+    done = finished_in_job(folder, part)
+    text = f"job {done}/{num_shards} shards"
+    if done > at_start and seconds > 0 and done < num_shards:
+        remaining = (num_shards - done) * seconds / (done - at_start)
+        hours, rest = divmod(int(remaining), 3600)
+        text += f", ETA {hours}:{rest // 60:02d}:{rest % 60:02d}"
+    return text
+
+
 def open_part_for_writing(folder: Path, meta: dict[str, Any], *, num_shards: int, shard_size: int,
                           ignore: Sequence[str], part: Part) -> ShardWriter:
     """:func:`~regionspot.cache.shards.open_for_writing` for one part: its own manifest, its own

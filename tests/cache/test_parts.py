@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from regionspot.backbones.sam import build_region_tokenizer
-from regionspot.cache.parts import Part, parse_part
+from regionspot.cache.parts import Part, finished_in_job, job_eta_text, parse_part
 from regionspot.cache.shards import CacheError, ShardReader
 from regionspot.cache.token_cache import TokenCache, extract_tokens
 from regionspot.config import ConfigError, SamBackboneConfig
@@ -83,6 +83,20 @@ def test_a_killed_part_redoes_only_its_own_unfinished_shards(dataset, tokenizer,
     assert (folder / ".shard-00001.safetensors.def.tmp").exists()
     (folder / ".shard-00001.safetensors.def.tmp").unlink()
     same_cache(folder, whole)
+
+
+def test_the_whole_jobs_progress_counts_every_parts_shards(dataset, tokenizer, tmp_path: Path, capsys) -> None:
+    """Each part's bar also shows the split job's progress: shards finished by all parts, and an
+    ETA from the rate at which all of them finish shards."""
+    folder = tmp_path / "cache"
+    extract_tokens(dataset, tokenizer, folder, shard_size=1, progress=False, part=Part(1, 2))  # shards 1, 3
+    assert finished_in_job(folder, Part(0, 2)) == 2
+    assert job_eta_text(folder, Part(0, 2), 5, at_start=2, seconds=0.0) == "job 2/5 shards"  # no rate yet
+    extract_tokens(dataset, tokenizer, folder, shard_size=1, progress=True, part=Part(0, 2), stop_after_shards=1)
+    assert "job 3/5 shards, ETA 0:00:" in capsys.readouterr().err  # shard 0 added to the other part's two
+    assert job_eta_text(folder, Part(0, 2), 5, at_start=1, seconds=200.0) == "job 3/5 shards, ETA 0:03:20"
+    (folder / Part(0, 2).manifest_name).write_text("{half a manif")  # unreadable: left out of this look
+    assert finished_in_job(folder, Part(0, 2)) == 2
 
 
 def test_one_process_finishes_what_parts_began(dataset, tokenizer, whole: Path, tmp_path: Path, capsys) -> None:
