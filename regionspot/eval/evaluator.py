@@ -313,11 +313,11 @@ class DetectionEvaluator:
         dt = concatenate_detections([part for image in sorted(self._parts) for part in self._parts[image]],
                                     masks=self.iou_type == "segm")
         if self.per_category_budget is not None:
-            dt = dt.take(top_per_category(dt, self.per_category_budget))
+            dt = _kept(dt, top_per_category(dt, self.per_category_budget))
         if self.max_dets_per_image is not None:
-            dt = dt.take(top_per_image(dt, self.max_dets_per_image))
+            dt = _kept(dt, top_per_image(dt, self.max_dets_per_image))
         if self.drop_zero_area:
-            dt = dt.take(dt.areas > 0)
+            dt = _kept(dt, np.flatnonzero(dt.areas > 0))
         self.result = evaluate(self.gt, dt, self.params, np.array(sorted(self._parts), dtype=np.int64))
         return summarize(self.result, self.frequencies)
 
@@ -331,6 +331,12 @@ class DetectionEvaluator:
         columns = (self.result.categories, aps, self.result.num_gt[:, 0])
         return [{"id": int(c), "name": self._names[int(c)], "frequency": freq.get(int(c)), "AP": float(ap),
                  "num_gt": int(n)} for c, ap, n in zip(*columns, strict=True)]
+
+
+def _kept(dt: Detections, index: np.ndarray) -> Detections:
+    """``dt.take(index)`` for ascending indices ``index``; ``dt`` itself when they keep every
+    detection (no copy: on a large run the arrays are the evaluation's largest part)."""
+    return dt if len(index) == len(dt) else dt.take(index)
 
 
 def evaluator_for_results(annotations: Mapping[str, Any] | str | Path,
