@@ -38,6 +38,8 @@ def model_flags_given(args: argparse.Namespace) -> list[str]:
     """The model options given on the command line (for commands where they do not apply)."""
     names = {"checkpoint": "--checkpoint", "sam": "--sam", "clip": "--clip", "variant": "--variant"}
     given = [flag for key, flag in names.items() if getattr(args, key, None) is not None]
+    given += [flag for key, flag, default in (("runtime", "--runtime", "torch"), ("precision", "--precision", "fp32"))
+              if getattr(args, key, default) != default]
     return given + (["--untrained"] if getattr(args, "untrained", False) else [])
 
 

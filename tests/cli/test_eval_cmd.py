@@ -110,6 +110,8 @@ def test_an_architecture_override_on_a_checkpoint_says_why_it_fails(coco_sample,
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--sam", "sam.pt"], "give the annotation: --data"),
     (["--data", "{annotations}", "--detections", "r.json", "--checkpoint", "c"], "--detections evaluates"),
+    (["--data", "{annotations}", "--detections", "r.json", "--runtime", "onnx"], "--runtime would run a model"),
+    (["--data", "{annotations}", "--detections", "r.json", "--precision", "bf16"], "--precision would run a model"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--images", "/nonexistent"], "image folder not found"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--set", "protocol.pairs_per_image=0"], "pairs_per_image"),
     (["--data", "{annotations}", "--sam", "sam.pt", "--set", "protocol.nothing=1"], "unknown key 'nothing'"),
