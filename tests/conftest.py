@@ -135,6 +135,20 @@ def tiny_onnx_export(tiny_sam_dir: Path, tiny_clip_dir: Path, text_cache_dir: Pa
     return folder
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tiny_sam_dir: Path, tiny_clip_dir: Path, text_cache_dir: Path):
+    """A RegionSpot on the tiny SAM and CLIP with a small untrained head (seed 0), one per test module."""
+    import torch
+
+    from regionspot.config import TextConfig
+    from regionspot.model.regionspot import RegionSpot
+
+    torch.manual_seed(0)
+    return RegionSpot.from_backbones(sam=str(tiny_sam_dir), clip=str(tiny_clip_dir),
+                                     text=TextConfig(cache_dir=str(text_cache_dir)),
+                                     overrides=["fusion.depth=2", "fusion.heads=4", "fusion.ffn_dim=64"])
+
+
 def add_to_hub_cache(cache: Path, repo_id: str, write: object) -> Path:
     """Lay out ``repo_id`` in a Hugging Face hub cache folder; ``write(folder)`` fills its snapshot."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))

@@ -17,22 +17,17 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from regionspot.config import ConfigError
+from regionspot.config import ConfigError, to_dict
 from regionspot.datasets.coco_format import dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.image_run import (
     ImageOutput,
     RunTally,
     build_setup,
-    image_batch,
-    image_workers,
     load_for_run,
-    load_job_image,
-    process_images,
     single_process,
 )
 from regionspot.eval.jobs import (
@@ -42,9 +37,8 @@ from regionspot.eval.jobs import (
     default_image_folder,
     folder_jobs,
 )
-from regionspot.eval.output_shards import ShardWriter, gather_examples, read_outputs, shard_folder
+from regionspot.eval.output_shards import predict_into_shards, read_outputs, shard_folder
 from regionspot.eval.protocol import category_index
-from regionspot.eval.sharding import run_sharded
 from regionspot.fileio import atomic_text_file
 from regionspot.processes import DistributedContext
 from regionspot.vocab import (
@@ -113,12 +107,10 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     setup = build_setup(config, model, box_source, jobs, names, category_ids, documents=output_format == "json")
     setup.example_ids = frozenset()
     out = Path(out)
-    with shard_folder(ctx, near=out.parent) as folder:
-        with ShardWriter(folder, ctx) as writer:
-            run_sharded(jobs, partial(process_images, setup=setup), ctx, write=writer.write, load=load_job_image,
-                        workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
-                        progress=progress, description=f"predict {config.method}")
-        if gather_examples({}, ctx) is None:  # every process has written its shard
+    with shard_folder(ctx, out.with_name(out.name + ".shards")) as folder:  # kept if this fails
+        settings = {"config": to_dict(config), "format": output_format}
+        if predict_into_shards(folder, jobs, setup, config, model, ctx, settings=settings, resumable=True,
+                               progress=progress, description=f"predict {config.method}") is None:
             return None
         outputs = zip(jobs, read_outputs(folder, ctx.world_size, len(jobs)), strict=True)
         items = ((output, output.detections if output_format == "coco"

@@ -7,8 +7,14 @@ Each process appends every image's output (its COCO detections, box counts, seco
 order (item ``i`` is line ``i // w`` of rank ``i % w``'s file, see
 :func:`~regionspot.eval.sharding.shard_indices`), so no process holds more than one image's
 outputs at a time, however large the dataset. The folder is made by rank 0 and its path sent to
-the others: a folder under ``--out`` when the run has one (on several machines it must be a
-filesystem they share), else a temporary folder (one machine only). Rank 0 removes it at the end.
+the others: ``shards/`` in ``eval``'s ``--out`` folder, or ``OUT.shards/`` beside
+``predict-batch``'s ``--out`` file (on several machines it must be on a filesystem they share),
+else a temporary folder (one machine only). Rank 0 removes it when the run succeeds.
+
+A run that stops (killed, Ctrl-C, a failure) leaves that folder in place: started again with
+the same command (the same model weights, settings, images and number of processes: each shard's
+first line holds a fingerprint of them), every process keeps the images its shard holds and goes
+on from the first one missing. A shard of another run is started afresh.
 
 Lines are ``json.dumps`` of Python floats, which read back to the same bits, so a run through
 shards gives exactly the numbers of a run held in memory.
@@ -16,11 +22,14 @@ shards gives exactly the numbers of a run held in memory.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -28,13 +37,24 @@ from typing import IO, Any
 import numpy as np
 import torch.distributed as dist
 
-from regionspot.eval.image_run import ImageOutput
+from regionspot.eval.config import EvalConfig
+from regionspot.eval.image_run import (
+    ImageOutput,
+    RunSetup,
+    image_batch,
+    image_workers,
+    load_job_image,
+    process_images,
+)
+from regionspot.eval.jobs import ImageJob
+from regionspot.eval.sharding import run_sharded
 from regionspot.processes import DistributedContext
 from regionspot.results import RegionResult
 
 #: An example image's picture: (the image HxWx3 uint8, its best regions, how many regions it had).
 Picture = tuple[np.ndarray, RegionResult, int]
 SHARD_NAME = "outputs.rank-{rank}-of-{world}.jsonl"
+EXAMPLE_NAME = "example.rank-{rank}-of-{world}.{image_id}.npz"
 FOLDER_PREFIX = "regionspot-shards-"
 
 
@@ -59,20 +79,34 @@ def output_from_record(record: dict[str, Any]) -> ImageOutput:
 
 class ShardWriter:
     """This process's shard: :meth:`write` appends one image's output (and keeps its example
-    picture, if any, in :attr:`examples` for :func:`gather_examples`). A context manager."""
+    picture, if any, in :attr:`examples` for :func:`gather_examples`). With a ``fingerprint``
+    (see :func:`run_fingerprint`), a shard that an earlier run of the same fingerprint left is
+    continued: :attr:`resumed` of this process's images are in it already (and their pictures
+    in :attr:`examples`), and a line cut short by a kill is dropped. A context manager."""
 
-    def __init__(self, folder: Path, ctx: DistributedContext) -> None:
+    def __init__(self, folder: Path, ctx: DistributedContext, fingerprint: str | None = None) -> None:
         self.path = shard_path(folder, ctx.rank, ctx.world_size)
+        self.folder, self.rank, self.world_size = folder, ctx.rank, ctx.world_size
         self.examples: dict[int, Picture] = {}
-        self.written = 0
-        self._file: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+        self.resumed = resumable_lines(self.path, fingerprint) if fingerprint is not None else 0
+        if self.resumed:
+            self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            for picture in folder.glob(EXAMPLE_NAME.format(rank=ctx.rank, world=ctx.world_size, image_id="*")):
+                self.examples[int(picture.name.split(".")[-2])] = read_picture(picture)
+        else:
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            self._file.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+        self.written = self.resumed
 
     def write(self, output: ImageOutput) -> None:
+        if output.example is not None:
+            picture = (*output.example, output.boxes)
+            self.examples[output.image_id] = picture
+            write_picture(self.folder / EXAMPLE_NAME.format(rank=self.rank, world=self.world_size,
+                                                            image_id=output.image_id), picture)
         self._file.write(json.dumps(output_record(output)) + "\n")
         self._file.flush()  # rank 0 reads it as soon as every process is done
         self.written += 1
-        if output.example is not None:
-            self.examples[output.image_id] = (*output.example, output.boxes)
 
     def close(self) -> None:
         self._file.close()
@@ -83,6 +117,65 @@ class ShardWriter:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
+
+
+def write_picture(path: Path, picture: Picture) -> None:
+    """An example picture as a numpy ``.npz`` (no pickles), for a resumed run to draw."""
+    image, result, boxes = picture
+    arrays = {"image": image, "boxes": result.boxes, "topk_ids": result.topk_ids, "topk_scores": result.topk_scores,
+              "vocabulary": np.array(result.vocabulary, dtype=str), "image_size": np.array(result.image_size),
+              "regions": np.array(boxes)}
+    arrays.update({name: value for name, value in (("masks", result.masks), ("mask_scores", result.mask_scores))
+                   if value is not None})
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as if one could be allow_pickle
+    path.write_bytes(buffer.getvalue())
+
+
+def read_picture(path: Path) -> Picture:
+    with np.load(path, allow_pickle=False) as saved:
+        result = RegionResult(boxes=saved["boxes"], topk_ids=saved["topk_ids"], topk_scores=saved["topk_scores"],
+                              vocabulary=saved["vocabulary"].tolist(), image_size=tuple(saved["image_size"].tolist()),
+                              masks=saved.get("masks"),
+                              mask_scores=saved.get("mask_scores"))
+        return saved["image"], result, int(saved["regions"])
+
+
+def resumable_lines(path: Path, fingerprint: str) -> int:
+    """How many images an earlier run's shard at ``path`` holds when its first line carries
+    ``fingerprint`` (0 when missing, of another run, or unreadable); a last line cut short by a
+    kill is cut off the file."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.readline()
+            if json.loads(header).get("fingerprint") != fingerprint:
+                return 0
+            count, end = 0, handle.tell()
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                count, end = count + 1, end + len(line)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    with open(path, "r+b") as handle:
+        handle.truncate(end)
+    return count
+
+
+def run_fingerprint(settings: Any, model: object, image_ids: list[int], world_size: int) -> str | None:
+    """sha256 of what decides a run's outputs: ``settings`` (JSON), the model's weights (every
+    parameter and buffer), the images and the number of processes. None for a model that is not
+    an ``nn.Module`` (its weights cannot be read here): such a run is not resumed."""
+    import torch
+
+    from regionspot.cache.token_cache import tensors_fingerprint
+
+    if not isinstance(model, torch.nn.Module):
+        return None
+    digest = hashlib.sha256(json.dumps({"settings": settings, "images": image_ids, "processes": world_size},
+                                       sort_keys=True, default=str).encode())
+    digest.update(tensors_fingerprint(model, {}).encode())
+    return digest.hexdigest()
 
 
 def read_outputs(folder: Path, world_size: int, count: int) -> Iterator[ImageOutput]:
@@ -96,6 +189,8 @@ def read_outputs(folder: Path, world_size: int, count: int) -> Iterator[ImageOut
                          "need --out on a filesystem they all share")
     files = [open(path, encoding="utf-8") for path in paths]  # noqa: SIM115 (closed below)
     try:
+        for handle in files:
+            handle.readline()  # the header: the run's fingerprint
         for index in range(count):
             line = files[index % used].readline()
             if not line.endswith("\n"):
@@ -107,24 +202,49 @@ def read_outputs(folder: Path, world_size: int, count: int) -> Iterator[ImageOut
 
 
 @contextmanager
-def shard_folder(ctx: DistributedContext, near: Path | None = None) -> Iterator[Path]:
-    """A new folder every process writes its shard into: under ``near`` (made if missing) when
-    given, else in the system's temporary folder. Rank 0 makes it, sends its path to the other
-    processes and removes it on the way out."""
+def shard_folder(ctx: DistributedContext, resumable: Path | None = None) -> Iterator[Path]:
+    """The folder every process writes its shard into: ``resumable`` when given (made if missing;
+    left in place when the block raises, so that the run started again continues from it), else
+    a new temporary folder. Rank 0 makes it, sends its path to the other processes and removes
+    it when the block ends (``resumable`` only when the block ends without an error)."""
     path = ""
     if ctx.is_main:
-        if near is not None:
-            near.mkdir(parents=True, exist_ok=True)
-        path = tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=near)
+        if resumable is not None:
+            resumable.mkdir(parents=True, exist_ok=True)
+            path = str(resumable)
+        else:
+            path = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
     if ctx.initialized and ctx.world_size > 1:
         holder = [path]
         dist.broadcast_object_list(holder, src=0)
         path = str(holder[0])
+    failed = False
     try:
         yield Path(path)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        if ctx.is_main:
+        if ctx.is_main and not (failed and resumable is not None):
             shutil.rmtree(path, ignore_errors=True)
+
+
+def predict_into_shards(folder: Path, jobs: list[ImageJob], setup: RunSetup, config: EvalConfig, model: object,
+                        ctx: DistributedContext, *, settings: Any, resumable: bool, progress: bool,
+                        description: str) -> dict[int, Picture] | None:
+    """This process's share of ``jobs`` through :func:`~regionspot.eval.image_run.process_images`,
+    each image's output written to its shard in ``folder`` as it is made. ``resumable``: continue
+    a shard that a stopped run with the same ``settings``, model, images and processes left.
+    Returns every process's example pictures on rank 0 (once every shard is whole), None elsewhere."""
+    fingerprint = run_fingerprint(settings, model, [job.image_id for job in jobs], ctx.world_size) if resumable \
+        else None
+    with ShardWriter(folder, ctx, fingerprint) as writer:
+        if writer.resumed and ctx.is_main:
+            print(f"continuing the run stopped in {folder}: {writer.resumed} of this process's images are done")
+        run_sharded(jobs, partial(process_images, setup=setup), ctx, write=writer.write, load=load_job_image,
+                    workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
+                    progress=progress, description=description, skip=writer.resumed)
+    return gather_examples(writer.examples, ctx)
 
 
 def gather_examples(examples: dict[int, Picture], ctx: DistributedContext) -> dict[int, Picture] | None:

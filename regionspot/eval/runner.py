@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -36,15 +35,11 @@ from regionspot.eval.image_run import (
     RunSetup,
     RunTally,
     build_setup,
-    image_batch,
-    image_workers,
     load_for_run,
-    load_job_image,
-    process_images,
     single_process,
 )
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
-from regionspot.eval.output_shards import Picture, ShardWriter, gather_examples, read_outputs, shard_folder
+from regionspot.eval.output_shards import Picture, predict_into_shards, read_outputs, shard_folder
 from regionspot.eval.protocol import (
     FIXED_AP_SECTIONS,
     ap_section,
@@ -61,7 +56,7 @@ from regionspot.eval.protocol import (
     zero_area_text,
 )
 from regionspot.eval.report import markdown_report, summary_text, write_report_files
-from regionspot.eval.sharding import run_sharded, world_description
+from regionspot.eval.sharding import world_description
 from regionspot.fileio import atomic_text_file
 from regionspot.model.loader import describe_model
 from regionspot.processes import DistributedContext
@@ -135,29 +130,27 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
                                       evaluator_image_cap(data.federated, config.protocol.max_dets_per_image),
                                       keep_all=bool(config.protocol.fixed_ap_budget or config.save_detections))
     loaded = time.perf_counter()
-    with shard_folder(ctx, near=out) as folder:
-        with ShardWriter(folder, ctx) as writer:
-            run_sharded(data.jobs, partial(process_images, setup=setup), ctx, write=writer.write,
-                        load=load_job_image, workers=image_workers(config, ctx.device),
-                        batch=image_batch(config, ctx.device), progress=progress, description=f"eval {config.method}")
-        examples = gather_examples(writer.examples, ctx)
+    with shard_folder(ctx, out / "shards" if out is not None else None) as folder:  # kept if this fails
+        examples = predict_into_shards(folder, data.jobs, setup, config, model, ctx, settings=to_dict(config),
+                                       resumable=out is not None, progress=progress,
+                                       description=f"eval {config.method}")
         if examples is None:
             return None
         predicted = time.perf_counter()
         with detections_file(out, config.save_detections) as save:
             sections, evaluators, tally = evaluate_outputs(data, read_outputs(folder, ctx.world_size, len(data.jobs)),
                                                            config, sink=save)
-    described = {**describe_model(model, source),
-                 "summary": model_summary(model, str(config.method), getattr(setup.classifier, "recognizer", model))}
-    document = {
-        "annotations": str(data.annotations), "protocol": describe_protocol(config, data, setup, model, ctx),
-        **sections, "counts": tally.counts(), "config": to_dict(config), "model": described,
-        "distributed": world_description(ctx),
-        "timing": tally.timing(setup=loaded - started, predict=predicted - loaded,
-                               evaluate=time.perf_counter() - predicted),
-    }
-    print(summary_text(sections, protocol_line(document["protocol"])))
-    files = write_outputs(out, document, evaluators, examples, config, data) if out is not None else []
+        described = {**describe_model(model, source), "summary": model_summary(
+            model, str(config.method), getattr(setup.classifier, "recognizer", model))}
+        document = {
+            "annotations": str(data.annotations), "protocol": describe_protocol(config, data, setup, model, ctx),
+            **sections, "counts": tally.counts(), "config": to_dict(config), "model": described,
+            "distributed": world_description(ctx),
+            "timing": tally.timing(setup=loaded - started, predict=predicted - loaded,
+                                   evaluate=time.perf_counter() - predicted),
+        }
+        print(summary_text(sections, protocol_line(document["protocol"])))
+        files = write_outputs(out, document, evaluators, examples, config, data) if out is not None else []
     return EvalRun(document, files)
 
 

@@ -29,18 +29,21 @@ def shard_indices(count: int, rank: int, world_size: int) -> list[int]:
 
 def run_sharded(items: Sequence[Item], function: Callable[[list[Item], list[Any]], list[Output]],
                 ctx: DistributedContext, *, write: Callable[[Output], None], load: Callable[[Item], Any],
-                workers: int = 0, batch: int = 1, progress: bool = True, description: str = "images") -> int:
+                workers: int = 0, batch: int = 1, progress: bool = True, description: str = "images",
+                skip: int = 0) -> int:
     """``function(items, [load(item) for item in items])`` (one output per item) over this
     process's share of the items (:func:`shard_indices`), given to ``function`` ``batch`` at a
     time, with ``load`` (an image's decoding) running ahead in ``workers`` background processes
     (see :func:`prefetched`); each output goes to ``write`` as soon as it is made, in item order
     (nothing is kept here: see :mod:`regionspot.eval.output_shards`). A tqdm bar with ETA is
-    shown on rank 0 only, over its share. Returns how many items this process handled."""
+    shown on rank 0 only, over its share. ``skip``: this process's first items are done already
+    (a resumed run). Returns how many items this process handled."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    mine = shard_indices(len(items), ctx.rank, ctx.world_size)
-    bar = tqdm(total=len(mine), desc=description, unit="image", disable=not (progress and ctx.is_main),
-               dynamic_ncols=True)
+    share = shard_indices(len(items), ctx.rank, ctx.world_size)
+    mine = share[skip:]
+    bar = tqdm(total=len(share), initial=len(share) - len(mine), desc=description, unit="image",
+               disable=not (progress and ctx.is_main), dynamic_ncols=True)
     waiting: list[tuple[Item, Any]] = []
     for index, loaded in prefetched([items[index] for index in mine], load, workers):
         waiting.append((items[mine[index]], loaded))

@@ -4,6 +4,7 @@ missing or short shard is one clear error."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 from collections.abc import Iterator
@@ -14,13 +15,14 @@ import numpy as np
 import pytest
 
 from regionspot.bench.eval_memory_bench import synthetic_detections
-from regionspot.eval.config import EvalConfig
+from regionspot.eval import image_run, output_shards
+from regionspot.eval.config import EvalConfig, ProtocolConfig
 from regionspot.eval.image_run import ImageOutput
 from regionspot.eval.output_shards import ShardError, ShardWriter, read_outputs, shard_folder, shard_path
-from regionspot.eval.runner import evaluate_outputs, load_dataset
+from regionspot.eval.runner import evaluate_outputs, load_dataset, run_evaluation
 from regionspot.processes import DistributedContext
 
-IMAGES = 40
+IMAGES = 24
 PER_IMAGE = 30
 
 
@@ -108,11 +110,70 @@ def test_a_missing_or_short_shard_is_one_clear_error(outputs, tmp_path: Path) ->
         list(read_outputs(tmp_path, 2, 5))
 
 
-def test_the_shard_folder_is_made_under_out_and_removed(tmp_path: Path) -> None:
+def test_the_shard_folder_is_removed_unless_a_resumable_run_fails(tmp_path: Path) -> None:
     ctx = DistributedContext()
-    with shard_folder(ctx, near=tmp_path / "out") as folder:
-        assert folder.parent == tmp_path / "out" and folder.is_dir()
+    with shard_folder(ctx) as folder:  # no --out: a temporary folder
+        assert folder.is_dir()
     assert not folder.exists()
-    with pytest.raises(KeyError), shard_folder(ctx, near=tmp_path) as folder:
+    with shard_folder(ctx, tmp_path / "out" / "shards") as folder:
+        assert folder == tmp_path / "out" / "shards" and folder.is_dir()
+    assert not folder.exists()  # the run succeeded
+    with pytest.raises(KeyError), shard_folder(ctx, tmp_path / "out" / "shards") as folder:
         raise KeyError("a failed run")
-    assert not folder.exists() and list(tmp_path.iterdir()) == [tmp_path / "out"]
+    assert folder.is_dir()  # kept: the run started again continues from it
+    with pytest.raises(KeyError), shard_folder(ctx) as folder:
+        raise KeyError("a failed run without --out")
+    assert not folder.exists()
+
+
+# ----------------------------------------------------------------------------- a stopped run continues
+def counting_images(monkeypatch: pytest.MonkeyPatch, stop_after: int | None = None) -> list[int]:
+    """Count the images the run computes (and stop it, as a kill would, after ``stop_after``)."""
+    seen: list[int] = []
+    original = image_run.process_images  # the real one, however often this is patched
+
+    def process(jobs, images, setup):  # type: ignore[no-untyped-def]
+        if stop_after is not None and len(seen) >= stop_after:
+            raise KeyboardInterrupt
+        seen.extend(job.image_id for job in jobs)
+        return original(jobs, images, setup)
+
+    monkeypatch.setattr(output_shards, "process_images", process)
+    return seen
+
+
+def test_a_stopped_evaluation_continues_where_it_stopped(tiny_model, coco_sample: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EvalConfig(annotations=str(coco_sample / "annotations.json"), max_images=6, examples=4,
+                        save_detections=True)
+    whole = run_evaluation(config, out=tmp_path / "whole", model=tiny_model, progress=False)
+    assert whole is not None and not (tmp_path / "whole" / "shards").exists()  # removed once the run is done
+
+    out = tmp_path / "stopped"
+    seen = counting_images(monkeypatch, stop_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(config, out=out, model=tiny_model, progress=False)
+    assert len(seen) == 3 and (out / "shards").is_dir()  # kept for the next run
+    with open(out / "shards" / "outputs.rank-0-of-1.jsonl", "a") as shard:
+        shard.write('{"image_id": 7, "detec')  # a line cut short by a kill
+
+    seen = counting_images(monkeypatch)
+    again = run_evaluation(config, out=out, model=tiny_model, progress=False)
+    assert again is not None and len(seen) == 3  # only the images the stopped run had not done
+    for key in ("bbox", "counts"):
+        assert json.dumps(again.document[key], sort_keys=True) == json.dumps(whole.document[key], sort_keys=True)
+    assert (out / "results.json").read_bytes() == (tmp_path / "whole" / "results.json").read_bytes()
+    assert len(list((out / "examples").glob("*.png"))) == 4  # the first 3 drawn from the saved pictures
+    assert not (out / "shards").exists()
+
+
+def test_a_shard_of_another_run_is_started_afresh(tiny_model, coco_sample: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    config = EvalConfig(annotations=str(coco_sample / "annotations.json"), max_images=4, examples=0)
+    counting_images(monkeypatch, stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(config, out=tmp_path, model=tiny_model, progress=False)
+    seen = counting_images(monkeypatch)
+    changed = dataclasses.replace(config, protocol=ProtocolConfig(pairs_per_box=1))  # other outputs
+    assert run_evaluation(changed, out=tmp_path, model=tiny_model, progress=False) is not None
+    assert len(seen) == 4

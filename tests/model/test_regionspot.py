@@ -15,14 +15,6 @@ from regionspot.model.regionspot import RegionSpot
 from regionspot.weights import CheckpointError
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tiny_sam_dir: Path, tiny_clip_dir: Path, text_cache_dir: Path) -> RegionSpot:
-    torch.manual_seed(0)
-    return RegionSpot.from_backbones(sam=str(tiny_sam_dir), clip=str(tiny_clip_dir),
-                                     text=TextConfig(cache_dir=str(text_cache_dir)),
-                                     overrides=["fusion.depth=2", "fusion.heads=4", "fusion.ffn_dim=64"])
-
-
 def photo(height: int = 60, width: int = 80) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
