@@ -37,6 +37,7 @@ from typing import IO, Any
 import numpy as np
 import torch.distributed as dist
 
+from regionspot.config import ConfigError
 from regionspot.eval.config import EvalConfig
 from regionspot.eval.image_run import (
     ImageOutput,
@@ -48,6 +49,7 @@ from regionspot.eval.image_run import (
 )
 from regionspot.eval.jobs import ImageJob
 from regionspot.eval.sharding import run_sharded
+from regionspot.fileio import atomic_write_bytes, write_failure
 from regionspot.processes import DistributedContext
 from regionspot.results import RegionResult
 
@@ -58,8 +60,9 @@ EXAMPLE_NAME = "example.rank-{rank}-of-{world}.{image_id}.npz"
 FOLDER_PREFIX = "regionspot-shards-"
 
 
-class ShardError(RuntimeError):
-    """An output shard is missing or shorter than the items its process was given."""
+class ShardError(ConfigError):
+    """An output shard cannot be written, or is missing or shorter than the items its process
+    was given (a run on several machines whose ``--out`` they do not share)."""
 
 
 def shard_path(folder: Path, rank: int, world_size: int) -> Path:
@@ -89,23 +92,34 @@ class ShardWriter:
         self.folder, self.rank, self.world_size = folder, ctx.rank, ctx.world_size
         self.examples: dict[int, Picture] = {}
         self.resumed = resumable_lines(self.path, fingerprint) if fingerprint is not None else 0
-        if self.resumed:
-            self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
-            for picture in folder.glob(EXAMPLE_NAME.format(rank=ctx.rank, world=ctx.world_size, image_id="*")):
-                self.examples[int(picture.name.split(".")[-2])] = read_picture(picture)
-        else:
-            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
-            self._file.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+        with writing(self.path):
+            self._open(fingerprint)
         self.written = self.resumed
 
+    def _open(self, fingerprint: str | None) -> None:
+        """Append to the shard being continued (and read back its pictures), or start it afresh."""
+        pictures = self.folder.glob(EXAMPLE_NAME.format(rank=self.rank, world=self.world_size, image_id="*"))
+        if self.resumed:
+            self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            for picture in pictures:
+                self.examples[int(picture.name.split(".")[-2])] = read_picture(picture)
+        else:
+            for picture in pictures:  # another run's
+                picture.unlink()
+            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+            self._file.write(json.dumps({"fingerprint": fingerprint}) + "\n")
+
     def write(self, output: ImageOutput) -> None:
+        """Append ``output`` (ShardError when the disk refuses, naming the file and what to do)."""
         if output.example is not None:
             picture = (*output.example, output.boxes)
             self.examples[output.image_id] = picture
-            write_picture(self.folder / EXAMPLE_NAME.format(rank=self.rank, world=self.world_size,
-                                                            image_id=output.image_id), picture)
-        self._file.write(json.dumps(output_record(output)) + "\n")
-        self._file.flush()  # rank 0 reads it as soon as every process is done
+            path = self.folder / EXAMPLE_NAME.format(rank=self.rank, world=self.world_size, image_id=output.image_id)
+            with writing(path):
+                write_picture(path, picture)
+        with writing(self.path):
+            self._file.write(json.dumps(output_record(output)) + "\n")
+            self._file.flush()  # rank 0 reads it as soon as every process is done
         self.written += 1
 
     def close(self) -> None:
@@ -119,6 +133,15 @@ class ShardWriter:
         self.close()
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` becomes a ShardError saying what failed and what to do."""
+    try:
+        yield
+    except OSError as exc:
+        raise ShardError(write_failure(path, exc)) from None
+
+
 def write_picture(path: Path, picture: Picture) -> None:
     """An example picture as a numpy ``.npz`` (no pickles), for a resumed run to draw."""
     image, result, boxes = picture
@@ -129,7 +152,7 @@ def write_picture(path: Path, picture: Picture) -> None:
                    if value is not None})
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]  # numpy types **kwds as if one could be allow_pickle
-    path.write_bytes(buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())  # whole or absent, whenever the run is killed
 
 
 def read_picture(path: Path) -> Picture:
@@ -207,17 +230,21 @@ def shard_folder(ctx: DistributedContext, resumable: Path | None = None) -> Iter
     left in place when the block raises, so that the run started again continues from it), else
     a new temporary folder. Rank 0 makes it, sends its path to the other processes and removes
     it when the block ends (``resumable`` only when the block ends without an error)."""
-    path = ""
+    path, problem = "", ""
     if ctx.is_main:
-        if resumable is not None:
-            resumable.mkdir(parents=True, exist_ok=True)
-            path = str(resumable)
-        else:
-            path = tempfile.mkdtemp(prefix=FOLDER_PREFIX)
+        try:
+            with writing(resumable or Path(tempfile.gettempdir())):
+                if resumable is not None:
+                    resumable.mkdir(parents=True, exist_ok=True)
+                path = str(resumable) if resumable is not None else tempfile.mkdtemp(prefix=FOLDER_PREFIX)
+        except ShardError as exc:
+            problem = str(exc)
     if ctx.initialized and ctx.world_size > 1:
-        holder = [path]
-        dist.broadcast_object_list(holder, src=0)
-        path = str(holder[0])
+        holder = [path, problem]
+        dist.broadcast_object_list(holder, src=0)  # every process learns the folder, or why there is none
+        path, problem = str(holder[0]), str(holder[1])
+    if problem:
+        raise ShardError(problem)
     failed = False
     try:
         yield Path(path)

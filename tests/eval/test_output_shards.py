@@ -5,8 +5,10 @@ missing or short shard is one clear error."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gc
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import numpy as np
 import pytest
 
 from regionspot.bench.eval_memory_bench import synthetic_detections
+from regionspot.cli.main import main
+from regionspot.config import ConfigError
 from regionspot.eval import image_run, output_shards
 from regionspot.eval.config import EvalConfig, ProtocolConfig
 from regionspot.eval.image_run import ImageOutput
@@ -177,3 +181,35 @@ def test_a_shard_of_another_run_is_started_afresh(tiny_model, coco_sample: Path,
     changed = dataclasses.replace(config, protocol=ProtocolConfig(pairs_per_box=1))  # other outputs
     assert run_evaluation(changed, out=tmp_path, model=tiny_model, progress=False) is not None
     assert len(seen) == 4
+
+
+class FullDisk:
+    """A file whose writes fail as on a full disk."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_full_disk_is_one_clear_error(outputs, tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, DistributedContext())
+    writer._file = FullDisk()  # type: ignore[assignment]
+    with pytest.raises(ShardError, match=r"cannot write .*outputs.rank-0-of-1.jsonl: No space left on device; "
+                                         r"free some disk space"):
+        writer.write(outputs[0])
+    assert issubclass(ShardError, ConfigError)  # the command line reports it in one line
+
+
+def test_eval_reports_a_shard_folder_it_cannot_make_in_one_line(coco_sample: Path, tiny_sam_dir: Path,
+                                                                 tiny_clip_dir: Path, text_cache_dir: Path,
+                                                                 tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "shards").write_text("a file where the shard folder goes")
+    assert main(["eval", "--data", str(coco_sample / "annotations.json"), "--max-images", "1", "--untrained",
+                 "--sam", str(tiny_sam_dir), "--clip", str(tiny_clip_dir), "--set",
+                 f"text.cache_dir={text_cache_dir}", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"error: cannot write {out / 'shards'}" in err
