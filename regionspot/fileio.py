@@ -42,6 +42,7 @@ def _atomic_stream(target: Path, mode: str) -> Iterator[Any]:
     target = Path(target)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from the user's group
         with os.fdopen(handle, mode, encoding=None if "b" in mode else "utf-8") as stream:
             yield stream
             stream.flush()
@@ -57,6 +58,13 @@ def _atomic_stream(target: Path, mode: str) -> Iterator[Any]:
 def atomic_write_bytes(target: Path, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically (see :func:`atomic_write`)."""
     atomic_write(target, lambda stream: stream.write(data))
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_folder(folder: Path) -> None:

@@ -16,6 +16,7 @@ from regionspot.cache.parts import Part, finished_in_job, job_eta_text, merge_pa
 from regionspot.cache.shards import MANIFEST, ShardReader, ShardWriter, open_for_writing
 
 T = TypeVar("T")
+JOB_STATUS_EVERY_S = 10.0  # at most this often a part reads the other parts' manifests for the job's progress
 
 
 @dataclass
@@ -44,7 +45,8 @@ def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T],
     shard k holds ``items[k*S:(k+1)*S]`` (S = the manifest's shard size).
     ``compute(items_of_shard, tick)`` returns the shard's tensors and calls ``tick()`` once per
     item (progress bar over items, with ETA). ``job_status(seconds since start)``: the whole
-    split job's progress, shown beside the bar after each shard. Stops after
+    split job's progress, shown beside the bar after a shard (at most every
+    ``JOB_STATUS_EVERY_S``; never with the bar off). Stops after
     ``stop_after_shards`` newly computed shards when given (tests simulate interruptions so)."""
     from tqdm.auto import tqdm
 
@@ -55,6 +57,7 @@ def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T],
     start = time.perf_counter()
     total_items = sum(len(items[i * size:(i + 1) * size]) for i in mine)
     skipped_items = sum(len(items[i * size:(i + 1) * size]) for i in done)
+    looked = -float("inf")  # when the job's progress was last looked up
     with tqdm(total=total_items, initial=skipped_items, desc=desc, unit="img", disable=not progress,
               dynamic_ncols=True) as bar:
 
@@ -70,8 +73,9 @@ def fill_shards(writer: ShardWriter, items: Sequence[T], image_id: Callable[[T],
             chunk = items[index * size:(index + 1) * size]
             tensors = compute(chunk, advance)
             writer.write(index, tensors, [image_id(item) for item in chunk])
-            if job_status is not None:
-                bar.set_postfix_str(job_status(time.perf_counter() - start))
+            if job_status is not None and progress and time.perf_counter() - looked >= JOB_STATUS_EVERY_S:
+                bar.set_postfix_str(job_status(time.perf_counter() - start))  # reads every part's manifest
+                looked = time.perf_counter()
             stats.shards_computed += 1
             stats.images_computed += len(chunk)
     stats.seconds = time.perf_counter() - start

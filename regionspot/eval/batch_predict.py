@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from regionspot.config import ConfigError, to_dict
+from regionspot.config import ConfigError
 from regionspot.datasets.coco_format import dataset_vocabulary, read_annotations
 from regionspot.eval.config import EvalConfig, Method, check_eval_config
 from regionspot.eval.image_run import (
@@ -37,9 +37,9 @@ from regionspot.eval.jobs import (
     default_image_folder,
     folder_jobs,
 )
-from regionspot.eval.output_shards import predict_into_shards, read_outputs, shard_folder
+from regionspot.eval.output_shards import predict_into_shards, read_outputs, run_fingerprint, shard_folder, writing
 from regionspot.eval.protocol import category_index
-from regionspot.fileio import atomic_text_file
+from regionspot.fileio import atomic_text_file, remove_stale_temporaries
 from regionspot.processes import DistributedContext
 from regionspot.vocab import (
     BUILTIN_VOCABULARIES,
@@ -108,11 +108,11 @@ def run_batch_prediction(config: EvalConfig, out: Path, *, output_format: str = 
     setup.example_ids = frozenset()
     out = Path(out)
     with shard_folder(ctx, out.with_name(out.name + ".shards")) as folder:  # kept if this fails
-        settings = {"config": to_dict(config), "format": output_format}
-        if predict_into_shards(folder, jobs, setup, config, model, ctx, settings=settings, resumable=True,
-                               progress=progress, description=f"predict {config.method}") is None:
+        fingerprint = run_fingerprint(config, jobs, names, category_ids, model, ctx.world_size, format=output_format)
+        if predict_into_shards(folder, jobs, setup, config, ctx, fingerprint=fingerprint, progress=progress,
+                               description=f"predict {config.method}") is None:
             return None
-        outputs = zip(jobs, read_outputs(folder, ctx.world_size, len(jobs)), strict=True)
+        outputs = zip(jobs, read_outputs(folder, ctx.world_size, len(jobs), fingerprint), strict=True)
         items = ((output, output.detections if output_format == "coco"
                   else output.document or empty_document(job, names, str(config.method))) for job, output in outputs)
         written = write_streamed(out, items, output_format, min_score)
@@ -128,8 +128,9 @@ def write_streamed(out: Path, items: Iterable[tuple[ImageOutput, Any]], output_f
     """Write one JSON list to ``out`` (atomically) from (output, its pairs or document) items read
     one at a time: COCO pairs one after another, or one document per image."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out.parent, [out.name])  # left by a run killed while writing it
     tally, kept, total, first = RunTally(), 0, 0, True
-    with atomic_text_file(out) as handle:
+    with writing(out), atomic_text_file(out) as handle:
         handle.write("[")
         for output, entry in items:
             tally.add(output)

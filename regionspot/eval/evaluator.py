@@ -309,7 +309,7 @@ class DetectionEvaluator:
         where nothing can be measured)."""
         if not self._parts:
             raise RuntimeError("no image was processed: call process() before evaluate()")
-        # by image id, as pycocotools and lvis-api order them (only the per-category budget's ties see it)
+        # in image-id order, whatever order the images came in (only the per-category budget's ties see it)
         dt = concatenate_detections([part for image in sorted(self._parts) for part in self._parts[image]],
                                     masks=self.iou_type == "segm")
         if self.per_category_budget is not None:

@@ -29,7 +29,7 @@ EXAMPLE_REGIONS = 20
 
 @dataclass
 class ImageOutput:
-    """What one image gives (small and picklable, to gather across processes).
+    """What one image gives (written to its process's shard, see :mod:`regionspot.eval.output_shards`).
 
     ``detections``: COCO results of its kept pairs. ``boxes`` / ``skipped_boxes``: boxes
     classified / dropped as under one pixel or non-finite. ``example``: (image HxWx3 uint8, its

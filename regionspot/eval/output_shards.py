@@ -28,7 +28,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -70,13 +70,30 @@ def shard_path(folder: Path, rank: int, world_size: int) -> Path:
 
 
 def output_record(output: ImageOutput) -> dict[str, Any]:
-    """One image's output as a JSON object (its ``example``, a picture, stays with the process)."""
+    """One image's output as a JSON object (its ``example``, a picture, stays with the process).
+    A box's mask RLE, which its (box, category) pairs share, is written once (``masks``) and
+    each detection names it by index."""
+    masks: list[Any] = []
+    index: dict[int, int] = {}
+    detections = []
+    for detection in output.detections:
+        if "segmentation" in detection:
+            rle = detection["segmentation"]
+            if id(rle) not in index:
+                index[id(rle)] = len(masks)
+                masks.append(rle)
+            detection = {**detection, "segmentation": index[id(rle)]}
+        detections.append(detection)
     return {"image_id": output.image_id, "boxes": output.boxes, "skipped_boxes": output.skipped_boxes,
-            "seconds": output.seconds, "detections": output.detections, "document": output.document}
+            "seconds": output.seconds, "detections": detections, "masks": masks, "document": output.document}
 
 
 def output_from_record(record: dict[str, Any]) -> ImageOutput:
-    return ImageOutput(image_id=record["image_id"], detections=record["detections"], boxes=record["boxes"],
+    """:func:`output_record` read back (pairs of one box share its RLE again)."""
+    masks = record["masks"]
+    detections = [{**detection, "segmentation": masks[detection["segmentation"]]} if "segmentation" in detection
+                  else detection for detection in record["detections"]]
+    return ImageOutput(image_id=record["image_id"], detections=detections, boxes=record["boxes"],
                        skipped_boxes=record["skipped_boxes"], seconds=record["seconds"], document=record["document"])
 
 
@@ -85,13 +102,16 @@ class ShardWriter:
     picture, if any, in :attr:`examples` for :func:`gather_examples`). With a ``fingerprint``
     (see :func:`run_fingerprint`), a shard that an earlier run of the same fingerprint left is
     continued: :attr:`resumed` of this process's images are in it already (and their pictures
-    in :attr:`examples`), and a line cut short by a kill is dropped. A context manager."""
+    in :attr:`examples`; a multiple of ``multiple``, the images run together, so that the rest
+    are batched as in a run that never stopped), and a line cut short by a kill is dropped. A
+    context manager; a write the disk refuses is a ShardError naming the file."""
 
-    def __init__(self, folder: Path, ctx: DistributedContext, fingerprint: str | None = None) -> None:
+    def __init__(self, folder: Path, ctx: DistributedContext, fingerprint: str | None = None, *,
+                 multiple: int = 1) -> None:
         self.path = shard_path(folder, ctx.rank, ctx.world_size)
         self.folder, self.rank, self.world_size = folder, ctx.rank, ctx.world_size
         self.examples: dict[int, Picture] = {}
-        self.resumed = resumable_lines(self.path, fingerprint) if fingerprint is not None else 0
+        self.resumed = resumable_lines(self.path, fingerprint, multiple) if fingerprint is not None else 0
         with writing(self.path):
             self._open(fingerprint)
         self.written = self.resumed
@@ -123,14 +143,19 @@ class ShardWriter:
         self.written += 1
 
     def close(self) -> None:
-        self._file.close()
+        with writing(self.path):
+            self._file.close()
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        self.close()
+        if error is None:
+            self.close()
+            return
+        with suppress(ShardError):  # the error on its way out says what went wrong first
+            self.close()
 
 
 @contextmanager
@@ -164,46 +189,68 @@ def read_picture(path: Path) -> Picture:
         return saved["image"], result, int(saved["regions"])
 
 
-def resumable_lines(path: Path, fingerprint: str) -> int:
-    """How many images an earlier run's shard at ``path`` holds when its first line carries
-    ``fingerprint`` (0 when missing, of another run, or unreadable); a last line cut short by a
-    kill is cut off the file."""
+def resumable_lines(path: Path, fingerprint: str, multiple: int = 1) -> int:
+    """How many images an earlier run's shard at ``path`` holds, rounded down to a multiple of
+    ``multiple``, when its first line is whole and carries ``fingerprint`` (0 when missing, of
+    another run, or unreadable); the file is cut after them (a line cut short by a kill goes too)."""
     try:
         with open(path, "rb") as handle:
             header = handle.readline()
-            if json.loads(header).get("fingerprint") != fingerprint:
+            if not header.endswith(b"\n") or json.loads(header).get("fingerprint") != fingerprint:
                 return 0
-            count, end = 0, handle.tell()
+            ends = [handle.tell()]
             for line in handle:
                 if not line.endswith(b"\n"):
                     break
-                count, end = count + 1, end + len(line)
+                ends.append(ends[-1] + len(line))
     except (OSError, ValueError, AttributeError):
         return 0
-    with open(path, "r+b") as handle:
-        handle.truncate(end)
+    count = (len(ends) - 1) // multiple * multiple
+    with writing(path), open(path, "r+b") as handle:
+        handle.truncate(ends[count])
     return count
 
 
-def run_fingerprint(settings: Any, model: object, image_ids: list[int], world_size: int) -> str | None:
-    """sha256 of what decides a run's outputs: ``settings`` (JSON), the model's weights (every
-    parameter and buffer), the images and the number of processes. None for a model that is not
-    an ``nn.Module`` (its weights cannot be read here): such a run is not resumed."""
+def run_fingerprint(config: EvalConfig, jobs: list[ImageJob], vocabulary: list[str], category_ids: list[int],
+                    model: object, world_size: int, **settings: Any) -> str | None:
+    """sha256 of what decides a run's outputs: its settings (``config`` but the number of
+    decoding workers, and ``settings``), the vocabulary and category ids, every image (id, file,
+    size, and its file's bytes count and modification time), the bytes of the annotation and
+    proposal files, the model's weights (every parameter and buffer) and the number of
+    processes. None for a model that is not an ``nn.Module`` (its weights cannot be read here):
+    such a run is not resumed."""
     import torch
 
     from regionspot.cache.token_cache import tensors_fingerprint
+    from regionspot.config import to_dict
+    from regionspot.fileio import file_sha256
 
     if not isinstance(model, torch.nn.Module):
         return None
-    digest = hashlib.sha256(json.dumps({"settings": settings, "images": image_ids, "processes": world_size},
-                                       sort_keys=True, default=str).encode())
+    files = [config.annotations, config.boxes if config.boxes not in ("gt", "auto") else None]
+    described = {
+        "config": {k: v for k, v in to_dict(config).items() if k != "image_workers"}, "settings": settings,
+        "vocabulary": vocabulary, "category_ids": category_ids, "processes": world_size,
+        "files": {str(path): file_sha256(Path(path)) for path in files if path and Path(path).is_file()},
+        "images": [[job.image_id, job.file_name, job.height, job.width, *_file_stamp(job.path)] for job in jobs]}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
     digest.update(tensors_fingerprint(model, {}).encode())
     return digest.hexdigest()
 
 
-def read_outputs(folder: Path, world_size: int, count: int) -> Iterator[ImageOutput]:
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """(bytes, modification time in ns) of a file; (-1, -1) when it cannot be read."""
+    try:
+        status = path.stat()
+    except OSError:
+        return -1, -1
+    return status.st_size, status.st_mtime_ns
+
+
+def read_outputs(folder: Path, world_size: int, count: int, fingerprint: str | None = None) -> Iterator[ImageOutput]:
     """The ``count`` items' outputs in item order, read one line at a time from the shards of
-    ``world_size`` processes. ShardError when a shard is missing or ends early."""
+    ``world_size`` processes. ShardError when a shard is missing, is another run's (its first
+    line does not carry ``fingerprint``) or ends early."""
     used = min(world_size, count)
     paths = [shard_path(folder, rank, world_size) for rank in range(used)]
     missing = [str(path) for path in paths if not path.is_file()]
@@ -212,8 +259,14 @@ def read_outputs(folder: Path, world_size: int, count: int) -> Iterator[ImageOut
                          "need --out on a filesystem they all share")
     files = [open(path, encoding="utf-8") for path in paths]  # noqa: SIM115 (closed below)
     try:
-        for handle in files:
-            handle.readline()  # the header: the run's fingerprint
+        for path, handle in zip(paths, files, strict=True):
+            try:
+                header = json.loads(handle.readline())["fingerprint"]
+            except (ValueError, KeyError, TypeError):
+                header = "unreadable"
+            if header != fingerprint:
+                raise ShardError(f"{path} holds another run's outputs: the processes of a run on several machines "
+                                 "need --out on a filesystem they all share")
         for index in range(count):
             line = files[index % used].readline()
             if not line.endswith("\n"):
@@ -252,26 +305,38 @@ def shard_folder(ctx: DistributedContext, resumable: Path | None = None) -> Iter
         failed = True
         raise
     finally:
-        if ctx.is_main and not (failed and resumable is not None):
+        if ctx.is_main and resumable is None:
             shutil.rmtree(path, ignore_errors=True)
+        elif ctx.is_main and not failed:
+            remove_shards(Path(path))
 
 
-def predict_into_shards(folder: Path, jobs: list[ImageJob], setup: RunSetup, config: EvalConfig, model: object,
-                        ctx: DistributedContext, *, settings: Any, resumable: bool, progress: bool,
+def predict_into_shards(folder: Path, jobs: list[ImageJob], setup: RunSetup, config: EvalConfig,
+                        ctx: DistributedContext, *, fingerprint: str | None, progress: bool,
                         description: str) -> dict[int, Picture] | None:
     """This process's share of ``jobs`` through :func:`~regionspot.eval.image_run.process_images`,
-    each image's output written to its shard in ``folder`` as it is made. ``resumable``: continue
-    a shard that a stopped run with the same ``settings``, model, images and processes left.
+    each image's output written to its shard in ``folder`` as it is made. With a ``fingerprint``
+    (:func:`run_fingerprint`), a shard a stopped run of the same fingerprint left is continued.
     Returns every process's example pictures on rank 0 (once every shard is whole), None elsewhere."""
-    fingerprint = run_fingerprint(settings, model, [job.image_id for job in jobs], ctx.world_size) if resumable \
-        else None
-    with ShardWriter(folder, ctx, fingerprint) as writer:
+    batch = image_batch(config, ctx.device)
+    with ShardWriter(folder, ctx, fingerprint, multiple=batch) as writer:
         if writer.resumed and ctx.is_main:
             print(f"continuing the run stopped in {folder}: {writer.resumed} of this process's images are done")
         run_sharded(jobs, partial(process_images, setup=setup), ctx, write=writer.write, load=load_job_image,
-                    workers=image_workers(config, ctx.device), batch=image_batch(config, ctx.device),
-                    progress=progress, description=description, skip=writer.resumed)
+                    workers=image_workers(config, ctx.device), batch=batch, progress=progress,
+                    description=description, skip=writer.resumed)
     return gather_examples(writer.examples, ctx)
+
+
+def remove_shards(folder: Path) -> None:
+    """Delete the shards, pictures and temporary files runs write in ``folder``, then the folder
+    when nothing else is in it (what a user put there stays)."""
+    for pattern in ("outputs.rank-*-of-*.jsonl", "example.rank-*-of-*.npz", ".example.rank-*.tmp"):
+        for path in folder.glob(pattern):
+            with suppress(OSError):
+                path.unlink()
+    with suppress(OSError):
+        folder.rmdir()
 
 
 def gather_examples(examples: dict[int, Picture], ctx: DistributedContext) -> dict[int, Picture] | None:

@@ -39,7 +39,14 @@ from regionspot.eval.image_run import (
     single_process,
 )
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
-from regionspot.eval.output_shards import Picture, predict_into_shards, read_outputs, shard_folder
+from regionspot.eval.output_shards import (
+    Picture,
+    predict_into_shards,
+    read_outputs,
+    run_fingerprint,
+    shard_folder,
+    writing,
+)
 from regionspot.eval.protocol import (
     FIXED_AP_SECTIONS,
     ap_section,
@@ -57,7 +64,7 @@ from regionspot.eval.protocol import (
 )
 from regionspot.eval.report import markdown_report, summary_text, write_report_files
 from regionspot.eval.sharding import world_description
-from regionspot.fileio import atomic_text_file
+from regionspot.fileio import atomic_text_file, remove_stale_temporaries
 from regionspot.model.loader import describe_model
 from regionspot.processes import DistributedContext
 
@@ -131,15 +138,16 @@ def run_evaluation(config: EvalConfig, *, out: Path | None = None, ctx: Distribu
                                       keep_all=bool(config.protocol.fixed_ap_budget or config.save_detections))
     loaded = time.perf_counter()
     with shard_folder(ctx, out / "shards" if out is not None else None) as folder:  # kept if this fails
-        examples = predict_into_shards(folder, data.jobs, setup, config, model, ctx, settings=to_dict(config),
-                                       resumable=out is not None, progress=progress,
-                                       description=f"eval {config.method}")
+        fingerprint = None if out is None else run_fingerprint(config, data.jobs, data.vocabulary,
+                                                               data.category_ids, model, ctx.world_size)
+        examples = predict_into_shards(folder, data.jobs, setup, config, ctx, fingerprint=fingerprint,
+                                       progress=progress, description=f"eval {config.method}")
         if examples is None:
             return None
         predicted = time.perf_counter()
+        outputs = read_outputs(folder, ctx.world_size, len(data.jobs), fingerprint)
         with detections_file(out, config.save_detections) as save:
-            sections, evaluators, tally = evaluate_outputs(data, read_outputs(folder, ctx.world_size, len(data.jobs)),
-                                                           config, sink=save)
+            sections, evaluators, tally = evaluate_outputs(data, outputs, config, sink=save)
         described = {**describe_model(model, source), "summary": model_summary(
             model, str(config.method), getattr(setup.classifier, "recognizer", model))}
         document = {
@@ -196,7 +204,8 @@ def detections_file(out: Path | None, save: bool) -> Iterator[Callable[[ImageOut
         yield None
         return
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_text_file(out / "results.json") as handle:
+    remove_stale_temporaries(out, ["results.json"])  # left by a run killed while writing it
+    with writing(out / "results.json"), atomic_text_file(out / "results.json") as handle:
         handle.write("[")
         first = [True]
 

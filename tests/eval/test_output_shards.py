@@ -22,8 +22,16 @@ from regionspot.config import ConfigError
 from regionspot.eval import image_run, output_shards
 from regionspot.eval.config import EvalConfig, ProtocolConfig
 from regionspot.eval.image_run import ImageOutput
-from regionspot.eval.output_shards import ShardError, ShardWriter, read_outputs, shard_folder, shard_path
+from regionspot.eval.output_shards import (
+    ShardError,
+    ShardWriter,
+    read_outputs,
+    run_fingerprint,
+    shard_folder,
+    shard_path,
+)
 from regionspot.eval.runner import evaluate_outputs, load_dataset, run_evaluation
+from regionspot.fileio import _umask, atomic_text_file
 from regionspot.processes import DistributedContext
 
 IMAGES = 24
@@ -213,3 +221,78 @@ def test_eval_reports_a_shard_folder_it_cannot_make_in_one_line(coco_sample: Pat
                  f"text.cache_dir={text_cache_dir}", "--no-progress", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"error: cannot write {out / 'shards'}" in err
+
+
+# ----------------------------------------------------------------------------- what resumes, what does not
+def test_the_fingerprint_covers_what_decides_the_outputs(tiny_model, dataset, tmp_path: Path) -> None:
+    config = EvalConfig(annotations=str(dataset.annotations), max_images=IMAGES)
+    jobs = [dataclasses.replace(job) for job in dataset.jobs]
+
+    def fingerprint(**changes: Any) -> str | None:
+        given = {"config": config, "jobs": jobs, "vocabulary": dataset.vocabulary,
+                 "category_ids": dataset.category_ids, **changes}
+        return run_fingerprint(given["config"], given["jobs"], given["vocabulary"], given["category_ids"],
+                               tiny_model, 2)
+
+    first = fingerprint()
+    assert first is not None and fingerprint() == first
+    assert fingerprint(config=dataclasses.replace(config, image_workers=3)) == first  # how, not what
+    assert fingerprint(vocabulary=["cat", *dataset.vocabulary[1:]]) != first  # a names file edited
+    assert fingerprint(config=dataclasses.replace(config, protocol=ProtocolConfig(pairs_per_box=1))) != first
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(jobs[0].path.read_bytes())
+    jobs[0] = dataclasses.replace(jobs[0], path=photo)
+    before = fingerprint()
+    os.utime(photo, ns=(1, 1))  # the photo replaced by another
+    assert fingerprint() != before
+    assert run_fingerprint(config, jobs, dataset.vocabulary, dataset.category_ids, object(), 2) is None
+
+
+def test_a_shard_resumes_on_a_whole_batch_and_another_runs_shard_is_refused(outputs, tmp_path: Path) -> None:
+    with ShardWriter(tmp_path, DistributedContext(), "this run") as writer:
+        for output in outputs[:3]:
+            writer.write(output)
+    again = ShardWriter(tmp_path, DistributedContext(), "this run", multiple=2)  # batches of 2 images
+    assert again.resumed == 2  # the third image is redone with the fourth, as a run that never stopped
+    again.close()
+    assert [o.image_id for o in read_outputs(tmp_path, 1, 2, "this run")] == [o.image_id for o in outputs[:2]]
+    with pytest.raises(ShardError, match="holds another run's outputs"):
+        list(read_outputs(tmp_path, 1, 2, "another run"))
+    assert ShardWriter(tmp_path, DistributedContext(), "another run").resumed == 0
+
+
+def test_pairs_of_one_box_share_its_mask_in_a_shard(tmp_path: Path) -> None:
+    rle = {"size": [4, 4], "counts": "a long RLE string"}
+    detections = [{"image_id": 1, "category_id": c, "bbox": [0, 0, 2, 2], "score": 0.5, "segmentation": rle}
+                  for c in range(5)]
+    record = output_shards.output_record(ImageOutput(1, detections))
+    assert record["masks"] == [rle] and json.dumps(record).count("a long RLE string") == 1
+    back = output_shards.output_from_record(json.loads(json.dumps(record)))
+    assert back.detections == detections and len({id(d["segmentation"]) for d in back.detections}) == 1
+
+
+def test_a_full_disk_when_the_shard_closes_is_one_clear_error(outputs, tmp_path: Path) -> None:
+    class FullOnClose(FullDisk):
+        def close(self) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    writer = ShardWriter(tmp_path, DistributedContext())
+    writer._file.close()
+    writer._file = FullOnClose()  # type: ignore[assignment]
+    writer.__exit__(ShardError, ShardError("the first error"), None)  # leaving with an error: that one is told
+    with pytest.raises(ShardError, match="No space left on device"):
+        writer.__exit__(None, None, None)  # the end of a with-block that went well
+
+
+def test_a_finished_run_removes_only_its_own_files(outputs, tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    with shard_folder(DistributedContext(), folder):
+        (folder / "notes.txt").write_text("the user's")
+        write_as_ranks(outputs[:2], folder, 1)
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt"]
+
+
+def test_written_outputs_are_readable_by_the_users_group(tmp_path: Path) -> None:
+    with atomic_text_file(tmp_path / "results.json") as handle:
+        handle.write("[]")
+    assert (tmp_path / "results.json").stat().st_mode & 0o044 == 0o044 & ~_umask()
