@@ -319,13 +319,31 @@ def predict_into_shards(folder: Path, jobs: list[ImageJob], setup: RunSetup, con
     (:func:`run_fingerprint`), a shard a stopped run of the same fingerprint left is continued.
     Returns every process's example pictures on rank 0 (once every shard is whole), None elsewhere."""
     batch = image_batch(config, ctx.device)
-    with ShardWriter(folder, ctx, fingerprint, multiple=batch) as writer:
-        if writer.resumed and ctx.is_main:
-            print(f"continuing the run stopped in {folder}: {writer.resumed} of this process's images are done")
-        run_sharded(jobs, partial(process_images, setup=setup), ctx, write=writer.write, load=load_job_image,
-                    workers=image_workers(config, ctx.device), batch=batch, progress=progress,
-                    description=description, skip=writer.resumed)
+    try:
+        with ShardWriter(folder, ctx, fingerprint, multiple=batch) as writer:
+            if writer.resumed and ctx.is_main:
+                print(f"continuing the run stopped in {folder}: {writer.resumed} of this process's images are done")
+            run_sharded(jobs, partial(process_images, setup=setup), ctx, write=writer.write, load=load_job_image,
+                        workers=image_workers(config, ctx.device), batch=batch, progress=progress,
+                        description=description, skip=writer.resumed)
+    except Exception as exc:  # the other processes must hear of it, not wait for this one until the timeout
+        share_failure(f"process {ctx.rank} of {ctx.world_size} failed: {exc}", ctx)
+        raise
+    share_failure("", ctx)
     return gather_examples(writer.examples, ctx)
+
+
+def share_failure(failure: str, ctx: DistributedContext) -> None:
+    """Every process says whether it failed (``failure``: what went wrong, "" when it did not);
+    a process that did not fail raises ShardError with the first failure another one reports. A
+    no-op for a single process. Every process must call it once."""
+    if not (ctx.initialized and ctx.world_size > 1):
+        return
+    reports: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(reports, failure)
+    others = [str(report) for report in reports if report]
+    if others and not failure:
+        raise ShardError(others[0])
 
 
 def remove_shards(folder: Path) -> None:

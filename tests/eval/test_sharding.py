@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +129,45 @@ def test_two_process_batch_prediction_equals_one_process(finish_run, coco_sample
         assert [r["box"] for r in a["regions"]] == [r["box"] for r in b["regions"]]
         assert [r["label"] for r in a["regions"]] == [r["label"] for r in b["regions"]]
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["out.json"]
+
+
+def failing_worker(rank: int, port: int, folder: str, photo: str) -> None:
+    """Rank 1's images cannot be read; both ranks write what they ended with."""
+    from regionspot.eval import output_shards
+    from regionspot.eval.config import EvalConfig
+    from regionspot.eval.image_run import ImageOutput
+    from regionspot.processes import init_distributed, shutdown
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    output_shards.process_images = lambda jobs, images, setup: [ImageOutput(job.image_id) for job in jobs]
+    ctx = init_distributed("cpu")
+    jobs = [ImageJob(index, "photo.jpg", Path(photo if index % 2 == 0 else folder + "/missing.jpg"), 480, 640)
+            for index in range(4)]
+    try:
+        output_shards.predict_into_shards(Path(folder), jobs, None, EvalConfig(), ctx,  # type: ignore[arg-type]
+                                          fingerprint=None, progress=False, description="test")
+        ended = "finished"
+    except Exception as exc:  # noqa: BLE001 (what each rank ended with is the test's answer)
+        ended = f"{type(exc).__name__}: {exc}"
+    finally:
+        shutdown(ctx)
+    (Path(folder) / f"rank{rank}.txt").write_text(ended)
+
+
+def test_a_failing_process_stops_the_others_with_its_error(coco_sample: Path, tmp_path: Path) -> None:
+    """Rank 1 fails on its first image; rank 0, done with its own, does not wait for it until
+    the timeout but ends with rank 1's error."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    photo = sorted((coco_sample / "images").iterdir())[0]
+    context = mp.spawn(failing_worker, args=(port, str(tmp_path), str(photo)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=5):
+        assert time.monotonic() < deadline, "a process is still waiting"
+    rank0, rank1 = ((tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1))
+    assert rank1.startswith("ImageLoadError") and "missing.jpg" in rank1
+    assert rank0.startswith("ShardError: process 1 of 2 failed: ") and "missing.jpg" in rank0
