@@ -13,7 +13,6 @@ and file and each box's proposal score.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,9 +36,14 @@ from regionspot.eval.jobs import (
     default_image_folder,
     folder_jobs,
 )
-from regionspot.eval.output_shards import predict_into_shards, read_outputs, run_fingerprint, shard_folder, writing
+from regionspot.eval.output_shards import (
+    json_list_file,
+    predict_into_shards,
+    read_outputs,
+    run_fingerprint,
+    shard_folder,
+)
 from regionspot.eval.protocol import category_index
-from regionspot.fileio import atomic_text_file, remove_stale_temporaries
 from regionspot.processes import DistributedContext
 from regionspot.vocab import (
     BUILTIN_VOCABULARIES,
@@ -127,11 +131,8 @@ def write_streamed(out: Path, items: Iterable[tuple[ImageOutput, Any]], output_f
                    min_score: float | None) -> BatchSummary:
     """Write one JSON list to ``out`` (atomically) from (output, its pairs or document) items read
     one at a time: COCO pairs one after another, or one document per image."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out.parent, [out.name])  # left by a run killed while writing it
-    tally, kept, total, first = RunTally(), 0, 0, True
-    with writing(out), atomic_text_file(out) as handle:
-        handle.write("[")
+    tally, kept, total = RunTally(), 0, 0
+    with json_list_file(out, indent=None if output_format == "coco" else 1, end="]\n") as append:
         for output, entry in items:
             tally.add(output)
             entries = entry if output_format == "coco" else [entry]
@@ -139,10 +140,7 @@ def write_streamed(out: Path, items: Iterable[tuple[ImageOutput, Any]], output_f
                 counts = drop_low_scores(entries, output_format, min_score)
                 kept, total = kept + counts[0], total + counts[1]
             for value in entries:
-                handle.write(("" if first else ", " if output_format == "coco" else ",\n")
-                             + json.dumps(value, indent=None if output_format == "coco" else 1))
-                first = False
-        handle.write("]\n")
+                append(value)
     if min_score is None:
         kept = total = tally.detections if output_format == "coco" else tally.boxes_classified
     return BatchSummary(out, kept, total, tally)

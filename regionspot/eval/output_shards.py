@@ -27,7 +27,7 @@ import io
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -49,7 +49,7 @@ from regionspot.eval.image_run import (
 )
 from regionspot.eval.jobs import ImageJob
 from regionspot.eval.sharding import run_sharded
-from regionspot.fileio import atomic_write_bytes, write_failure
+from regionspot.fileio import atomic_text_file, atomic_write_bytes, remove_stale_temporaries, write_failure
 from regionspot.processes import DistributedContext
 from regionspot.results import RegionResult
 
@@ -165,6 +165,27 @@ def writing(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise ShardError(write_failure(path, exc)) from None
+
+
+@contextmanager
+def json_list_file(path: Path, *, indent: int | None = None, end: str = "]") -> Iterator[Callable[[Any], None]]:
+    """A JSON list written to ``path`` one element at a time: yields ``append(value)``. The file
+    is made atomically (in place only once the block ends; a killed run's leftover temporary is
+    cleared first); a write the disk refuses is a ShardError. Elements are separated by ", "
+    (``indent`` None) or ",\n" with ``indent``; ``end`` closes the list."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, [path.name])
+    separator = ", " if indent is None else ",\n"
+    with writing(path), atomic_text_file(path) as handle:
+        handle.write("[")
+        written = [0]
+
+        def append(value: Any) -> None:
+            handle.write((separator if written[0] else "") + json.dumps(value, indent=indent))
+            written[0] += 1
+
+        yield append
+        handle.write(end)
 
 
 def write_picture(path: Path, picture: Picture) -> None:

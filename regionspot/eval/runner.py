@@ -17,7 +17,6 @@ Batch prediction without evaluation is :mod:`regionspot.eval.batch_predict`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -41,11 +40,11 @@ from regionspot.eval.image_run import (
 from regionspot.eval.jobs import BoxSource, ImageJob, dataset_jobs, default_image_folder
 from regionspot.eval.output_shards import (
     Picture,
+    json_list_file,
     predict_into_shards,
     read_outputs,
     run_fingerprint,
     shard_folder,
-    writing,
 )
 from regionspot.eval.protocol import (
     FIXED_AP_SECTIONS,
@@ -64,7 +63,6 @@ from regionspot.eval.protocol import (
 )
 from regionspot.eval.report import markdown_report, summary_text, write_report_files
 from regionspot.eval.sharding import world_description
-from regionspot.fileio import atomic_text_file, remove_stale_temporaries
 from regionspot.model.loader import describe_model
 from regionspot.processes import DistributedContext
 
@@ -203,19 +201,13 @@ def detections_file(out: Path | None, save: bool) -> Iterator[Callable[[ImageOut
     if out is None or not save:
         yield None
         return
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out, ["results.json"])  # left by a run killed while writing it
-    with writing(out / "results.json"), atomic_text_file(out / "results.json") as handle:
-        handle.write("[")
-        first = [True]
+    with json_list_file(out / "results.json") as append:
 
         def write(output: ImageOutput) -> None:
             for detection in output.detections:
-                handle.write(("" if first[0] else ", ") + json.dumps(detection))
-                first[0] = False
+                append(detection)
 
         yield write
-        handle.write("]")
 
 
 def subset_annotations(document: dict[str, Any], image_ids: set[int]) -> dict[str, Any]:
