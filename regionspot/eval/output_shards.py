@@ -50,7 +50,7 @@ from regionspot.eval.image_run import (
 from regionspot.eval.jobs import ImageJob
 from regionspot.eval.sharding import run_sharded
 from regionspot.fileio import atomic_text_file, atomic_write_bytes, remove_stale_temporaries, write_failure
-from regionspot.processes import DistributedContext
+from regionspot.processes import DistributedContext, all_gather_object
 from regionspot.results import RegionResult
 
 #: An example image's picture: (the image HxWx3 uint8, its best regions, how many regions it had).
@@ -358,11 +358,7 @@ def share_failure(failure: str, ctx: DistributedContext) -> None:
     """Every process says whether it failed (``failure``: what went wrong, "" when it did not);
     a process that did not fail raises ShardError with the first failure another one reports. A
     no-op for a single process. Every process must call it once."""
-    if not (ctx.initialized and ctx.world_size > 1):
-        return
-    reports: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(reports, failure)
-    others = [str(report) for report in reports if report]
+    others = [str(report) for report in all_gather_object(failure, ctx) if report]
     if others and not failure:
         raise ShardError(others[0])
 
