@@ -40,7 +40,8 @@ from transformers.models.sam.modeling_sam import SamMaskDecoder, SamPositionalEm
 
 from regionspot.backbones.protocols import RegionTokens
 from regionspot.backbones.sam_convert import sam_sub_config
-from regionspot.backbones.sam_two_way import two_way_transformer
+from regionspot.backbones.sam_two_way import Workspace, two_way_transformer
+from regionspot.backbones.sam_upscale import upscaled_mask_logits
 from regionspot.config import TOKEN_PLACES
 from regionspot.devices import full_precision
 
@@ -162,18 +163,21 @@ class SamPromptHead(nn.Module):
             raise ValueError(f"image_embeddings must be [1, C, h, w], got {tuple(image_embeddings.shape)}")
         if boxes.dim() != 2 or boxes.shape[-1] != 4 or boxes.shape[0] < 1:
             raise ValueError(f"boxes must be [R, 4] with R >= 1, got {tuple(boxes.shape)}")
-        parts = [self.decode_boxes(image_embeddings, chunk, with_masks) for chunk in boxes.split(self.chunk_size)]
+        workspace = Workspace.for_inference(image_embeddings.device)
+        parts = [self.decode_boxes(image_embeddings, chunk, with_masks, workspace)
+                 for chunk in boxes.split(self.chunk_size)]
         tokens, masks, scores = zip(*parts, strict=True)
         return RegionTokens(tokens=torch.cat(tokens), mask_logits=torch.cat(masks) if with_masks else None,
                             mask_scores=torch.cat(scores))
 
-    def decode_boxes(self, image_embeddings: torch.Tensor, boxes: torch.Tensor, with_masks: bool
-                     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def decode_boxes(self, image_embeddings: torch.Tensor, boxes: torch.Tensor, with_masks: bool,
+                     workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """All ``boxes`` [n, 4] (encoder-input frame) at once, unchecked and unchunked (what
         :meth:`forward` does per chunk, and what the ONNX graphs trace): tokens [n, d], mask
-        logits [n, 4h, 4w] or None, predicted IoU [n]."""
+        logits [n, 4h, 4w] or None, predicted IoU [n]. ``workspace``: buffers shared with the
+        other chunks of the same call (None: fresh tensors, as tracing needs)."""
         image, image_pe, grid = self._image_side(image_embeddings)
-        return self._decode(image, image_pe, grid, boxes, with_masks)
+        return self._decode(image, image_pe, grid, boxes, with_masks, workspace or Workspace(reuse=False))
 
     def embed_points(self, points: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """``[R, P, 2]`` xy points in the encoder-input frame (``[P, 2]``: P regions of one point)
@@ -213,7 +217,8 @@ class SamPromptHead(nn.Module):
         if tuple(labels.shape) != tuple(grouped.shape[:2]):
             raise ValueError(f"labels must be [R, P] = {list(grouped.shape[:2])}, got {tuple(labels.shape)}")
         image, image_pe, grid = self._image_side(image_embeddings)
-        parts = [self._decode_points(image, image_pe, grid, self.embed_points(chunk, chunk_labels), single)
+        workspace = Workspace.for_inference(image_embeddings.device)
+        parts = [self._decode_points(image, image_pe, grid, self.embed_points(chunk, chunk_labels), single, workspace)
                  for chunk, chunk_labels in zip(grouped.split(self.chunk_size), labels.split(self.chunk_size),
                                                 strict=True)]
         masks, ious = zip(*parts, strict=True)
@@ -246,7 +251,7 @@ class SamPromptHead(nn.Module):
         return image, image_pe, (height, width)
 
     def _decode_points(self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int],
-                       sparse: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                       sparse: torch.Tensor, single: bool, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor]:
         """One chunk of n point prompts (``sparse`` ``[n, P + 1, C]``), each decoded on its own:
         masks ``[n, K, 4h, 4w]``, IoU ``[n, K]``; K = 3 (mask tokens 1..3), or 1 with ``single``
         (mask token 0, SAM's choice for unambiguous prompts such as several clicks)."""
@@ -254,16 +259,16 @@ class SamPromptHead(nn.Module):
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])  # [1 + M, C]
         queries = torch.cat([output_tokens.expand(sparse.shape[0], -1, -1), sparse], dim=1)
         hidden, image_out = two_way_transformer(decoder.transformer, queries, image, image_pe,
-                                                final_tokens=output_tokens.shape[0])
+                                                final_tokens=2 if single else output_tokens.shape[0],
+                                                workspace=workspace)
         mlps = decoder.output_hypernetworks_mlps
         kept = [0] if single else list(range(1, len(mlps)))
         iou = decoder.iou_prediction_head(hidden[:, 0])[:, kept]  # [n, K]
         hyper = torch.stack([mlps[k](hidden[:, 1 + k]) for k in kept], dim=1)  # [n, K, C/8]
-        masks = torch.einsum("nkc,nchw->nkhw", hyper, self._upscaled(image_out, grid))
-        return masks, iou
+        return upscaled_mask_logits(decoder, image_out, grid, hyper, per_box=workspace.reuse), iou
 
     def _decode(self, image: torch.Tensor, image_pe: torch.Tensor, grid: tuple[int, int], boxes: torch.Tensor,
-                with_masks: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+                with_masks: bool, workspace: Workspace) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One chunk of n boxes, each decoded independently of the others: token ``[n, d]``,
         mask ``[n, 4h, 4w]`` or None, IoU ``[n]``. ``image``/``image_pe``: ``[1, h*w, C]``."""
         decoder = self.mask_decoder
@@ -271,8 +276,10 @@ class SamPromptHead(nn.Module):
         sparse = self.embed_boxes(boxes)  # [n, 2, C]
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight])  # [1 + M, C]
         queries = torch.cat([output_tokens.expand(n, -1, -1), sparse], dim=1)  # [n, T, C]
+        # the final attention runs only for the tokens read: IoU + chosen mask token(s)
         hidden, image_out = two_way_transformer(decoder.transformer, queries, image, image_pe,
-                                                final_tokens=output_tokens.shape[0])
+                                                final_tokens=output_tokens.shape[0] if self.multimask else 2,
+                                                workspace=workspace)
         iou = decoder.iou_prediction_head(hidden[:, 0])  # [n, M]
         rows = torch.arange(n, device=boxes.device)
         if self.multimask:
@@ -282,7 +289,7 @@ class SamPromptHead(nn.Module):
         mask_token = hidden[rows, 1 + choice]  # [n, C]
         needs_hyper = with_masks or self.token_place == "hypernet_mlp"
         hyper = self._hypernetwork(mask_token, choice) if needs_hyper else None  # [n, C/8]
-        masks = self._masks(image_out, hyper, grid) if hyper is not None and with_masks else None
+        masks = self._masks(image_out, hyper, grid, workspace.reuse) if hyper is not None and with_masks else None
         if self.token_place == "prompt_encoder":
             token = sparse.mean(dim=1)
         elif self.token_place == "transformer":
@@ -301,15 +308,7 @@ class SamPromptHead(nn.Module):
         outputs = torch.stack([mlp(mask_token) for mlp in mlps], dim=1)  # [n, M, C/8]
         return outputs[torch.arange(mask_token.shape[0], device=choice.device), choice]
 
-    def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def _masks(self, image: torch.Tensor, hyper: torch.Tensor, grid: tuple[int, int], per_box: bool) -> torch.Tensor:
         """Upscale the transformer's image tokens ``[n, h*w, C]`` 4x and take the dot product with
         ``hyper`` ``[n, C/8]``: mask logits ``[n, 4h, 4w]``."""
-        return torch.einsum("nc,nchw->nhw", hyper, self._upscaled(image, grid))
-
-    def _upscaled(self, image: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The decoder's 4x upscaling of its image tokens ``[n, h*w, C]``: ``[n, C/8, 4h, 4w]``."""
-        decoder = self.mask_decoder
-        n, _, channels = image.shape
-        feature = image.transpose(1, 2).reshape(n, channels, *grid)
-        feature = decoder.activation(decoder.upscale_layer_norm(decoder.upscale_conv1(feature)))
-        return decoder.activation(decoder.upscale_conv2(feature))
+        return upscaled_mask_logits(self.mask_decoder, image, grid, hyper[:, None], per_box)[:, 0]

@@ -64,6 +64,7 @@ def test_resize_matrix_is_torchs_linear_interpolation() -> None:
         np.testing.assert_allclose(got, expected[0, 0].numpy(), atol=1e-12)
 
 
+@pytest.mark.slow  # real MobileSAM end to end: runs in CI, kept out of the fast suite
 def test_real_mobile_sam_masks_are_unchanged(mobile_sam_model, coco_sample: Path) -> None:
     tokenizer = mobile_sam_model.region_tokenizer
     boxes = torch.tensor([[10.0, 20.0, 200.0, 240.0], [300.0, 40.0, 420.0, 300.0], [0.0, 0.0, 640.0, 480.0],

@@ -7,7 +7,7 @@ import torch
 from transformers import SamMaskDecoderConfig
 from transformers.models.sam.modeling_sam import SamTwoWayTransformer
 
-from regionspot.backbones.sam_two_way import two_way_transformer
+from regionspot.backbones.sam_two_way import Workspace, two_way_transformer
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,21 @@ def transformer() -> SamTwoWayTransformer:
     return module
 
 
+@pytest.mark.parametrize("reuse", [True, False], ids=["reused-buffers", "fresh-tensors"])
 @pytest.mark.parametrize("final_tokens", [None, 2])
-def test_matches_reference_for_each_box(transformer: SamTwoWayTransformer, final_tokens: int | None) -> None:
+def test_matches_reference_for_each_box(transformer: SamTwoWayTransformer, final_tokens: int | None,
+                                        reuse: bool) -> None:
     torch.manual_seed(1)
     n, tokens, length = 5, 7, 36
     points = torch.randn(n, tokens, 64)
     image, pe = torch.randn(1, length, 64), torch.randn(1, length, 64)
     with torch.no_grad():
-        fast_tokens, fast_image = two_way_transformer(transformer, points, image, pe, final_tokens=final_tokens)
+        workspace = Workspace(reuse=reuse)
+        # chunks of 3 then 2 boxes through one workspace: the second reuses (part of) the first's buffers
+        chunks = [two_way_transformer(transformer, part, image, pe, final_tokens=final_tokens, workspace=workspace)
+                  for part in points.split(3)]
+        fast_tokens = torch.cat([chunk_tokens for chunk_tokens, _ in chunks])
+        fast_image = chunks[-1][1]  # a reused buffer holds the last chunk's image side only
         for box in range(n):  # the reference, one box at a time
             ref_tokens, ref_image = transformer(point_embeddings=points[box][None, None],
                                                 image_embeddings=image.transpose(1, 2).reshape(1, 64, 6, 6),
@@ -37,5 +44,20 @@ def test_matches_reference_for_each_box(transformer: SamTwoWayTransformer, final
                                                 attention_similarity=None)
             kept = ref_tokens[0, 0, :final_tokens]
             torch.testing.assert_close(fast_tokens[box], kept, atol=2e-5, rtol=1e-4)
-            torch.testing.assert_close(fast_image[box], ref_image[0, 0], atol=2e-5, rtol=1e-4)
+            if box >= 3:
+                torch.testing.assert_close(fast_image[box - 3], ref_image[0, 0], atol=2e-5, rtol=1e-4)
     assert fast_tokens.shape == (n, final_tokens or tokens, 64)
+
+
+def test_workspace_hands_out_fresh_tensors_when_tracing_or_under_autograd() -> None:
+    assert Workspace(reuse=False).buffer("x", (2, 3), torch.zeros(1)) is None
+    assert not Workspace.for_inference(torch.device("cpu")).reuse  # autograd is on here
+    with torch.no_grad():
+        workspace = Workspace.for_inference(torch.device("cpu"))
+        assert workspace.reuse
+        first = workspace.buffer("x", (4, 3), torch.zeros(1))
+        smaller = workspace.buffer("x", (2, 3), torch.zeros(1))
+        assert first is not None and smaller is not None
+        assert smaller.data_ptr() == first.data_ptr() and smaller.shape == (2, 3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not Workspace.for_inference(torch.device("cpu")).reuse

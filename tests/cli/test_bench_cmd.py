@@ -57,6 +57,7 @@ def test_bench_train_measures_three_modes(mobile_sam_checkpoint: Path, coco_samp
     assert "paper schedule" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # real MobileSAM end to end: runs in CI, kept out of the fast suite
 def test_bench_proposals_measures_each_setting(mobile_sam_checkpoint: Path, coco_sample: Path, tmp_path: Path,
                                                capsys) -> None:
     from regionspot.backbones.mobile_sam import load_mobile_sam

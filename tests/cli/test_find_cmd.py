@@ -27,6 +27,7 @@ def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow  # real MobileSAM end to end: runs in CI, kept out of the fast suite
 def test_find_writes_every_instance_and_a_picture(mobile_sam_checkpoint, tiny_clip_dir, text_cache_dir, photo,
                                                   tmp_path, capsys) -> None:
     out, viz = tmp_path / "found.json", tmp_path / "found.png"
