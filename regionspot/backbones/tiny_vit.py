@@ -16,6 +16,7 @@ run frozen.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,16 @@ class ConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.c(x))
+        if self.training:
+            return cast(torch.Tensor, self.bn(self.c(x)))
+        # inference: the batch norm folded into the convolution's weight and bias (one pass over
+        # the activations instead of two; the same affine map up to float rounding)
+        bn = self.bn
+        assert bn.running_mean is not None and bn.running_var is not None
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = self.c.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        return F.conv2d(x, weight, bias, self.c.stride, self.c.padding, self.c.dilation, self.c.groups)
 
 
 class LayerNorm2d(nn.Module):
@@ -123,8 +133,11 @@ class WindowAttention(nn.Module):
         batch, tokens, dim = x.shape
         qkv = self.qkv(self.norm(x)).view(batch, tokens, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)
-        bias = self.attention_biases[:, self.bias_index]  # [heads, N, N]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        bias = self.attention_biases[:, self.bias_index].to(q.dtype)  # [heads, N, N]
+        if x.device.type == "cpu":  # torch's CPU SDPA with a float mask is 1.2-1.9x slower on these windows
+            out = torch.softmax((q * self.head_dim ** -0.5) @ k.transpose(-2, -1) + bias, dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
 

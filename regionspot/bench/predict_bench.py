@@ -67,6 +67,9 @@ class PredictBenchResult:
     compute: dict[str, Any] = field(default_factory=dict)
     #: The same model in onnxruntime: encoders and predict per box count (empty when not run).
     onnx: dict[str, Any] = field(default_factory=dict)
+    #: The MobileSAM authors' encoder beside ours on the same input (bench/reference_mobile_sam.py;
+    #: empty when no checkout was given): ms each and the embeddings' largest difference.
+    reference_mobile_sam: dict[str, float] = field(default_factory=dict)
 
     def marginal_region_ms(self) -> float:
         """Cost of each region beyond the first, from the 1-box and largest-box timings."""
@@ -147,13 +150,16 @@ def run_predict_bench(
     device: str = "cpu",
     model: RegionSpot | None = None,
     onnx: bool = False,
+    mobile_sam_reference: str | Path | None = None,
 ) -> PredictBenchResult:
     """Time both towers' image encoding, the per-call cost at each box count (no masks: the
     recognition cost; masks pasting is reported separately), the CLIP-crop baseline and the
     zero-shot recognizer. ``model``: a RegionSpot from the loader (``--checkpoint``), else the
     random-weight real architecture of :func:`build_bench_model` on ``sam_checkpoint``. Also the
     encoders' GFLOP/s against the matmul peak, and with ``onnx`` (CPU only) the same model
-    exported and run in onnxruntime (:mod:`regionspot.bench.runtime_bench`)."""
+    exported and run in onnxruntime (:mod:`regionspot.bench.runtime_bench`); with
+    ``mobile_sam_reference`` (a checkout of the MobileSAM authors' code) their image encoder
+    timed beside ours on ``sam_checkpoint`` (:mod:`regionspot.bench.reference_mobile_sam`)."""
     from regionspot.devices import choose_device
 
     target = choose_device(device)
@@ -184,6 +190,16 @@ def run_predict_bench(
     progress("counting encoder FLOPs and timing the matmul peak ...")
     encode_ms = {"sam": sam_ms, "clip": clip_ms}
     result.compute = encoder_compute(model, image, encode_ms, median_ms, repeats)
+    if mobile_sam_reference is not None:
+        from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
+        from regionspot.bench.reference_mobile_sam import time_reference_encoder
+        from regionspot.config import ConfigError
+
+        if not isinstance(model.region_tokenizer, SamRegionTokenizer):
+            raise ConfigError("--mobile-sam-reference compares PyTorch SAM encoders; this model's SAM is not one")
+        progress("timing the reference MobileSAM encoder beside ours ...")
+        result.reference_mobile_sam = time_reference_encoder(
+            model.region_tokenizer.image_encoder, mobile_sam_reference, sam_checkpoint, image, median_ms, repeats)
     if onnx:
         result.onnx = time_onnx(model, image, box_counts, vocabulary, repeats, median_ms,
                                 lambda count: random_boxes(count, size, seed=count), progress)
@@ -265,6 +281,12 @@ def format_table(result: PredictBenchResult) -> str:
                   f"{'boxes':>6} {'head ms':>10} {'zero-shot ms':>13}"]
         for row, zero in zip(result.regions, result.zero_shot, strict=True):
             lines.append(f"{int(row['boxes']):>6} {encode + row['total_ms']:>10.0f} {zero['per_image_ms']:>13.0f}")
+    reference = result.reference_mobile_sam
+    if reference:
+        theirs, ours = reference["reference_ms"], reference["ours_ms"]
+        lines += ["", f"reference MobileSAM encoder (the authors' code, same input): {theirs:.1f} ms; "
+                      f"ours {ours:.1f} ms (ours {theirs / ours:.2f}x as fast); embeddings differ by at most "
+                      f"{reference['max_abs_difference']:.1e} (largest value {reference['max_abs_value']:.2f})"]
     encode_ms = {"sam": result.sam_image_encode_ms, "clip": result.clip_image_encode_ms}
     lines += runtime_lines(result.compute, result.onnx, result.regions, encode_ms)
     return "\n".join(lines)

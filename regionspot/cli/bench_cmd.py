@@ -45,6 +45,9 @@ def _add_predict(which: argparse._SubParsersAction) -> None:
     predict.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=None,
                          help="also export the model to ONNX and time it in onnxruntime (default: on the CPU when "
                               "the onnx extra is installed)")
+    predict.add_argument("--mobile-sam-reference", metavar="DIR",
+                         help="a checkout of github.com/ChaoningZhang/MobileSAM: also time its image encoder on "
+                              "--sam beside ours, on the same input")
     add_progress_argument(predict)
     predict.set_defaults(handler=run_predict)
 
@@ -158,7 +161,8 @@ def run_predict(args: argparse.Namespace) -> int:
     image = load_image(args.image) if args.image else synthetic_image()
     result = run_predict_bench(args.sam, image, counts, args.vocab_size, args.repeats,
                                progress=_no_progress if args.no_progress else lambda m: print(m, file=sys.stderr),
-                               device=args.device, model=model, onnx=_with_onnx(args.onnx, args.device))
+                               device=args.device, model=model, onnx=_with_onnx(args.onnx, args.device),
+                               mobile_sam_reference=args.mobile_sam_reference)
     print(format_table(result))
     write_json(result, args.out)
     print(f"wrote {args.out}", file=sys.stderr)

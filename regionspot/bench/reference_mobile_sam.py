@@ -1,0 +1,113 @@
+"""The reference MobileSAM image encoder timed beside ours, on the same input, in the same run.
+
+``regionspot bench predict --mobile-sam-reference DIR`` takes a checkout of the MobileSAM
+authors' code (https://github.com/ChaoningZhang/MobileSAM, Apache-2.0; nothing of it ships with
+regionspot), builds its encoder with its own ``build_sam_vit_t`` on the same checkpoint, runs
+both on the same pre-processed photo and reports both times and the largest difference between
+the two embeddings.
+
+Two things are worked around, for running only:
+
+* the package's ``__init__`` imports its predictor and mask generator, which need torchvision;
+  only ``mobile_sam.build_sam`` and ``mobile_sam.modeling`` are loaded, under a bare package;
+* ``tiny_vit_sam.py`` imports three helpers from ``timm`` (which needs torchvision too). When
+  timm is not importable, stand-ins are installed for the duration of the import:
+  ``DropPath`` as the identity (what it is at inference), ``to_2tuple``, ``trunc_normal_``
+  (torch's) and ``register_model`` (a no-op decorator). They do not touch the encoder's
+  arithmetic at inference.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from regionspot.backbones.sam_geometry import preprocess_image
+from regionspot.config import ConfigError
+
+
+class _IdentityDropPath(nn.Module):
+    """timm's DropPath at inference: the identity."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _to_2tuple(value: Any) -> tuple[Any, Any]:
+    return tuple(value) if isinstance(value, tuple | list) else (value, value)
+
+
+def _timm_stand_ins() -> dict[str, types.ModuleType]:
+    """Modules ``timm``, ``timm.models``, ``timm.models.layers``, ``timm.models.registry`` with
+    the four names ``tiny_vit_sam.py`` imports."""
+    layers = types.ModuleType("timm.models.layers")
+    layers.DropPath = _IdentityDropPath  # type: ignore[attr-defined]
+    layers.to_2tuple = _to_2tuple  # type: ignore[attr-defined]
+    layers.trunc_normal_ = nn.init.trunc_normal_  # type: ignore[attr-defined]
+    registry = types.ModuleType("timm.models.registry")
+    registry.register_model = lambda function: function  # type: ignore[attr-defined]
+    return {"timm": types.ModuleType("timm"), "timm.models": types.ModuleType("timm.models"),
+            "timm.models.layers": layers, "timm.models.registry": registry}
+
+
+@contextmanager
+def _reference_modules(checkout: Path) -> Iterator[None]:
+    """``mobile_sam`` as a bare package of ``checkout`` (its ``__init__`` not run), plus timm
+    stand-ins when timm is missing; every module added here is removed afterwards."""
+    package_dir = checkout / "mobile_sam"
+    if not (package_dir / "build_sam.py").is_file() or not (package_dir / "modeling" / "tiny_vit_sam.py").is_file():
+        raise ConfigError(f"{checkout} is not a checkout of github.com/ChaoningZhang/MobileSAM "
+                          "(no mobile_sam/build_sam.py and mobile_sam/modeling/tiny_vit_sam.py)")
+    before = set(sys.modules)
+    added: dict[str, types.ModuleType] = {}
+    try:
+        importlib.import_module("timm.models.layers")
+    except ImportError:
+        added.update(_timm_stand_ins())
+    package = types.ModuleType("mobile_sam")
+    package.__path__ = [str(package_dir)]
+    added["mobile_sam"] = package
+    sys.modules.update(added)
+    try:
+        yield
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+def load_reference_encoder(checkout: str | Path, sam_checkpoint: str | Path) -> nn.Module:
+    """The reference ``TinyViT`` image encoder, built by the checkout's ``build_sam_vit_t`` from
+    ``sam_checkpoint`` (the same MobileSAM ``.pt`` file), in eval mode on the CPU."""
+    with _reference_modules(Path(checkout)):
+        build_sam = importlib.import_module("mobile_sam.build_sam")
+        sam = build_sam.build_sam_vit_t(checkpoint=str(sam_checkpoint))
+    return sam.image_encoder.eval()
+
+
+def time_reference_encoder(ours: nn.Module, checkout: str | Path, sam_checkpoint: str | Path, image: np.ndarray,
+                           timer: Callable[[Callable[[], object], int], float], repeats: int) -> dict[str, float]:
+    """Both encoders on the same pre-processed ``image`` (HxWx3 uint8): ms each (``timer``'s
+    median over ``repeats``), and the largest absolute difference of their embeddings
+    ``[1, 256, 64, 64]`` beside the largest absolute value."""
+    reference = load_reference_encoder(checkout, sam_checkpoint)
+    pixels, _ = preprocess_image(image, 1024)
+    with torch.no_grad():
+        theirs_out, ours_out = reference(pixels), ours(pixels)
+        reference_ms = timer(lambda: reference(pixels), repeats)
+        ours_ms = timer(lambda: ours(pixels), repeats)
+    return {"reference_ms": reference_ms, "ours_ms": ours_ms,
+            "max_abs_difference": float((theirs_out - ours_out).abs().max()),
+            "max_abs_value": float(theirs_out.abs().max())}
