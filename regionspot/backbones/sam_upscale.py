@@ -9,7 +9,8 @@ plain matrix products over pixels, ``[pixels, C_in] @ [C_in, (a, b, C_out)]``, o
 the two-way transformer leaves them (``[n, h*w, C]``, channels last, no transposes), the
 LayerNorm becomes one fused call over the last axis, and the 16 sub-pixels of each token are put
 in place once at the end. The same arithmetic as ``transformers``' module up to float rounding
-(tests/backbones/test_sam_upscale.py), at about half its time on a CPU.
+(tests/backbones/test_sam_upscale.py). On the 2-core development CPU it took 8.3 ms per box
+against 14.8 ms for the module (docs/benchmarks.md).
 """
 
 from __future__ import annotations
