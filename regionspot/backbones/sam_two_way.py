@@ -51,9 +51,9 @@ def _head_weights(linear: nn.Linear, heads: int) -> torch.Tensor:
 class Workspace:
     """Buffers for the large per-box tensors, reused by the chunks of one call.
 
-    With ``reuse`` (eager fp32 inference: no autograd, no autocast), :meth:`buffer` hands out
+    With ``reuse`` (eager fp32 inference on the CPU), :meth:`buffer` hands out
     the first ``n`` rows of a buffer made for the largest chunk seen, and :meth:`layer_norm`
-    normalises in place, box by box. Without it (tracing for ONNX, autocast, autograd),
+    normalises in place, box by box. Without it (tracing for ONNX, autocast, a GPU),
     :meth:`buffer` returns None, so ``out=None`` allocates as usual, and :meth:`layer_norm`
     is the module's own call. A tensor written into a buffer stays valid only until the next
     call that uses the same workspace."""
@@ -64,8 +64,12 @@ class Workspace:
 
     @classmethod
     def for_inference(cls, device: torch.device) -> Workspace:
-        """A reusing workspace when nothing needs fresh tensors: no autograd, no autocast."""
-        return cls(reuse=not torch.is_grad_enabled() and not torch.is_autocast_enabled(device.type))
+        """A reusing workspace for eager fp32 inference on the CPU (where the page faults and the
+        box-by-box temporaries were measured); fresh tensors on a GPU, under autograd, autocast,
+        tracing or compilation."""
+        eager = not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        return cls(reuse=device.type == "cpu" and eager and not torch.is_grad_enabled()
+                   and not torch.is_autocast_enabled(device.type))
 
     def buffer(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
         """``[n, ...]`` rows of the buffer ``name`` (dtype and device of ``like``), or None."""
@@ -139,7 +143,11 @@ def tokens_to_image(attn: SamAttention, query: torch.Tensor, values: torch.Tenso
             else torch.baddbmm(pe_scores, q_in_image_space, values.transpose(1, 2))     # [n, H*T, L]
     else:
         scores = torch.bmm(q_in_image_space, keys.transpose(1, 2), out=buffer)
-    weights = scores.softmax(dim=-1) if buffer is None else scores.copy_(scores.softmax(dim=-1))
+    if buffer is None:
+        weights = scores.softmax(dim=-1)
+    else:  # in place: no second [n, H*T, L] tensor
+        weights = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+        weights.div_(weights.sum(dim=-1, keepdim=True))
     mixed = (weights @ values).unflatten(1, (heads, -1))                   # [n, H, T, C]
     w_v = _head_weights(attn.v_proj, heads)                                # [H, d, C]
     out = mixed @ w_v.transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, -1)  # [n, H, T, d]
@@ -188,7 +196,8 @@ def two_way_transformer(transformer: SamTwoWayTransformer, point_embeddings: tor
     [1, L, C] (flattened image embedding with the dense prompt added, and its positional
     encoding). ``final_tokens``: how many leading tokens the caller reads (the IoU and mask
     tokens); the final attention runs for those only. ``workspace``: buffers shared by the
-    chunks of one call (see :class:`Workspace`). Returns (tokens [n, final_tokens, C] after the
+    chunks of one call (see :class:`Workspace`). Inference only: the softmaxes work in place,
+    so there is no backward through this function (SAM is frozen). Returns (tokens [n, final_tokens, C] after the
     final attention and norm, image side [n, L, C], valid until the workspace's next use)."""
     workspace = workspace if workspace is not None else Workspace.for_inference(image.device)
     queries, keys = point_embeddings, image

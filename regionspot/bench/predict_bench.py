@@ -285,7 +285,9 @@ def format_table(result: PredictBenchResult) -> str:
     if reference:
         theirs, ours = reference["reference_ms"], reference["ours_ms"]
         lines += ["", f"reference MobileSAM encoder (the authors' code, same input): {theirs:.1f} ms; "
-                      f"ours {ours:.1f} ms (ours {theirs / ours:.2f}x as fast); embeddings differ by at most "
+                      f"ours {ours:.1f} ms (median of {reference['repeats']:.0f} paired runs; ours "
+                      f"{reference['ratio_median']:.2f}x as fast, {reference['ratio_min']:.2f}-"
+                      f"{reference['ratio_max']:.2f}); embeddings differ by at most "
                       f"{reference['max_abs_difference']:.1e} (largest value {reference['max_abs_value']:.2f})"]
     encode_ms = {"sam": result.sam_image_encode_ms, "clip": result.clip_image_encode_ms}
     lines += runtime_lines(result.compute, result.onnx, result.regions, encode_ms)

@@ -20,6 +20,7 @@ Two things are worked around, for running only:
 from __future__ import annotations
 
 import importlib
+import statistics
 import sys
 import types
 from collections.abc import Callable, Iterator
@@ -71,7 +72,6 @@ def _reference_modules(checkout: Path) -> Iterator[None]:
     if not (package_dir / "build_sam.py").is_file() or not (package_dir / "modeling" / "tiny_vit_sam.py").is_file():
         raise ConfigError(f"{checkout} is not a checkout of github.com/ChaoningZhang/MobileSAM "
                           "(no mobile_sam/build_sam.py and mobile_sam/modeling/tiny_vit_sam.py)")
-    before = set(sys.modules)
     added: dict[str, types.ModuleType] = {}
     try:
         importlib.import_module("timm.models.layers")
@@ -83,9 +83,10 @@ def _reference_modules(checkout: Path) -> Iterator[None]:
     sys.modules.update(added)
     try:
         yield
-    finally:
-        for name in set(sys.modules) - before:
-            del sys.modules[name]
+    finally:  # only what this loader put there: the stand-ins and the checkout's own modules
+        for name in list(sys.modules):
+            if name in added or name.startswith("mobile_sam."):
+                del sys.modules[name]
 
 
 def load_reference_encoder(checkout: str | Path, sam_checkpoint: str | Path) -> nn.Module:
@@ -99,15 +100,25 @@ def load_reference_encoder(checkout: str | Path, sam_checkpoint: str | Path) -> 
 
 def time_reference_encoder(ours: nn.Module, checkout: str | Path, sam_checkpoint: str | Path, image: np.ndarray,
                            timer: Callable[[Callable[[], object], int], float], repeats: int) -> dict[str, float]:
-    """Both encoders on the same pre-processed ``image`` (HxWx3 uint8): ms each (``timer``'s
-    median over ``repeats``), and the largest absolute difference of their embeddings
-    ``[1, 256, 64, 64]`` beside the largest absolute value."""
-    reference = load_reference_encoder(checkout, sam_checkpoint)
-    pixels, _ = preprocess_image(image, 1024)
+    """Both encoders on the same pre-processed ``image`` (HxWx3 uint8), timed in turn (theirs,
+    ours, theirs, ...) ``repeats`` times each with ``timer(run, 1)``, so that a change in the
+    machine's load hits both alike. Returns the median ms of each, the median, smallest and
+    largest of the paired ratios (reference / ours: above 1 means ours is faster), and the
+    largest absolute difference of their embeddings ``[1, 256, 64, 64]`` beside the largest
+    absolute value."""
+    device = next(ours.parameters()).device
+    reference = load_reference_encoder(checkout, sam_checkpoint).to(device)
+    pixels = preprocess_image(image, 1024)[0].to(device)
+    theirs_ms: list[float] = []
+    ours_ms: list[float] = []
     with torch.no_grad():
         theirs_out, ours_out = reference(pixels), ours(pixels)
-        reference_ms = timer(lambda: reference(pixels), repeats)
-        ours_ms = timer(lambda: ours(pixels), repeats)
-    return {"reference_ms": reference_ms, "ours_ms": ours_ms,
+        for _ in range(repeats):
+            theirs_ms.append(timer(lambda: reference(pixels), 1))
+            ours_ms.append(timer(lambda: ours(pixels), 1))
+    ratios = [theirs / mine for theirs, mine in zip(theirs_ms, ours_ms, strict=True)]
+    return {"repeats": float(repeats),
+            "reference_ms": statistics.median(theirs_ms), "ours_ms": statistics.median(ours_ms),
+            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
             "max_abs_difference": float((theirs_out - ours_out).abs().max()),
             "max_abs_value": float(theirs_out.abs().max())}

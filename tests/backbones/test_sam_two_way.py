@@ -49,7 +49,7 @@ def test_matches_reference_for_each_box(transformer: SamTwoWayTransformer, final
     assert fast_tokens.shape == (n, final_tokens or tokens, 64)
 
 
-def test_workspace_hands_out_fresh_tensors_when_tracing_or_under_autograd() -> None:
+def test_workspace_reuses_buffers_only_in_eager_cpu_inference() -> None:
     assert Workspace(reuse=False).buffer("x", (2, 3), torch.zeros(1)) is None
     assert not Workspace.for_inference(torch.device("cpu")).reuse  # autograd is on here
     with torch.no_grad():
@@ -61,3 +61,4 @@ def test_workspace_hands_out_fresh_tensors_when_tracing_or_under_autograd() -> N
         assert smaller.data_ptr() == first.data_ptr() and smaller.shape == (2, 3)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not Workspace.for_inference(torch.device("cpu")).reuse
+        assert not Workspace.for_inference(torch.device("cuda")).reuse  # a GPU batches boxes instead

@@ -11,6 +11,7 @@ import torch
 from regionspot.backbones.sam_convert import read_checkpoint, split_original
 from regionspot.backbones.tiny_vit import (
     CLASSIFIER_HEAD_KEYS,
+    ConvBN,
     TinyViT,
     TinyViTBlock,
     relative_offset_index,
@@ -90,3 +91,22 @@ def test_keys_and_shapes_match_the_mobile_sam_checkpoint(mobile_sam_checkpoint: 
     load_strict(model, kept, "MobileSAM TinyViT")
     biases = encoder["layers.2.blocks.3.attn.attention_biases"]
     assert torch.equal(model.layers[2].blocks[3].attn.attention_biases, biases)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_conv_bn_folded_at_inference_equals_conv_then_batch_norm(groups: int) -> None:
+    torch.manual_seed(0)
+    block = ConvBN(8, 8, kernel=3, stride=2, groups=groups)
+    with torch.no_grad():  # running statistics and affine parameters far from 0 / 1
+        block.bn.running_mean.uniform_(-2, 2)
+        block.bn.running_var.uniform_(0.1, 3)
+        block.bn.weight.uniform_(-2, 2)
+        block.bn.bias.uniform_(-1, 1)
+    x = torch.randn(2, 8, 9, 9)
+    block.eval()
+    with torch.no_grad():
+        folded = block(x)
+        reference = block.bn(block.c(x))  # the unfolded eval-mode batch norm
+    torch.testing.assert_close(folded, reference, atol=1e-5, rtol=1e-5)
+    block.train()
+    torch.testing.assert_close(block(x), block.bn(block.c(x)))  # training keeps the batch statistics path

@@ -91,9 +91,13 @@ def test_times_both_encoders_and_compares_their_outputs(checkout: Path, checkpoi
     image = np.random.default_rng(0).integers(0, 255, size=(48, 64, 3), dtype=np.uint8)
     same = time_reference_encoder(reference, checkout, checkpoint, image, timer, repeats=2)
     assert same["max_abs_difference"] == 0.0 and same["max_abs_value"] > 0
-    assert (same["reference_ms"], same["ours_ms"]) == (10.0, 20.0) and calls == [2, 2]
+    # timed in turn: theirs 10, ours 20, theirs 30, ours 40 -> medians 20 and 30, ratios 0.5 and 0.75
+    assert calls == [1, 1, 1, 1]
+    assert (same["reference_ms"], same["ours_ms"]) == (20.0, 30.0)
+    assert (same["ratio_min"], same["ratio_median"], same["ratio_max"]) == (0.5, 0.625, 0.75)
     with torch.no_grad():
         reference.proj.bias.add_(1.0)  # "ours" now differs from the reference by exactly 1
+    calls.clear()
     shifted = time_reference_encoder(reference, checkout, checkpoint, image, timer, repeats=1)
     assert shifted["max_abs_difference"] == pytest.approx(1.0, abs=1e-4)
 
