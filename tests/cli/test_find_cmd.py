@@ -102,7 +102,8 @@ class _RecordingFinder(_FakeFinder):
 
 @pytest.mark.parametrize(("flags", "side", "preset"), [((), 16, False), (("--high-recall",), 32, True),
                                                       (("--high-recall", "--points-per-side", "24"), 24, True),
-                                                      (("--points-per-side", "8", "--nms", "mask"), 8, False)])
+                                                      (("--points-per-side", "8", "--nms", "mask"), 8, False),
+                                                      (("--high-recall", "--crop-layers", "1"), 32, True)])
 def test_find_proposal_settings_and_nms(photo, tmp_path, monkeypatch, capsys, flags: tuple[str, ...], side: int,
                                         preset: bool) -> None:
     from regionspot.proposals.auto import AutoProposalConfig
@@ -115,10 +116,17 @@ def test_find_proposal_settings_and_nms(photo, tmp_path, monkeypatch, capsys, fl
     base = AutoProposalConfig.high_recall() if preset else AutoProposalConfig()
     assert isinstance(proposals, AutoProposalConfig) and proposals.points_per_side == side
     assert proposals.pred_iou_thresh == base.pred_iou_thresh
+    assert proposals.crop_layers == (1 if "--crop-layers" in flags else 0)
     assert _RecordingFinder.asked["nms"] == ("mask" if "mask" in flags else "box")
     assert "found: 0 bowl" in capsys.readouterr().err
 
 
-def test_find_refuses_proposal_settings_with_boxes(photo, capsys) -> None:
-    assert run_cli("find", photo, "--query", "dog", "--boxes", "1,1,50,50", "--high-recall") == 2
+@pytest.mark.parametrize("flag", [("--high-recall",), ("--crop-layers", "1")])
+def test_find_refuses_proposal_settings_with_boxes(photo, capsys, flag: tuple[str, ...]) -> None:
+    assert run_cli("find", photo, "--query", "dog", "--boxes", "1,1,50,50", *flag) == 2
     assert "with --boxes there are none to set" in capsys.readouterr().err
+
+
+def test_find_refuses_too_many_crop_layers(photo, capsys) -> None:
+    assert run_cli("find", photo, "--query", "dog", "--crop-layers", "9") == 2
+    assert "crop_layers" in capsys.readouterr().err
