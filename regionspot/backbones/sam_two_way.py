@@ -19,7 +19,9 @@ GEMM. On a CPU, the large per-box tensors ([n, L, C], [n, H*T, L]) are written i
 reused from chunk to chunk (:class:`Workspace`): allocating them afresh for every chunk cost
 the kernel's page faults, about as much time as the arithmetic done in them.
 
-Per box this is about 0.4 GMAC instead of about 1.3 GMAC for SAM ViT-B/MobileSAM at 1024.
+Per box this is about 0.4 GMAC instead of about 1.3 GMAC for SAM ViT-B/MobileSAM at 1024 (the
+block-diagonal GEMM does 8x the multiply-adds of per-head products, 29M instead of 3.7M, and
+is still faster: one large product instead of eight narrow ones).
 Shapes: ``n`` boxes, ``T`` prompt tokens, ``L = h*w`` image tokens, ``C`` = 256 channels,
 ``H`` heads of width ``d`` (cross-attention internal width is C/2 in SAM).
 """
@@ -129,7 +131,8 @@ def tokens_to_image(attn: SamAttention, query: torch.Tensor, values: torch.Tenso
 
     ``query`` [n, T, C]; ``values`` [n, L, C] the image side; ``keys`` [n, L, C] the image side
     plus its positional encoding, or None to add ``image_pe`` [1, L, C] inside the score
-    product (cheaper when only a few tokens query). Returns [n, T, C]."""
+    product (cheaper when only a few tokens query). ``workspace``: where the [n, H*T, L] scores
+    go (see :class:`Workspace`). Returns [n, T, C]."""
     heads = attn.num_attention_heads
     q = _split(attn.q_proj(query), heads)                                  # [n, H, T, d]
     q_in_image_space = ((q * attn.scaling) @ _head_weights(attn.k_proj, heads)).flatten(1, 2)  # [n, H*T, C]
@@ -163,7 +166,8 @@ def image_to_tokens(attn: SamAttention, image: torch.Tensor, image_query: torch.
     encoding. When the image side is shared by all boxes, pass its projected queries ``image_q``
     [H*d, L] (computed once); otherwise the query projection is re-associated onto the T token
     keys. ``token_keys``/``token_values`` [n, T, C]. The output projection is applied to the T
-    value rows before mixing. Returns [n, L, C] (a workspace buffer)."""
+    value rows before mixing. ``workspace``/``out_name``: the buffers for the scores and for the
+    result. Returns [n, L, C] (the buffer ``out_name`` when the workspace reuses buffers)."""
     heads = attn.num_attention_heads
     n, tokens = token_keys.shape[:2]
     length = image.shape[1]

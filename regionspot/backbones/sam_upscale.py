@@ -27,8 +27,11 @@ def _as_matrix(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
     """A 2x2 stride-2 transposed convolution's weight ``[C_in, C_out, 2, 2]`` as a matrix
     ``[C_in, 4 * C_out]`` (columns ordered sub-row, sub-column, channel) and its bias repeated
     to match ``[4 * C_out]``."""
-    if tuple(conv.kernel_size) != (2, 2) or tuple(conv.stride) != (2, 2):
-        raise ValueError(f"expected a 2x2 stride-2 transposed convolution, got {conv}")
+    plain = (tuple(conv.padding) == (0, 0) and tuple(conv.output_padding) == (0, 0)
+             and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and conv.bias is not None)
+    if tuple(conv.kernel_size) != (2, 2) or tuple(conv.stride) != (2, 2) or not plain:
+        raise ValueError(f"expected a 2x2 stride-2 transposed convolution with a bias and no padding, dilation "
+                         f"or groups, got {conv}")
     weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.in_channels, 4 * conv.out_channels)
     bias = cast(torch.Tensor, conv.bias).repeat(4)
     return weight, bias

@@ -41,6 +41,10 @@ def test_matches_the_convolutions(decoder: SamMaskDecoder, masks_per_region: int
 def test_refuses_other_convolutions(decoder: SamMaskDecoder) -> None:
     other = SamMaskDecoder(SamMaskDecoderConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
                                                 mlp_dim=64))
-    other.upscale_conv1 = torch.nn.ConvTranspose2d(64, 16, kernel_size=3, stride=2)
-    with pytest.raises(ValueError, match="2x2 stride-2"):
-        upscaled_mask_logits(other, torch.zeros(1, 4, 64), (2, 2), torch.zeros(1, 1, 8))
+    for conv in (torch.nn.ConvTranspose2d(64, 16, kernel_size=3, stride=2),
+                 torch.nn.ConvTranspose2d(64, 16, kernel_size=2, stride=2, padding=1),
+                 torch.nn.ConvTranspose2d(64, 16, kernel_size=2, stride=2, groups=4),
+                 torch.nn.ConvTranspose2d(64, 16, kernel_size=2, stride=2, bias=False)):
+        other.upscale_conv1 = conv
+        with pytest.raises(ValueError, match="2x2 stride-2"):
+            upscaled_mask_logits(other, torch.zeros(1, 4, 64), (2, 2), torch.zeros(1, 1, 8))
