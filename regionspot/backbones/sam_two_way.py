@@ -116,13 +116,12 @@ def tokens_to_shared_image(attn: SamAttention, query: torch.Tensor, keys: torch.
     return attn.out_proj(out.transpose(1, 2).flatten(2))
 
 
-def softmax_over_tokens(scores: torch.Tensor, tokens: int) -> torch.Tensor:
-    """Softmax of ``scores`` ``[n, H*T, L]`` over the T prompt tokens of each head, in place.
-    With the image positions L contiguous, each step is a vectorised pass over T rows of L."""
-    grouped = scores.unflatten(1, (-1, tokens))                            # [n, H, T, L]
-    grouped.sub_(grouped.amax(dim=2, keepdim=True)).exp_()
-    grouped.div_(grouped.sum(dim=2, keepdim=True))
-    return scores
+def softmax_in_place(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Numerically stable softmax of ``x`` over ``dim``, written over ``x`` (no second tensor of
+    its size). Over the T prompt tokens of ``[n, H, T, L]`` each step is a vectorised pass over
+    T contiguous rows of L, where torch's kernel reduces 7-wide rows."""
+    x.sub_(x.amax(dim=dim, keepdim=True)).exp_()
+    return x.div_(x.sum(dim=dim, keepdim=True))
 
 
 def tokens_to_image(attn: SamAttention, query: torch.Tensor, values: torch.Tensor, image_pe: torch.Tensor,
@@ -139,18 +138,15 @@ def tokens_to_image(attn: SamAttention, query: torch.Tensor, values: torch.Tenso
     n, rows = q_in_image_space.shape[:2]
     length = values.shape[1]
     buffer = workspace.buffer(f"token_scores_{rows}", (n, rows, length), values)
-    if keys is None:
-        pe_scores = torch.mm(q_in_image_space.flatten(0, 1), image_pe[0].t(),
-                             out=None if buffer is None else buffer.view(n * rows, length)).view(n, rows, length)
-        scores = pe_scores.baddbmm_(q_in_image_space, values.transpose(1, 2)) if buffer is not None \
-            else torch.baddbmm(pe_scores, q_in_image_space, values.transpose(1, 2))     # [n, H*T, L]
+    if keys is not None:
+        scores = torch.bmm(q_in_image_space, keys.transpose(1, 2), out=buffer)      # [n, H*T, L]
+    elif buffer is not None:  # the positional part into the buffer, the image part added onto it
+        torch.mm(q_in_image_space.flatten(0, 1), image_pe[0].t(), out=buffer.view(n * rows, length))
+        scores = buffer.baddbmm_(q_in_image_space, values.transpose(1, 2))
     else:
-        scores = torch.bmm(q_in_image_space, keys.transpose(1, 2), out=buffer)
-    if buffer is None:
-        weights = scores.softmax(dim=-1)
-    else:  # in place: no second [n, H*T, L] tensor
-        weights = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-        weights.div_(weights.sum(dim=-1, keepdim=True))
+        pe_scores = (q_in_image_space.flatten(0, 1) @ image_pe[0].t()).view(n, rows, length)
+        scores = torch.baddbmm(pe_scores, q_in_image_space, values.transpose(1, 2))
+    weights = scores.softmax(dim=-1) if buffer is None else softmax_in_place(scores, dim=-1)
     mixed = (weights @ values).unflatten(1, (heads, -1))                   # [n, H, T, C]
     w_v = _head_weights(attn.v_proj, heads)                                # [H, d, C]
     out = mixed @ w_v.transpose(1, 2) + attn.v_proj.bias.reshape(heads, 1, -1)  # [n, H, T, d]
@@ -159,7 +155,7 @@ def tokens_to_image(attn: SamAttention, query: torch.Tensor, values: torch.Tenso
 
 def image_to_tokens(attn: SamAttention, image: torch.Tensor, image_query: torch.Tensor, token_keys: torch.Tensor,
                     token_values: torch.Tensor, image_q: torch.Tensor | None, workspace: Workspace,
-                    out_name: str = "image_side") -> torch.Tensor:
+                    out_name: str) -> torch.Tensor:
     """The image side after image-to-token attention, ``image + attention(image -> tokens)``.
 
     ``image`` [n or 1, L, C] is the image side, ``image_query`` the same plus its positional
@@ -182,7 +178,8 @@ def image_to_tokens(attn: SamAttention, image: torch.Tensor, image_query: torch.
         k_in_image_space = torch.einsum("hdc,nhtd->nhtc", w_q, k).flatten(1, 2)   # [n, H*T, C]
         bias = torch.einsum("hd,nhtd->nht", attn.q_proj.bias.reshape(heads, -1), k).flatten(1)
         scores = torch.baddbmm(bias.unsqueeze(2), k_in_image_space, image_query.transpose(1, 2), out=buffer)
-    weights = softmax_over_tokens(scores, tokens)                          # [n, H*T, L]
+    softmax_in_place(scores.unflatten(1, (heads, tokens)), dim=2)         # over each head's T tokens
+    weights = scores                                                       # [n, H*T, L]
     v = _split(attn.v_proj(token_values), heads)                           # [n, H, T, d]
     w_out = attn.out_proj.weight.reshape(-1, heads, v.shape[-1]).permute(1, 2, 0)  # [H, d, C]
     # each head's weights sum to 1, so bias/heads per value row adds the output bias once
@@ -201,8 +198,9 @@ def two_way_transformer(transformer: SamTwoWayTransformer, point_embeddings: tor
     encoding). ``final_tokens``: how many leading tokens the caller reads (the IoU and mask
     tokens); the final attention runs for those only. ``workspace``: buffers shared by the
     chunks of one call (see :class:`Workspace`). Inference only: the softmaxes work in place,
-    so there is no backward through this function (SAM is frozen). Returns (tokens [n, final_tokens, C] after the
-    final attention and norm, image side [n, L, C], valid until the workspace's next use)."""
+    so there is no backward through this function (SAM is frozen). Returns (tokens
+    [n, final_tokens, C] after the final attention and norm, image side [n, L, C], valid until
+    the workspace's next use)."""
     workspace = workspace if workspace is not None else Workspace.for_inference(image.device)
     queries, keys = point_embeddings, image
     shared = True
