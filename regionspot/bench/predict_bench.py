@@ -23,8 +23,17 @@ import numpy as np
 import torch
 
 from regionspot.backbones.protocols import CROP_CLIP, REGIONSPOT_CLIP, PooledImageEncoder
+from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
+from regionspot.bench.reference_mobile_sam import check_reference_checkout, time_reference_encoder
 from regionspot.bench.runtime_bench import encoder_compute, runtime_lines, time_onnx, time_predict
-from regionspot.config import ClipBackboneConfig, FusionConfig, RegionSpotConfig, SamBackboneConfig, TextConfig
+from regionspot.config import (
+    ClipBackboneConfig,
+    ConfigError,
+    FusionConfig,
+    RegionSpotConfig,
+    SamBackboneConfig,
+    TextConfig,
+)
 
 if TYPE_CHECKING:
     from regionspot.model.regionspot import RegionSpot
@@ -162,8 +171,14 @@ def run_predict_bench(
     timed beside ours on ``sam_checkpoint`` (:mod:`regionspot.bench.reference_mobile_sam`)."""
     from regionspot.devices import choose_device
 
+    if mobile_sam_reference is not None:  # checked before minutes of other timing, not after
+        check_reference_checkout(mobile_sam_reference)
     target = choose_device(device)
     model = (model if model is not None else build_bench_model(sam_checkpoint)).to(target)
+    if mobile_sam_reference is not None:
+        if not isinstance(model.region_tokenizer, SamRegionTokenizer):
+            raise ConfigError("--mobile-sam-reference compares PyTorch SAM encoders; this model's SAM is not one")
+        reference_encoder = model.region_tokenizer.image_encoder
     memory_encoder = REGIONSPOT_CLIP.require(model.image_encoder)
     encoder = CROP_CLIP.require(model.image_encoder)
     predictor = model.predictor()
@@ -191,15 +206,9 @@ def run_predict_bench(
     encode_ms = {"sam": sam_ms, "clip": clip_ms}
     result.compute = encoder_compute(model, image, encode_ms, median_ms, repeats)
     if mobile_sam_reference is not None:
-        from regionspot.backbones.sam_tokenizer import SamRegionTokenizer
-        from regionspot.bench.reference_mobile_sam import time_reference_encoder
-        from regionspot.config import ConfigError
-
-        if not isinstance(model.region_tokenizer, SamRegionTokenizer):
-            raise ConfigError("--mobile-sam-reference compares PyTorch SAM encoders; this model's SAM is not one")
         progress("timing the reference MobileSAM encoder beside ours ...")
         result.reference_mobile_sam = time_reference_encoder(
-            model.region_tokenizer.image_encoder, mobile_sam_reference, sam_checkpoint, image, median_ms, repeats)
+            reference_encoder, mobile_sam_reference, sam_checkpoint, image, median_ms, repeats)
     if onnx:
         result.onnx = time_onnx(model, image, box_counts, vocabulary, repeats, median_ms,
                                 lambda count: random_boxes(count, size, seed=count), progress)

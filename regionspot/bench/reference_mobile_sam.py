@@ -64,14 +64,22 @@ def _timm_stand_ins() -> dict[str, types.ModuleType]:
             "timm.models.layers": layers, "timm.models.registry": registry}
 
 
+def check_reference_checkout(checkout: str | Path) -> None:
+    """Raise ``ConfigError`` unless ``checkout`` holds the MobileSAM authors' encoder code
+    (``mobile_sam/build_sam.py`` and ``mobile_sam/modeling/tiny_vit_sam.py``); cheap, so a
+    bench checks it before minutes of other timing."""
+    package_dir = Path(checkout) / "mobile_sam"
+    if not (package_dir / "build_sam.py").is_file() or not (package_dir / "modeling" / "tiny_vit_sam.py").is_file():
+        raise ConfigError(f"{checkout} is not a checkout of github.com/ChaoningZhang/MobileSAM "
+                          "(no mobile_sam/build_sam.py and mobile_sam/modeling/tiny_vit_sam.py)")
+
+
 @contextmanager
 def _reference_modules(checkout: Path) -> Iterator[None]:
     """``mobile_sam`` as a bare package of ``checkout`` (its ``__init__`` not run), plus timm
     stand-ins when timm is missing; every module added here is removed afterwards."""
+    check_reference_checkout(checkout)
     package_dir = checkout / "mobile_sam"
-    if not (package_dir / "build_sam.py").is_file() or not (package_dir / "modeling" / "tiny_vit_sam.py").is_file():
-        raise ConfigError(f"{checkout} is not a checkout of github.com/ChaoningZhang/MobileSAM "
-                          "(no mobile_sam/build_sam.py and mobile_sam/modeling/tiny_vit_sam.py)")
     added: dict[str, types.ModuleType] = {}
     try:
         importlib.import_module("timm.models.layers")

@@ -105,3 +105,15 @@ def test_times_both_encoders_and_compares_their_outputs(checkout: Path, checkpoi
 def test_a_folder_that_is_not_the_checkout_is_one_clear_error(tmp_path: Path, checkpoint: Path) -> None:
     with pytest.raises(ConfigError, match=r"not a checkout of github\.com/ChaoningZhang/MobileSAM"):
         load_reference_encoder(tmp_path, checkpoint)
+
+
+def test_the_predict_bench_checks_the_folder_before_it_times_anything(tmp_path: Path) -> None:
+    from regionspot.bench.predict_bench import run_predict_bench
+
+    def no_progress(message: str) -> None:
+        raise AssertionError(f"the bench started ({message!r}) before checking --mobile-sam-reference")
+
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    with pytest.raises(ConfigError, match="not a checkout"):
+        run_predict_bench(tmp_path / "no-checkpoint-needed.pt", image, progress=no_progress,
+                          mobile_sam_reference=tmp_path)
