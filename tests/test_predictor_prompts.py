@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from regionspot.bench.reference_mobile_sam import load_reference_predictor
 from regionspot.model.zero_shot import ZeroShotCLIP
 from regionspot.ops.boxes import masks_to_boxes
 from regionspot.ops.image import load_image
-from regionspot.ops.masks import mask_iou
+from regionspot.ops.masks import deepest_point, mask_iou
 from regionspot.ops.prompts import PromptError
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools + numpy 2
@@ -45,23 +46,6 @@ def first_photo_predictor(mobile_sam_model, objects):
     return predictor
 
 
-def interior_point(mask: np.ndarray) -> tuple[float, float]:
-    """The pixel centre deepest inside ``mask`` (peeled one pixel ring at a time), nearest its centroid."""
-    core = mask
-    while True:
-        peeled = core.copy()
-        peeled[1:] &= core[:-1]
-        peeled[:-1] &= core[1:]
-        peeled[:, 1:] &= core[:, :-1]
-        peeled[:, :-1] &= core[:, 1:]
-        if not peeled.any():
-            break
-        core = peeled
-    ys, xs = np.nonzero(core)
-    pick = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-    return float(xs[pick]) + 0.5, float(ys[pick]) + 0.5
-
-
 def test_a_click_inside_an_object_gives_its_mask(mobile_sam_model, objects) -> None:
     """One click at each object's deepest point. SAM answers a click with three nested masks
     (part, larger part, whole) and the predictor keeps the one SAM rates best, which is often a
@@ -71,7 +55,7 @@ def test_a_click_inside_an_object_gives_its_mask(mobile_sam_model, objects) -> N
     ious, precisions = [], []
     for photo, masks in objects:
         predictor.set_image(photo)
-        clicks = np.array([[interior_point(mask)] for mask in masks])  # [R, 1, 2]: one click per object
+        clicks = np.array([[deepest_point(mask)] for mask in masks])  # [R, 1, 2]: one click per object
         result = predictor.predict(points=clicks, vocabulary=VOCABULARY)
         assert result.masks is not None and result.mask_scores is not None and len(result) == len(masks)
         np.testing.assert_array_equal(result.boxes, masks_to_boxes(result.masks))  # recognised from the tight box
@@ -85,13 +69,46 @@ def test_a_click_inside_an_object_gives_its_mask(mobile_sam_model, objects) -> N
 
 
 @pytest.mark.slow
+def test_clicks_and_boxes_give_the_mobile_sam_authors_answer(mobile_sam_model, mobile_sam_checkpoint: Path,
+                                                             mobile_sam_code: Path, objects) -> None:
+    """The oracle for the click figures above: the MobileSAM authors' own ``SamPredictor`` on the
+    same photos and clicks (three candidates, the best-scored kept, as their README does) and on
+    each object's tight box gives the same masks and scores, so the measured IoU with the
+    annotations is the model's, not this library's."""
+    reference = load_reference_predictor(mobile_sam_code, mobile_sam_checkpoint)
+    predictor = mobile_sam_model.predictor()
+    compared = 0
+    for photo, masks in objects:
+        image = load_image(photo)
+        predictor.set_image(image)
+        reference.set_image(image)
+        clicks = np.array([[deepest_point(mask)] for mask in masks])  # [R, 1, 2]
+        boxes = masks_to_boxes(np.stack(masks)).astype(np.float64)
+        by_click = predictor.predict(points=clicks, vocabulary=VOCABULARY, topk=1)
+        by_box = predictor.predict(boxes, VOCABULARY, topk=1)
+        assert by_click.masks is not None and by_click.mask_scores is not None and by_box.masks is not None
+        for r, truth in enumerate(masks):
+            candidates, scores, _ = reference.predict(point_coords=clicks[r], point_labels=np.array([1]),
+                                                      multimask_output=True)
+            best = int(np.argmax(scores))
+            assert by_click.mask_scores[r] == pytest.approx(scores[best], abs=1e-3)
+            assert mask_iou(by_click.masks[r][None], candidates[best][None])[0] >= 0.995
+            assert mask_iou(by_click.masks[r][None], truth[None])[0] == pytest.approx(
+                mask_iou(candidates[best][None], truth[None])[0], abs=0.005)
+            boxed, _, _ = reference.predict(box=boxes[r], multimask_output=False)
+            assert mask_iou(by_box.masks[r][None], boxed[:1])[0] >= 0.995
+            compared += 1
+    assert compared >= 6
+
+
+@pytest.mark.slow
 def test_a_background_click_removes_what_it_lands_on(mobile_sam_model, objects) -> None:
     predictor = mobile_sam_model.predictor()
     removed = tried = 0
     for photo, masks in objects:
         predictor.set_image(photo)
         for truth in masks:
-            click = interior_point(truth)
+            click = deepest_point(truth)
             first = predictor.predict(points=[click], vocabulary=VOCABULARY, topk=1).masks
             assert first is not None
             ys, xs = np.nonzero(first[0])
@@ -101,7 +118,7 @@ def test_a_background_click_removes_what_it_lands_on(mobile_sam_model, objects) 
             away[ys[keep], xs[keep]] = True
             if not away.any():
                 continue
-            negative = interior_point(away)  # deep inside the part of the mask it should remove
+            negative = deepest_point(away)  # deep inside the part of the mask it should remove
             second = predictor.predict(points=[click, negative], point_labels=[1, 0], vocabulary=VOCABULARY,
                                        topk=1).masks
             assert second is not None
@@ -129,7 +146,7 @@ def test_the_zero_shot_recognizer_takes_the_same_prompts(mobile_sam_model, objec
     predictor = ZeroShotCLIP.from_model(mobile_sam_model, "clip-mask-crop").predictor()
     photo, masks = objects[0]
     predictor.set_image(photo)
-    clicked = predictor.predict(points=[[interior_point(masks[0])]], vocabulary=VOCABULARY)
+    clicked = predictor.predict(points=[[deepest_point(masks[0])]], vocabulary=VOCABULARY)
     assert clicked.masks is not None
     again = predictor.predict(masks=clicked.masks, vocabulary=VOCABULARY)
     np.testing.assert_allclose(clicked.topk_scores, again.topk_scores, rtol=1e-5)

@@ -15,6 +15,11 @@ Two things are worked around, for running only:
   ``DropPath`` as the identity (what it is at inference), ``to_2tuple``, ``trunc_normal_``
   (torch's) and ``register_model`` (a no-op decorator). They do not touch the encoder's
   arithmetic at inference.
+* their ``SamPredictor`` resizes photos with torchvision's ``to_pil_image`` and ``resize``; when
+  torchvision is not importable, stand-ins do what those do for a uint8 ``HxWx3`` array: PIL's
+  ``Image.fromarray`` and PIL's bilinear resize.
+
+A folder of that layout can be had offline with :func:`regionspot.assets.fetch_mobile_sam_code`.
 """
 
 from __future__ import annotations
@@ -23,13 +28,14 @@ import importlib
 import statistics
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from regionspot.backbones.sam_geometry import preprocess_image
@@ -74,6 +80,23 @@ def check_reference_checkout(checkout: str | Path) -> None:
                           "(no mobile_sam/build_sam.py and mobile_sam/modeling/tiny_vit_sam.py)")
 
 
+def _pil_resize(image: Image.Image, size: Sequence[int]) -> Image.Image:
+    """torchvision's ``resize(pil_image, (h, w))`` with its default (bilinear) interpolation."""
+    height, width = size
+    return image.resize((int(width), int(height)), Image.Resampling.BILINEAR)
+
+
+def _torchvision_stand_ins() -> dict[str, types.ModuleType]:
+    """Modules ``torchvision``, ``torchvision.transforms``, ``torchvision.transforms.functional``
+    with the two names ``utils/transforms.py`` imports, for uint8 numpy images."""
+    functional = types.ModuleType("torchvision.transforms.functional")
+    functional.to_pil_image = lambda array: Image.fromarray(np.asarray(array))  # type: ignore[attr-defined]
+    functional.resize = _pil_resize  # type: ignore[attr-defined]
+    return {"torchvision": types.ModuleType("torchvision"),
+            "torchvision.transforms": types.ModuleType("torchvision.transforms"),
+            "torchvision.transforms.functional": functional}
+
+
 @contextmanager
 def _reference_modules(checkout: Path) -> Iterator[None]:
     """``mobile_sam`` as a bare package of ``checkout`` (its ``__init__`` not run), plus timm
@@ -85,6 +108,10 @@ def _reference_modules(checkout: Path) -> Iterator[None]:
         importlib.import_module("timm.models.layers")
     except ImportError:
         added.update(_timm_stand_ins())
+    try:
+        importlib.import_module("torchvision.transforms.functional")
+    except ImportError:
+        added.update(_torchvision_stand_ins())
     package = types.ModuleType("mobile_sam")
     package.__path__ = [str(package_dir)]
     added["mobile_sam"] = package
@@ -104,6 +131,17 @@ def load_reference_encoder(checkout: str | Path, sam_checkpoint: str | Path) -> 
         build_sam = importlib.import_module("mobile_sam.build_sam")
         sam = build_sam.build_sam_vit_t(checkpoint=str(sam_checkpoint))
     return sam.image_encoder.eval()
+
+
+def load_reference_predictor(checkout: str | Path, sam_checkpoint: str | Path) -> Any:
+    """The checkout's own ``SamPredictor`` on its ``build_sam_vit_t(sam_checkpoint)``, eval mode,
+    CPU: ``set_image(rgb_uint8)``, then ``predict(point_coords=..., point_labels=...,
+    box=..., multimask_output=...)`` as the authors wrote them."""
+    with _reference_modules(Path(checkout)):
+        build_sam = importlib.import_module("mobile_sam.build_sam")
+        predictor_module = importlib.import_module("mobile_sam.predictor")
+        sam = build_sam.build_sam_vit_t(checkpoint=str(sam_checkpoint)).eval()
+        return predictor_module.SamPredictor(sam)
 
 
 def time_reference_encoder(ours: nn.Module, checkout: str | Path, sam_checkpoint: str | Path, image: np.ndarray,

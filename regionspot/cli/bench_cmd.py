@@ -1,4 +1,5 @@
-"""``regionspot bench predict|train|proposals|eval-memory``: measured on this machine, printed and written as JSON."""
+"""``regionspot bench predict|train|proposals|clicks|eval-memory``: measured on this machine, printed and
+written as JSON."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regionspot.cli.arguments import add_progress_argument, positive_int
+from regionspot.cli.arguments import add_progress_argument, positive_int, unit_interval
 
 DEFAULT_SAM = Path(".cache/mobile_sam.pt")
 
@@ -19,6 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _add_predict(which)
     _add_train(which)
     _add_proposals(which)
+    _add_clicks(which)
     _add_eval_memory(which)
 
 
@@ -79,11 +81,7 @@ def _add_proposals(which: argparse._SubParsersAction) -> None:
         description="Recall at IoU 0.5, AR (0.5:0.95), recall by object size, boxes and seconds per photo of "
                     "auto proposals made with each setting, on COCO-format annotated photos.",
     )
-    proposals.add_argument("--sam", default=str(DEFAULT_SAM), help="MobileSAM (or other SAM) checkpoint")
-    proposals.add_argument("--annotations", default="../shared/data/coco-sample/annotations.json",
-                           help="COCO-format annotations (non-crowd boxes are the objects to find)")
-    proposals.add_argument("--images", default="../shared/data/coco-sample/images", help="their image folder")
-    proposals.add_argument("--limit", type=positive_int, help="measure on the first N annotated photos (default: all)")
+    _add_photo_arguments(proposals, "COCO-format annotations (non-crowd boxes are the objects to find)")
     proposals.add_argument("--setting", action="append", dest="settings", metavar="KEY=VALUE,...",
                            help="a proposal setting as comma-separated overrides, e.g. 'points_per_side=32,"
                                 "pred_iou_thresh=0.8'; 'preset=recall' starts from the high-recall preset; "
@@ -96,6 +94,49 @@ def _add_proposals(which: argparse._SubParsersAction) -> None:
                                              "the suffix .records.jsonl)")
     add_progress_argument(proposals)
     proposals.set_defaults(handler=run_proposals)
+
+
+def _add_photo_arguments(parser: argparse.ArgumentParser, annotations_help: str) -> None:
+    """``--sam``, ``--annotations``, ``--images`` and ``--limit`` of the benches on annotated photos."""
+    parser.add_argument("--sam", default=str(DEFAULT_SAM), help="MobileSAM (or other SAM) checkpoint")
+    parser.add_argument("--annotations", default="../shared/data/coco-sample/annotations.json", help=annotations_help)
+    parser.add_argument("--images", default="../shared/data/coco-sample/images", help="their image folder")
+    parser.add_argument("--limit", type=positive_int, help="measure on the first N annotated photos (default: all)")
+
+
+def _add_clicks(which: argparse._SubParsersAction) -> None:
+    clicks = which.add_parser(
+        "clicks", help="how often one click gives the whole annotated object",
+        description="One click at each annotated object's deepest point; the IoU with its annotated mask of "
+                    "the mask predict keeps (SAM's best rated of three), of each of SAM's three candidates, "
+                    "and of the best of them, on COCO-format photos with polygon or RLE masks.",
+    )
+    _add_photo_arguments(clicks, "COCO-format annotations with masks (polygons or RLE)")
+    clicks.add_argument("--min-side", type=positive_int, default=48,
+                        help="objects of at least this many pixels squared of area")
+    clicks.add_argument("--per-photo", type=positive_int, default=4, help="objects per photo (the first by id)")
+    clicks.add_argument("--iou", type=unit_interval, default=0.6, help="IoU that counts as the whole object")
+    clicks.add_argument("--mobile-sam-reference", metavar="DIR",
+                        help="a checkout of github.com/ChaoningZhang/MobileSAM (or the folder "
+                             "'scripts/fetch_mobile_sam.py --code DIR' writes): also answer the clicks with the "
+                             "authors' own SamPredictor on --sam")
+    clicks.add_argument("--out", default="bench-results/clicks.json", help="JSON output (with every object's IoUs)")
+    add_progress_argument(clicks)
+    clicks.set_defaults(handler=run_clicks)
+
+
+def run_clicks(args: argparse.Namespace) -> int:
+    from regionspot.bench.clicks_bench import format_table, read_click_objects, run_click_bench, write_json
+
+    photos = read_click_objects(args.annotations, args.images, args.limit, args.min_side, args.per_photo)
+    if not photos:
+        raise SystemExit(f"error: no objects of at least {args.min_side}x{args.min_side} pixels in {args.annotations}")
+    result = run_click_bench(args.sam, photos, args.iou, reference=args.mobile_sam_reference,
+                             progress=not args.no_progress)
+    print(format_table(result))
+    write_json(result, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def _add_eval_memory(which: argparse._SubParsersAction) -> None:

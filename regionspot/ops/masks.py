@@ -81,3 +81,27 @@ def rle_covers(counts: str | list[Any], height: int, width: int) -> bool:
     to ``height * width`` pixels; pycocotools decodes runs that do not from memory it never wrote."""
     runs = compressed_rle_runs(counts) if isinstance(counts, str) else counts
     return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in runs) and sum(runs) == height * width
+
+
+def deepest_point(mask: np.ndarray) -> tuple[float, float]:
+    """Where to click inside bool ``mask`` [H, W]: the centre (x, y) of the pixel deepest inside
+    it, peeled one 4-connected pixel ring at a time (the point farthest from the boundary, where
+    SAM's evaluation puts its first click, SAM paper §7.1), ties broken towards the centroid of
+    the deepest pixels. Raises ``ValueError`` for an empty mask."""
+    if mask.ndim != 2 or not mask.any():
+        raise ValueError("deepest_point needs a non-empty 2-D mask")
+    core = mask.astype(bool)
+    while True:
+        peeled = core.copy()
+        peeled[1:] &= core[:-1]
+        peeled[:-1] &= core[1:]
+        peeled[:, 1:] &= core[:, :-1]
+        peeled[:, :-1] &= core[:, 1:]
+        peeled[[0, -1], :] = False  # the image border counts as boundary
+        peeled[:, [0, -1]] = False
+        if not peeled.any():
+            break
+        core = peeled
+    ys, xs = np.nonzero(core)
+    pick = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return float(xs[pick]) + 0.5, float(ys[pick]) + 0.5
