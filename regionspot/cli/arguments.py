@@ -53,6 +53,13 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def unit_intervals(text: str) -> float | list[float]:
+    """argparse type: one number in [0, 1], or several separated by commas (a list)."""
+    parts = [part.strip() for part in text.split(",")]
+    values = [unit_interval(part) for part in parts]
+    return values[0] if len(values) == 1 else values
+
+
 def port_number(text: str) -> int:
     """argparse type: a TCP port 1..65535."""
     value = positive_int(text)

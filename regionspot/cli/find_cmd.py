@@ -21,6 +21,7 @@ from regionspot.cli.arguments import (
     positive_int,
     read_boxes,
     unit_interval,
+    unit_intervals,
 )
 from regionspot.cli.model_args import add_model_arguments, load_model_from_args
 from regionspot.cli.outputs import (
@@ -46,8 +47,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="names to find: inline 'red umbrella,dog' or a file, one per line")
     add_model_arguments(parser)
     parser.add_argument("--boxes", help="candidate boxes instead of SAM's point grid (as predict --boxes)")
-    parser.add_argument("--threshold", type=unit_interval,
-                        help="keep a region for a query scoring at least this (default: 0.3 for a head's sigmoid "
+    parser.add_argument("--threshold", type=unit_intervals,
+                        help="keep a region for a query scoring at least this: one value, or one per query "
+                             "separated by commas, in the order of --query (default: 0.3 for a head's sigmoid "
                              "scores, 0.5 for softmax scores; not calibrated, see the README); find's score filter, "
                              "as predict's --min-score, for the output and the picture")
     parser.add_argument("--nms-iou", type=unit_interval, default=0.5,
@@ -98,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     from regionspot.vocab import parse_vocabulary, validate_vocabulary
 
     queries = validate_vocabulary(parse_vocabulary(args.query))
+    if isinstance(args.threshold, list) and len(args.threshold) != len(queries):
+        raise ConfigError(f"--threshold has {len(args.threshold)} values for {len(queries)} queries; give one value, "
+                          "or one per query")
     args.vocab = args.query
     image = load_image(args.image)
     boxes = None

@@ -71,8 +71,10 @@ MaxBoxesField = Annotated[int | None, Form(description="at most this many boxes 
 QueriesField = Annotated[str, Form(description="names to find: a JSON list, or separated by commas or newlines")]
 CandidateBoxesField = Annotated[str | None, Form(description="JSON [[x0, y0, x1, y1], ...]: candidate boxes xyxy in "
                                                              "pixels (default: SAM's automatic proposals)")]
-ThresholdField = Annotated[float | None, Form(description="keep a region for a query scoring at least this, in [0, 1] "
-                                                          "(default: 0.3 for sigmoid scores, 0.5 for softmax scores)")]
+ThresholdField = Annotated[str | None, Form(description="keep a region for a query scoring at least this, in [0, 1]: "
+                                                        "one number, or one per query (a JSON list, or separated by "
+                                                        "commas) in the order of queries (default: 0.3 for sigmoid "
+                                                        "scores, 0.5 for softmax scores)")]
 NmsIouField = Annotated[float, Form(description="drop a region overlapping a better one of the same query by more "
                                                 "than this IoU, in [0, 1]")]
 NmsField = Annotated[str, Form(description="'box': NMS by box IoU; 'mask': by the IoU of the regions' SAM masks")]
@@ -250,7 +252,7 @@ def _add_find_route(router: APIRouter, session: InferenceSession, config: ServeC
         region's ``label`` is the query it was found for, ``topk`` that one pair)."""
         names = parse_vocabulary_field(queries, limits.max_vocabulary)
         box_array = parse_boxes_field(boxes, limits.max_boxes) if boxes is not None else None
-        selection = find_selection(threshold, nms_iou, nms, max_per_query, limits.max_boxes)
+        selection = find_selection(threshold, len(names), nms_iou, nms, max_per_query, limits.max_boxes)
         source = _image_input(image, image_id, limits, session)
         result = session.find(source, names, boxes=box_array, proposals=config.proposals, with_masks=masks,
                               max_regions=limits.max_boxes, **selection)

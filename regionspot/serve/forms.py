@@ -128,19 +128,38 @@ def parse_vocabulary_field(text: str, max_names: int) -> list[str]:
     return validate_vocabulary(names)
 
 
-def find_selection(threshold: float | None, nms_iou: float, nms: str, max_per_query: int | None,
+def find_selection(threshold: str | None, queries: int, nms_iou: float, nms: str, max_per_query: int | None,
                    max_boxes: int) -> dict[str, Any]:
     """``/v1/find``'s selection fields, checked -> keyword arguments of ``RegionPredictor.find``
-    (``threshold``, ``nms_iou``, ``nms``, ``max_per_query``: default and most ``max_boxes``).
+    (``threshold``: one number or one per query of the ``queries``, as a JSON list or separated
+    by commas; ``nms_iou``, ``nms``, ``max_per_query``: default and most ``max_boxes``).
     ``ApiError`` 422 ``bad_<field>`` for a value out of range."""
-    for name, value in (("threshold", threshold), ("nms_iou", nms_iou)):
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ApiError(422, f"bad_{name}", f"{name} must be between 0 and 1, got {value}")
+    thresholds = None if threshold is None else parse_thresholds(threshold, queries)
+    if not 0.0 <= nms_iou <= 1.0:
+        raise ApiError(422, "bad_nms_iou", f"nms_iou must be between 0 and 1, got {nms_iou}")
     if nms not in ("box", "mask"):
         raise ApiError(422, "bad_nms", f"nms must be 'box' or 'mask', got {nms[:40]!r}")
     per_query = max_boxes if max_per_query is None else check_positive_at_most(max_per_query, max_boxes,
                                                                                  "max_per_query")
-    return {"threshold": threshold, "nms_iou": nms_iou, "nms": nms, "max_per_query": per_query}
+    return {"threshold": thresholds, "nms_iou": nms_iou, "nms": nms, "max_per_query": per_query}
+
+
+def parse_thresholds(text: str, queries: int) -> float | list[float]:
+    """``threshold`` as sent: ``0.3``, ``[0.3, 0.5]`` or ``0.3,0.5`` -> one value or one per
+    query, each in [0, 1]; ``ApiError`` 422 ``bad_threshold`` otherwise."""
+    stripped = text.strip()
+    try:
+        parsed = json.loads(stripped) if stripped.startswith("[") else [float(part) for part in stripped.split(",")]
+    except ValueError:
+        raise ApiError(422, "bad_threshold", f"threshold must be a number or a list of numbers, got {text[:60]!r}")\
+            from None
+    values = parsed if isinstance(parsed, list) else [parsed]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= 1.0 for v in values):
+        raise ApiError(422, "bad_threshold", f"threshold values must be numbers between 0 and 1, got {text[:60]!r}")
+    if len(values) not in (1, queries):
+        raise ApiError(422, "bad_threshold", f"threshold has {len(values)} values for {queries} queries; send one "
+                                             "value, or one per query")
+    return float(values[0]) if len(values) == 1 else [float(v) for v in values]
 
 
 def check_positive_at_most(value: int, limit: int, name: str) -> int:

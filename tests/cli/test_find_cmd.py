@@ -130,3 +130,20 @@ def test_find_refuses_proposal_settings_with_boxes(photo, capsys, flag: tuple[st
 def test_find_refuses_too_many_crop_layers(photo, capsys) -> None:
     assert run_cli("find", photo, "--query", "dog", "--crop-layers", "9") == 2
     assert "crop_layers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0.4", 0.4), ("0.2, 0.7", [0.2, 0.7])])
+def test_find_takes_one_threshold_or_one_per_query(photo, tmp_path, monkeypatch, capsys, value: str,
+                                                   expected: object) -> None:
+    model = _FakeModel()
+    model.predictor = _RecordingFinder  # type: ignore[method-assign]
+    monkeypatch.setattr("regionspot.cli.find_cmd.load_model_from_args", lambda *_: model)
+    assert run_cli("find", photo, "--query", "bowl,dog", "--threshold", value, "--out", tmp_path / "f.json") == 0
+    assert _RecordingFinder.asked["threshold"] == expected
+    capsys.readouterr()
+
+
+def test_find_refuses_a_threshold_count_other_than_the_queries(photo, monkeypatch, capsys) -> None:
+    monkeypatch.setattr("regionspot.cli.find_cmd.load_model_from_args", lambda *_: pytest.fail("model loaded"))
+    assert run_cli("find", photo, "--query", "bowl,dog,cat", "--threshold", "0.2,0.7") != 0
+    assert "--threshold has 2 values for 3 queries" in capsys.readouterr().err

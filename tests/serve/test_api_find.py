@@ -50,6 +50,17 @@ def test_find_gives_the_predictors_answer(serve_model, photo: Path, post: Callab
     assert auto["regions"] == proposed.to_dict()["regions"] and len(auto["regions"]) == 2
 
 
+@pytest.mark.parametrize("sent", ["[0.0, 1.0]", "0.0, 1.0"])
+def test_a_threshold_per_query(serve_model, photo: Path, post: Callable[..., dict], sent: str) -> None:
+    answer = post(boxes=BOXES, threshold=sent, masks="false")
+    assert answer.pop("status") == 200, answer
+    predictor = serve_model.predictor()
+    predictor.set_image(photo)
+    expected = predictor.find(QUERIES, boxes=BOXES, threshold=[0.0, 1.0], max_per_query=10, with_masks=False)
+    assert answer["regions"] == expected.to_dict()["regions"]
+    assert {region["label"] for region in answer["regions"]} == {"bowl"}  # broccoli needs a score of 1
+
+
 def test_masks_are_made_for_the_regions_found_within_the_limit(serve_model, photo: Path,
                                                                 post: Callable[..., dict]) -> None:
     predictor = serve_model.predictor()
@@ -94,7 +105,10 @@ def test_at_most_max_boxes_regions_are_returned(serve_model, photo: Path, post_f
     ({"queries": " , "}, "bad_vocabulary", "empty"),
     ({"boxes": [[0, 0, 10]]}, "bad_boxes", ""),
     ({"boxes": [[700, 500, 900, 900]]}, "bad_boxes", ""),
-    ({"threshold": "high"}, "invalid_request", ""),
+    ({"threshold": "high"}, "bad_threshold", "a number or a list"),
+    ({"threshold": "[0.1, 0.2, 0.3]"}, "bad_threshold", "3 values for 2 queries"),
+    ({"threshold": "[0.1, true]"}, "bad_threshold", "between 0 and 1"),
+    ({"threshold": "0.1,NaN"}, "bad_threshold", "between 0 and 1"),
 ])
 def test_bad_fields_are_422_json(fields: dict, error_type: str, message: str, post: Callable[..., dict]) -> None:
     answer = post(**fields)
