@@ -99,11 +99,13 @@ class EncodedImage:
 class PromptedRegions:
     """The regions of one ``predict`` call: ``boxes`` float [R, 4] xyxy image pixels (the boxes
     the head sees); for click and mask prompts ``masks`` bool [R, H, W] (the prompt's answer,
-    returned as is) and, for clicks, ``mask_scores`` [R] (SAM's predicted IoU of that mask)."""
+    returned as is) and, for clicks, ``mask_scores`` [R] (SAM's predicted IoU of that mask) and
+    ``clicks`` (per region: points float [P, 2] xy pixels, labels int [P])."""
 
     boxes: np.ndarray
     masks: np.ndarray | None = None
     mask_scores: np.ndarray | None = None
+    clicks: list[tuple[np.ndarray, np.ndarray]] | None = None
 
 
 class RegionPredictor:
@@ -196,11 +198,15 @@ class RegionPredictor:
         """Name each region, given as boxes, clicks or masks (one kind per call).
 
         ``boxes``: [R, 4] xyxy absolute pixels (list, array or tensor); boxes reaching outside
-        the image are clipped, empty/NaN/inverted/degenerate boxes raise ``BoxError``.
-        ``points``: clicks, xy absolute pixels: ``[P, 2]`` one region, ``[R, P, 2]`` R regions;
-        ``point_labels`` 1 (foreground, the default) or 0 (background) per click. SAM turns
+        the image are clipped, NaN/inverted/degenerate boxes raise ``BoxError``; no boxes at all
+        (``[]``, an empty ``supervision.Detections``) give an empty result.
+        ``points``: clicks, xy absolute pixels: ``[P, 2]`` one region, ``[R, P, 2]`` R regions, or
+        a list of R regions' ``[P_r, 2]`` clicks (counts may differ); ``point_labels`` nested the
+        same way, 1 (foreground, the default) or 0 (background) per click. SAM turns
         each region's clicks into masks and the one it rates best is kept (``mask_scores``).
-        ``masks``: bool [R, H, W] (or one [H, W]) at the image's size, used as given.
+        ``masks``: [R, H, W] (or one [H, W]) at the image's size, bool or 0/1 numbers, used as
+        given (a label image whose values number the regions must first be split into one mask
+        per value: ``labels == value``).
         A clicked or masked region is recognised from the token of its mask's tight box (the
         box prompts the head was trained on); its returned box is that box and its returned
         mask is the answer to the prompt itself.
@@ -208,7 +214,9 @@ class RegionPredictor:
         ``topk``: pairs kept per region (capped at the vocabulary size).
         ``with_attention``: also return, in ``result.extras["attention"]``, each region's
         last-block cross-attention over the CLIP patch grid, float [R, g, g] (RegionSpot heads
-        with CLIP vision only). ``together``: see the class docstring.
+        with CLIP vision only). Click-prompted results carry their clicks in
+        ``result.extras["clicks"]`` (per region: points float [P, 2], labels int [P]), which
+        ``--viz`` draws. ``together``: see the class docstring.
         """
         encoded = self._encoded("predict")
         if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or topk < 1:
@@ -219,6 +227,8 @@ class RegionPredictor:
         if vocabulary is None:
             raise ValueError("give a vocabulary: names, or a built-in vocabulary name (lvis, coco, objects365)")
         names = validate_vocabulary(parse_vocabulary(vocabulary))
+        if boxes is not None and points is None and masks is None and not len(as_box_array(boxes)):
+            return _no_regions(names, min(int(topk), len(names)), encoded.size, with_masks)
         regions = self._prompted_regions(encoded, boxes, points, point_labels, masks)
         return self._recognize(encoded, regions, names, int(topk), with_masks, with_attention, together)
 
@@ -234,15 +244,20 @@ class RegionPredictor:
         if masks is not None:
             given_masks = as_mask_prompts(masks, encoded.size)
             return PromptedRegions(region_boxes(given_masks), given_masks)
-        clicks, labels = as_point_prompts(points, point_labels, encoded.size)
+        clicks = as_point_prompts(points, point_labels, encoded.size)
         decoder = PREDICT_CLICKS.require(self._predict_tokenizer())
-        in_frame = torch.as_tensor(scale_xy(clicks, encoded.size, encoded.frame_size), dtype=torch.float32)
-        with autocast(self.model.device, self.model.precision):
-            logits, ious = decoder.encode_point_prompts(encoded.sam, in_frame, torch.as_tensor(labels))
-        best = ious.float().argmax(dim=1)
-        rows = torch.arange(len(best))
-        clicked = self._masks_at_image_size(logits[rows, best])
-        return PromptedRegions(region_boxes(clicked, clicks), clicked, ious[rows, best].float().cpu().numpy())
+        clicked = np.zeros((len(clicks), *encoded.size), dtype=bool)
+        rated = np.zeros(len(clicks), dtype=np.float32)
+        for rows, xy, labels in clicks.by_click_count():  # one SAM batch per click count: no padding clicks
+            in_frame = torch.as_tensor(scale_xy(xy, encoded.size, encoded.frame_size), dtype=torch.float32)
+            with autocast(self.model.device, self.model.precision):
+                logits, ious = decoder.encode_point_prompts(encoded.sam, in_frame, torch.as_tensor(labels))
+            best = ious.float().argmax(dim=1)
+            picked = torch.arange(len(best))
+            clicked[rows] = self._masks_at_image_size(logits[picked, best])
+            rated[rows] = ious[picked, best].float().cpu().numpy()
+        return PromptedRegions(region_boxes(clicked, clicks.first_foreground()), clicked, rated,
+                               list(zip(clicks.points, clicks.labels, strict=True)))
 
     def _recognize(self, encoded: EncodedImage, regions: PromptedRegions, names: list[str], topk: int,
                    with_masks: bool, with_attention: bool, together: bool) -> RegionResult:
@@ -262,7 +277,7 @@ class RegionPredictor:
                 text=text, together=together, with_attention=with_attention))
         scores = scored.scores.float().cpu().clamp_(0.0, 1.0)
         top_scores, top_ids = scores.topk(min(topk, len(names)), dim=-1)
-        extras: dict[str, Any] = {}
+        extras: dict[str, Any] = {} if regions.clicks is None else {"clicks": regions.clicks}
         if with_attention and scored.attention is not None:
             extras["attention"] = attention_to_grid(scored.attention.float().cpu())
         mask_scores = tokens.mask_scores.float().cpu().numpy() if regions.masks is None else regions.mask_scores
@@ -298,9 +313,7 @@ class RegionPredictor:
         if boxes is None:
             boxes = self.propose(proposals, progress=progress).boxes
         if not len(as_box_array(boxes)):
-            return RegionResult(boxes=np.zeros((0, 4)), topk_ids=np.zeros((0, 1), dtype=np.int64),
-                                topk_scores=np.zeros((0, 1)), vocabulary=names, image_size=encoded.size,
-                                masks=np.zeros((0, *encoded.size), dtype=bool) if with_masks else None)
+            return _no_regions(names, 1, encoded.size, with_masks)
         vocabulary = find_vocabulary(names, self.model.score_kind)
         scored = self.predict(boxes, vocabulary, topk=len(vocabulary), with_masks=False)
         matrix = np.zeros((len(scored), len(vocabulary)))
@@ -383,6 +396,15 @@ class RegionPredictor:
         assert self.encoded is not None
         masks = self._predict_tokenizer().paste_masks(self.encoded.sam, mask_logits).cpu().numpy()
         return nearest_resize_masks(masks, self.encoded.size)
+
+
+def _no_regions(names: list[str], topk: int, image_size: tuple[int, int], with_masks: bool) -> RegionResult:
+    """The result of a call given no regions (a detector that found nothing): zero rows, ``topk``
+    columns, masks ``[0, H, W]`` when asked for."""
+    masks, mask_scores = (np.zeros((0, *image_size), dtype=bool), np.zeros(0)) if with_masks else (None, None)
+    return RegionResult(boxes=np.zeros((0, 4)), topk_ids=np.zeros((0, topk), dtype=np.int64),
+                        topk_scores=np.zeros((0, topk)), vocabulary=names, image_size=image_size, masks=masks,
+                        mask_scores=mask_scores)
 
 
 def attention_to_grid(patches: torch.Tensor) -> np.ndarray:

@@ -41,7 +41,8 @@ class RegionResult:
     per (region, name) sigmoid probabilities, the same function the head is trained with
     (focal loss); they do not sum to 1 over the vocabulary.
     ``masks``: bool [R, H, W] at image resolution, or None. ``mask_scores``: float [R]
-    SAM's predicted IoU of each mask, or None.
+    SAM's predicted IoU of each mask, or None: a regression output SAM does not clamp, so
+    it can exceed 1 a little (kept as SAM gives it, as the reference ``SamPredictor`` does).
     ``image_size``: (H, W). ``vocabulary``: the names the regions were scored against.
 
     ``extras``: optional further outputs, e.g. ``"attention"`` (float [R, g, g], see

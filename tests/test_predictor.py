@@ -99,7 +99,6 @@ def test_attention_maps(predictor, photo_and_boxes) -> None:
 
 
 @pytest.mark.parametrize(("boxes", "error", "message"), [
-    ([], BoxError, "no boxes"),
     ([[10, 10, float("nan"), 50]], BoxError, "NaN"),
     ([[100, 10, 50, 50]], BoxError, "inverted"),
     ([[10000, 10000, 10100, 10100]], BoxError, "smaller than"),
@@ -107,6 +106,14 @@ def test_attention_maps(predictor, photo_and_boxes) -> None:
 def test_bad_boxes(predictor, boxes, error, message) -> None:
     with pytest.raises(error, match=message):
         predictor.predict(boxes, VOCABULARY)
+
+
+def test_no_boxes_give_an_empty_result(predictor) -> None:
+    """A detector that found nothing hands over no boxes: that is an answer, not an error."""
+    result = predictor.predict(np.zeros((0, 4)), VOCABULARY, topk=3)
+    assert len(result) == 0 and result.topk_ids.shape == (0, 3) and result.masks is not None
+    assert result.masks.shape[0] == 0 and result.masks.shape[1:] == result.image_size
+    assert predictor.predict([], VOCABULARY, with_masks=False).masks is None
 
 
 @pytest.mark.parametrize(("vocabulary", "message"), [

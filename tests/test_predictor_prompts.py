@@ -174,3 +174,35 @@ def test_an_empty_mask_prompt_and_no_vocabulary_are_refused(first_photo_predicto
         predictor.predict(masks=np.zeros((height, width), dtype=bool), vocabulary=VOCABULARY)
     with pytest.raises(ValueError, match="give a vocabulary"):
         predictor.predict(points=[[5.0, 5.0]])
+
+
+def test_a_label_image_is_not_taken_as_one_mask(first_photo_predictor, objects) -> None:
+    """Values 1 and 2 number two regions: casting to bool would silently merge them."""
+    predictor = first_photo_predictor
+    masks = objects[0][1]
+    labels = masks[0].astype(np.uint8)
+    labels[masks[1] & ~masks[0]] = 2
+    with pytest.raises(PromptError, match="label image"):
+        predictor.predict(masks=labels, vocabulary=VOCABULARY)
+    as_numbers = predictor.predict(masks=masks[0].astype(np.float32), vocabulary=VOCABULARY)  # 0/1 numbers: fine
+    assert as_numbers.masks is not None and np.array_equal(as_numbers.masks[0], masks[0])
+
+
+def test_regions_with_different_click_counts_keep_their_order(first_photo_predictor, objects) -> None:
+    """Regions of 2 clicks and of 1 click in one call: each region's answer is the one it gets
+    alone (the clicks go to SAM batched by count, never padded), in the order given."""
+    predictor = first_photo_predictor
+    masks = objects[0][1]
+    first, second = deepest_point(masks[0]), deepest_point(masks[1])
+    outside = np.argwhere(~masks[0])[0][::-1].astype(float)  # a background click off the first object
+    together = predictor.predict(points=[[second], [first, outside]], point_labels=[[1], [1, 0]],
+                                 vocabulary=VOCABULARY)
+    alone = [predictor.predict(points=[[second]], vocabulary=VOCABULARY),
+             predictor.predict(points=[[first, outside]], point_labels=[1, 0], vocabulary=VOCABULARY)]
+    assert together.masks is not None and together.mask_scores is not None
+    for index, single in enumerate(alone):
+        assert single.masks is not None and np.array_equal(together.masks[index], single.masks[0])
+        np.testing.assert_allclose(together.mask_scores[index], single.mask_scores[0], rtol=1e-5)
+    clicks, labels = together.extras["clicks"][1]
+    np.testing.assert_array_equal(clicks, [first, outside])
+    np.testing.assert_array_equal(labels, [1, 0])

@@ -50,3 +50,10 @@ def test_predictor_takes_detections(mobile_sam_model, coco_sample) -> None:
     from_detections = predictor.predict(boxes=detections, vocabulary=["cat", "dog"], with_masks=False)
     from_array = predictor.predict(boxes=detections.xyxy, vocabulary=["cat", "dog"], with_masks=False)
     np.testing.assert_array_equal(from_detections.topk_scores, from_array.topk_scores)
+
+
+def test_empty_detections_give_an_empty_result(mobile_sam_model, coco_sample) -> None:
+    predictor = mobile_sam_model.predictor()
+    predictor.set_image(coco_sample / "images" / "000000000009.jpg")
+    result = predictor.predict(boxes=sv.Detections.empty(), vocabulary=["cat", "dog"])
+    assert len(result) == 0 and len(result.to_supervision()) == 0

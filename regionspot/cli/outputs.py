@@ -116,7 +116,8 @@ def check_picture_suffix(option: str, path: str | None) -> None:
 
 def write_figures(image: np.ndarray, result: RegionResult, viz: str | None, attention: str | None,
                   caption: str | None = None, max_labels: int | None = None) -> None:
-    """``--viz``: regions with masks and tags (only the ``max_labels`` best-scoring ones tagged),
+    """``--viz``: regions with masks, tags (only the ``max_labels`` best-scoring ones tagged) and
+    the clicks that prompted them (``result.extras["clicks"]``),
     ``caption`` under the photo; ``--attention``: one attention-map panel for each of the
     ``max_labels`` best regions (``result.extras["attention"]``, float [R, g, g]), none when the
     result has no region. ``image``: the HxWx3 uint8 photo; boxes xyxy in its pixels."""
@@ -124,7 +125,7 @@ def write_figures(image: np.ndarray, result: RegionResult, viz: str | None, atte
 
     if viz:
         save_figure(draw_regions(image, result.boxes, result.labels, result.scores, result.masks, caption=caption,
-                                 max_labels=max_labels), viz)
+                                 max_labels=max_labels, clicks=result.extras.get("clicks")), viz)
         print(f"wrote {viz}", file=sys.stderr)
     if attention and not len(result):
         print(f"note: no region left to draw, {attention} not written", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``regionspot predict IMAGE --boxes BOXES|auto | --points CLICKS | --masks FILE --vocab NAMES [--checkpoint CKPT]``:
+"""``regionspot predict IMAGE --boxes BOXES|auto | --points CLICKS [--point-labels L] | --masks FILE --vocab NAMES``:
 without a checkpoint the zero-shot recognizer answers (CLIP on SAM-mask crops); every output names
 the method that made it."""
 
@@ -29,7 +29,7 @@ from regionspot.cli.outputs import (
 )
 from regionspot.cli.region_masks import read_region_masks
 from regionspot.ops.boxes import BoxError, validate_boxes
-from regionspot.ops.prompts import as_point_prompts, parse_points_text
+from regionspot.ops.prompts import ClickRegions, PromptError, as_point_prompts, parse_points_text
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,12 +45,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                               "boxes from SAM's point grid)")
     regions.add_argument("--points",
                          help="clicks in pixels, 'x,y;x,y': each names the object under it (SAM's best mask for "
-                              "the click, recognised from the mask's tight box)")
+                              "the click, recognised from the mask's tight box); join the clicks of one region "
+                              "with +: '320,240+350,260;100,80' is two regions, the first clicked twice")
     regions.add_argument("--masks", metavar="PATH",
                          help="masks at the image's size: a PNG (a binary mask, or a label image: each distinct "
                               "non-zero value, or non-black colour, one region), a .npy label image [H, W] or masks "
                               "[R, H, W], or a .json COCO RLE mask or list of them (as --out writes); each region "
                               "is recognised from its mask's tight box and keeps its mask")
+    parser.add_argument("--point-labels", metavar="LABELS",
+                        help="with --points: 1 (foreground) or 0 (background: not this) per click, nested as the "
+                             "points, e.g. '1+0;1' (default: all 1)")
     parser.add_argument("--vocab", required=True,
                         help="names: inline 'cat,dog', a file with one name per line, or lvis|coco|objects365")
     add_model_arguments(parser)
@@ -95,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
     if boxes is None and clicks is None and masks is None:
         boxes = auto_boxes(predictor, args.max_boxes)
     result = predictor.predict(boxes=boxes, vocabulary=names, topk=args.topk, with_masks=not args.no_masks,
-                               with_attention=bool(args.attention), points=clicks, masks=masks)
+                               with_attention=bool(args.attention), masks=masks,
+                               points=None if clicks is None else clicks.points,
+                               point_labels=None if clicks is None else clicks.labels)
     named = len(result)
     result = keep_min_score(result, args.min_score)
     if len(result) < named:
@@ -109,15 +115,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-Regions = tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]
+Regions = tuple[np.ndarray | None, ClickRegions | None, np.ndarray | None]
 
 
 def given_regions(args: argparse.Namespace, image_size: tuple[int, int]) -> Regions:
-    """(boxes float [R, 4], clicks float [R, 1, 2], masks bool [R, H, W]) of ``--boxes``, ``--points``
+    """(boxes float [R, 4], clicks, masks bool [R, H, W]) of ``--boxes``, ``--points``
     or ``--masks``, checked against the image's ``(H, W)``: one of them is set, or none for
     ``--boxes auto`` (the proposals need the model)."""
+    if args.point_labels is not None and args.points is None:
+        raise PromptError("--point-labels needs --points")
     if args.points is not None:
-        return None, as_point_prompts(parse_points_text(args.points), None, image_size)[0], None
+        return None, as_point_prompts(*parse_points_text(args.points, args.point_labels), image_size), None
     if args.masks is not None:
         return None, None, read_region_masks(args.masks, image_size)
     if args.boxes.strip().lower() == "auto":

@@ -3,12 +3,13 @@
 Points are xy absolute pixels of the image. ``[P, 2]`` is one region prompted by P clicks;
 ``[R, P, 2]`` is R regions of P clicks each. Labels are 1 (foreground: the object is here) or 0
 (background: not this), one per click; every region needs a foreground click. Masks are
-``[R, H, W]`` booleans at the image's size.
+``[R, H, W]`` booleans (or 0/1 numbers) at the image's size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,33 +22,63 @@ class PromptError(BoxError):
     """User-supplied point or mask prompts are malformed (shape, values, outside the image, empty)."""
 
 
-def as_point_prompts(points: Any, labels: Any, image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(points float64 ``[R, P, 2]``, labels int64 ``[R, P]``) from ``points`` ``[P, 2]`` (one
-    region) or ``[R, P, 2]`` and ``labels`` of the same leading shape (None: all foreground).
-    Raises :class:`PromptError` naming the first bad click."""
-    array = _as_array(points, "points").astype(np.float64)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[-1] != 2 or 0 in array.shape:
-        raise PromptError(f"points must be [P, 2] (one region) or [R, P, 2] xy pixels, got shape {array.shape}")
-    marks = np.ones(array.shape[:2], dtype=np.int64) if labels is None else _labels(labels, array.shape[:2])
+@dataclass(frozen=True)
+class ClickRegions:
+    """The clicks of R regions: region ``r`` has ``points[r]`` float64 ``[P_r, 2]`` (xy absolute
+    pixels) and ``labels[r]`` int64 ``[P_r]`` (1 foreground, 0 background); click counts may
+    differ between regions."""
+
+    points: list[np.ndarray]
+    labels: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def by_click_count(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(region indices ``[G]``, points ``[G, P, 2]``, labels ``[G, P]``) per click count P,
+        so each group can go to SAM as one batch without padding clicks."""
+        counts = np.array([len(clicks) for clicks in self.points])
+        groups = []
+        for count in np.unique(counts):
+            rows = np.flatnonzero(counts == count)
+            groups.append((rows, np.stack([self.points[r] for r in rows]), np.stack([self.labels[r] for r in rows])))
+        return groups
+
+    def first_foreground(self) -> np.ndarray:
+        """Each region's first foreground click, float ``[R, 2]``."""
+        return np.stack([clicks[int(np.argmax(marks == 1))] for clicks, marks in zip(self.points, self.labels,
+                                                                                       strict=True)])
+
+
+def as_point_prompts(points: Any, labels: Any, image_size: tuple[int, int]) -> ClickRegions:
+    """Clicks checked against the image's ``(H, W)``: ``points`` ``[P, 2]`` (one region),
+    ``[R, P, 2]``, or a list of R regions' ``[P_r, 2]`` clicks; ``labels`` nested the same way
+    (None: all foreground). Raises :class:`PromptError` naming the first bad click."""
+    regions = nested_arrays(points, "points", item_ndim=2)
+    if not regions or any(clicks.shape[-1:] != (2,) or len(clicks) == 0 for clicks in regions):
+        shapes = [list(clicks.shape) for clicks in regions[:3]]
+        raise PromptError(f"points must be [P, 2] (one region), [R, P, 2] or a list of [P, 2] xy pixels, each region "
+                          f"with at least one click; got regions shaped {shapes}")
+    marks = [np.ones(len(clicks), dtype=np.int64) for clicks in regions] if labels is None \
+        else _labels(labels, [len(clicks) for clicks in regions])
     height, width = image_size
-    inside = np.isfinite(array).all(axis=-1) & (array[..., 0] >= 0) & (array[..., 0] < width) \
-        & (array[..., 1] >= 0) & (array[..., 1] < height)
-    if not inside.all():
-        region, click = (int(v) for v in np.argwhere(~inside)[0])
-        raise PromptError(f"point {click} of region {region} ({array[region, click, 0]:g}, "
-                          f"{array[region, click, 1]:g}) lies outside the {width}x{height} image")
-    lacking = np.flatnonzero(~(marks == 1).any(axis=1))
-    if lacking.size:
-        raise PromptError(f"region {int(lacking[0])} has no foreground click (label 1): a background click only "
-                          "says what the object is not")
-    return array, marks
+    for region, clicks in enumerate(regions):
+        inside = np.isfinite(clicks).all(axis=-1) & (clicks[:, 0] >= 0) & (clicks[:, 0] < width) \
+            & (clicks[:, 1] >= 0) & (clicks[:, 1] < height)
+        if not inside.all():
+            click = int(np.flatnonzero(~inside)[0])
+            raise PromptError(f"point {click} of region {region} ({clicks[click, 0]:g}, {clicks[click, 1]:g}) "
+                              f"lies outside the {width}x{height} image")
+        if not (marks[region] == 1).any():
+            raise PromptError(f"region {region} has no foreground click (label 1): a background click only "
+                              "says what the object is not")
+    return ClickRegions(regions, marks)
 
 
 def as_mask_prompts(masks: Any, image_size: tuple[int, int]) -> np.ndarray:
-    """Bool ``[R, H, W]`` masks at the image's size (``[H, W]``: one region). Raises
-    :class:`PromptError` for another size, no masks or an empty mask."""
+    """Bool ``[R, H, W]`` masks at the image's size (``[H, W]``: one region) from bool or 0/1
+    numbers. Raises :class:`PromptError` for other values (a label image is not split here:
+    silently merging its regions would be wrong), another size, no masks or an empty mask."""
     array = _as_array(masks, "masks")
     if array.ndim == 2:
         array = array[None]
@@ -56,6 +87,10 @@ def as_mask_prompts(masks: Any, image_size: tuple[int, int]) -> np.ndarray:
     if tuple(array.shape[1:]) != tuple(image_size):
         raise PromptError(f"masks are {array.shape[2]}x{array.shape[1]} but the image is "
                           f"{image_size[1]}x{image_size[0]}: give masks at the image's size")
+    if array.dtype != np.bool_ and (array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all()):
+        raise PromptError("masks must be bool or 0/1 numbers (one [H, W] mask per region); a label image "
+                              "whose values 1, 2, ... number the regions must first be split: "
+                              "np.stack([labels == v for v in values])")
     binary = array.astype(bool)
     empty = np.flatnonzero(~binary.reshape(binary.shape[0], -1).any(axis=1))
     if empty.size:
@@ -63,34 +98,54 @@ def as_mask_prompts(masks: Any, image_size: tuple[int, int]) -> np.ndarray:
     return binary
 
 
-def parse_points_text(text: str) -> np.ndarray:
-    """``'x,y;x,y'`` -> float ``[R, 1, 2]``: each click its own region (one foreground click)."""
-    items = [item.strip() for item in text.split(";") if item.strip()]
-    if not items:
-        raise PromptError("no points given: write them as 'x,y;x,y'")
-    points = []
-    for index, item in enumerate(items):
-        parts = item.split(",")
-        try:
-            values = [float(part) for part in parts]
-        except ValueError:
-            values = []
-        if len(values) != 2:
-            raise PromptError(f"point {index} {item!r} must be 2 comma-separated numbers x,y")
-        points.append([values])
-    return np.asarray(points, dtype=np.float64)
+def parse_points_text(text: str, labels_text: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """``'x,y;x,y+x,y'`` -> each region's clicks float ``[P_r, 2]`` (regions split by ``;``,
+    the clicks of one region by ``+``) and, from ``labels_text`` nested the same way
+    (``'1;1+0'``), each region's labels ``[P_r]`` (None: all foreground)."""
+    regions = _split_regions(text, "points", "'x,y;x,y' (clicks of one region joined by +: 'x,y+x,y')")
+    points = [np.asarray([_numbers(click, 2, _click_name(region, index, len(clicks)), "2 comma-separated numbers x,y")
+                          for index, click in enumerate(clicks)], dtype=np.float64)
+              for region, clicks in enumerate(regions)]
+    if labels_text is None:
+        return points, None
+    marks = _split_regions(labels_text, "point labels", "'1;1+0' (1 foreground, 0 background), nested as the points")
+    labels = [np.asarray([_numbers(mark, 1, f"label of {_click_name(region, index, len(clicks))}", "0 or 1")[0]
+                          for index, mark in enumerate(clicks)])
+              for region, clicks in enumerate(marks)]
+    return points, labels
 
 
-def region_boxes(masks: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
+def _click_name(region: int, click: int, clicks: int) -> str:
+    return f"point {region}" if clicks == 1 else f"point {click} of region {region}"
+
+
+def _split_regions(text: str, what: str, form: str) -> list[list[str]]:
+    regions = [[click.strip() for click in item.split("+")] for item in text.split(";") if item.strip()]
+    if not regions:
+        raise PromptError(f"no {what} given: write them as {form}")
+    return regions
+
+
+def _numbers(item: str, count: int, name: str, form: str) -> list[float]:
+    try:
+        values = [float(part) for part in item.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise PromptError(f"{name} {item!r} must be {form}")
+    return values
+
+
+def region_boxes(masks: np.ndarray, anchors: np.ndarray | None = None) -> np.ndarray:
     """Tight xyxy boxes ``[R, 4]`` of bool masks ``[R, H, W]``; a region whose mask is empty gets
-    a 1-pixel box at its first foreground click (``points`` ``[R, P, 2]``, labels aside), so it
-    can still be recognised."""
+    a 1-pixel box at its anchor (``anchors`` float ``[R, 2]`` xy, e.g. its first foreground
+    click), so it can still be recognised."""
     boxes = masks_to_boxes(masks)
     empty = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if empty.any() and points is not None:
+    if empty.any() and anchors is not None:
         height, width = masks.shape[1:]
-        x = np.clip(np.floor(points[empty, 0, 0]), 0, width - 1)
-        y = np.clip(np.floor(points[empty, 0, 1]), 0, height - 1)
+        x = np.clip(np.floor(anchors[empty, 0]), 0, width - 1)
+        y = np.clip(np.floor(anchors[empty, 1]), 0, height - 1)
         boxes[empty] = np.stack([x, y, x + 1, y + 1], axis=1)
     return boxes
 
@@ -104,15 +159,48 @@ def _as_array(value: Any, what: str) -> np.ndarray:
         raise PromptError(f"{what} must be a (nested) list of numbers: {exc}") from None
 
 
-def _labels(labels: Any, shape: tuple[int, ...]) -> np.ndarray:
-    array = _as_array(labels, "point_labels")
-    if array.shape == shape[1:] and shape[0] == 1:
-        array = array[None]
-    if array.shape != shape:
-        raise PromptError(f"point_labels must match the points: shape {list(shape)}, got {list(array.shape)}")
-    if not np.isin(array, (0, 1)).all():
+def nested_arrays(value: Any, what: str, item_ndim: int) -> list[np.ndarray]:
+    """One float64 array per region from a ``[P, ...]`` (one region, ``item_ndim`` dims), a
+    ``[R, P, ...]`` array or a list of R regions of different lengths. :class:`PromptError`
+    for anything else."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        array = None
+    if array is not None:
+        if array.ndim == item_ndim:
+            return [array]
+        if array.ndim == item_ndim + 1:
+            return list(array)
+        raise PromptError(f"{what} must be nested {item_ndim} or {item_ndim + 1} deep, got shape {list(array.shape)}")
+    if not isinstance(value, (list, tuple)):
+        raise PromptError(f"{what} must be a (nested) list of numbers, got {type(value).__name__}")
+    regions = []
+    for region in value:
+        try:
+            regions.append(np.asarray(region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else region,
+                                      dtype=np.float64))
+        except (TypeError, ValueError, OverflowError):
+            raise PromptError(f"{what} must be a (nested) list of numbers") from None
+    if any(region.ndim != item_ndim for region in regions):
+        raise PromptError(f"each region's {what} must be nested {item_ndim} deep, got shapes "
+                          f"{[list(region.shape) for region in regions[:3]]}")
+    return regions
+
+
+def _labels(labels: Any, counts: list[int]) -> list[np.ndarray]:
+    """Per-region int64 labels ``[P_r]`` matching the click counts ``counts``."""
+    regions = nested_arrays(labels, "point_labels", item_ndim=1)
+    if len(regions) == 1 and len(counts) > 1 and len(regions[0]) == len(counts) and set(counts) == {1}:
+        regions = [row[None] for row in regions[0]]  # [R] labels of R one-click regions
+    if [len(region) for region in regions] != counts:
+        raise PromptError(f"point_labels must match the points: click counts {counts[:10]}, got "
+                          f"{[len(region) for region in regions[:10]]}")
+    if not all(np.isin(region, (0, 1)).all() for region in regions):
         raise PromptError("point_labels must be 1 (foreground) or 0 (background)")
-    return array.astype(np.int64)
+    return [region.astype(np.int64) for region in regions]
 
 
 def decode_rle_prompts(rles: list[Any], image_size: tuple[int, int], name: Callable[[int], str]) -> np.ndarray:
@@ -135,8 +223,9 @@ def decode_rle_prompts(rles: list[Any], image_size: tuple[int, int], name: Calla
                 and isinstance(rle.get("counts"), (str, list))):
             raise PromptError(f'{name(index)} must be a COCO RLE {{"size": [H, W], "counts": "..."}}')
         if tuple(rle["size"]) != (height, width):
-            raise PromptError(f"{name(index)} is {rle['size'][1]}x{rle['size'][0]} (WxH) but the image is "
-                              f"{width}x{height}: give masks at the image's size")
+            raise PromptError(f"{name(index)} has size {rle['size']} ([H, W]: {rle['size'][1]} wide, "
+                              f"{rle['size'][0]} high) but the image is [{height}, {width}] ({width} wide, "
+                              f"{height} high): give masks at the image's size")
         if not rle_covers(rle["counts"], height, width):
             raise PromptError(f"{name(index)}'s run lengths do not add up to its {height}x{width} pixels")
         counts = rle["counts"]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from regionspot.ops.boxes import BoxError, as_box_array
-from regionspot.ops.prompts import PromptError, decode_rle_prompts
+from regionspot.ops.prompts import PromptError, decode_rle_prompts, nested_arrays
 from regionspot.serve.errors import ApiError
 from regionspot.vocab import VocabularyError, builtin_vocabulary, validate_vocabulary
 
@@ -42,34 +42,44 @@ def parse_boxes_field(text: str, max_boxes: int) -> np.ndarray:
     return boxes
 
 
-def parse_points_field(points: str, labels: str | None, max_regions: int) -> tuple[np.ndarray, np.ndarray | None]:
+def parse_points_field(points: str, labels: str | None,
+                       max_regions: int) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """``points`` form field: JSON ``[[x, y], ...]`` (each click its own region) or
-    ``[[[x, y], [x, y]], ...]`` (the clicks of each region), xy absolute pixels, and
-    ``point_labels`` nested the same way (1 foreground, 0 background; absent: all foreground)
-    -> (float64 [R, P, 2], int [R, P] or None). Raises :class:`PromptError` for text that is
-    not such JSON, ``ApiError`` 422 ``too_many_boxes`` above ``max_regions``. Points outside
-    the image are checked later against its size."""
-    parsed: list[np.ndarray | None] = []
+    ``[[[x, y], [x, y]], [[x, y]], ...]`` (the clicks of each region; counts may differ), xy
+    absolute pixels, and ``point_labels`` nested the same way (1 foreground, 0 background;
+    absent: all foreground) -> (per region float64 ``[P_r, 2]``, per region ``[P_r]`` or None).
+    Raises :class:`PromptError` for text that is not such JSON, ``ApiError`` 422
+    ``too_many_boxes`` above ``max_regions``. Points outside the image and labels that do not
+    match the clicks are checked later, by the predictor."""
+    decoded: list[Any] = []
     for name, text in (("points", points), ("point_labels", labels)):
-        if text is None:
-            parsed.append(None)
-            continue
         try:
-            parsed.append(np.asarray(json.loads(text), dtype=np.float64))
+            decoded.append(None if text is None else json.loads(text))
         except (ValueError, TypeError, RecursionError):
             raise PromptError(f"{name} must be JSON like [[x, y], ...] or [[[x, y], [x, y]], ...] with numbers of "
                               "ordinary size") from None
-    clicks, marks = parsed
-    assert clicks is not None
-    if clicks.ndim == 2:  # one click per region
-        clicks = clicks[:, None]
-        marks = None if marks is None else marks.reshape(-1, 1)
-    if clicks.ndim != 3 or clicks.shape[-1] != 2 or 0 in clicks.shape:
-        raise PromptError(f"points must be [[x, y], ...] or [[[x, y], ...], ...], got shape {list(clicks.shape)}")
-    if clicks.shape[0] > max_regions:
-        raise ApiError(422, "too_many_boxes", f"{clicks.shape[0]} regions sent; at most max_boxes={max_regions} "
+    if _list_depth(decoded[0]) == 2:  # [[x, y], ...]: each click its own region, each label its own region's
+        if decoded[1] is not None and _list_depth(decoded[1]) != 1:
+            raise PromptError("point_labels must match the points: with points [[x, y], ...] send one label per "
+                              "click, [1, 0, ...]")
+        decoded = [[[click] for click in decoded[0]],
+                   [[mark] for mark in decoded[1]] if isinstance(decoded[1], list) else decoded[1]]
+    clicks = nested_arrays(decoded[0], "points", item_ndim=2)
+    marks = None if decoded[1] is None else nested_arrays(decoded[1], "point_labels", item_ndim=1)
+    if not clicks or any(region.shape[-1:] != (2,) or not len(region) for region in clicks):
+        raise PromptError("points must be [[x, y], ...] or [[[x, y], ...], ...] with at least one click per region")
+    if len(clicks) > max_regions:
+        raise ApiError(422, "too_many_boxes", f"{len(clicks)} regions sent; at most max_boxes={max_regions} "
                                               "per request")
-    return clicks, None if marks is None else marks.astype(np.int64)
+    return clicks, marks
+
+
+def _list_depth(value: Any) -> int:
+    """How deeply the JSON value ``value`` nests lists, following first items."""
+    depth = 0
+    while isinstance(value, list) and value:
+        depth, value = depth + 1, value[0]
+    return depth
 
 
 def parse_region_masks_field(text: str, image_size: tuple[int, int], max_regions: int,

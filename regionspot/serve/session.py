@@ -97,10 +97,11 @@ class InferenceSession:
             return list(self._cache)
 
     def recognize(self, image: ImageInput, boxes: np.ndarray | None, vocabulary: Sequence[str], topk: int,
-                  with_masks: bool, with_attention: bool, *, points: np.ndarray | None = None,
-                  point_labels: np.ndarray | None = None, masks: np.ndarray | None = None) -> RegionResult:
+                  with_masks: bool, with_attention: bool, *, points: Sequence[np.ndarray] | None = None,
+                  point_labels: Sequence[np.ndarray] | None = None, masks: np.ndarray | None = None) -> RegionResult:
         """Name the regions of ``image`` against ``vocabulary``: ``boxes`` (float [R, 4] xyxy
-        pixels), or clicks (``points`` [R, P, 2], ``point_labels`` [R, P] or None), or ``masks``
+        pixels), or clicks (``points``: per region [P_r, 2]; ``point_labels``: per region [P_r], or
+        None), or ``masks``
         (bool [R, H, W]), as :meth:`RegionPredictor.predict` takes them. Raises
         BoxError/VocabularyError/ApiError (422 ``too_many_mask_pixels`` above ``max_mask_pixels``)."""
         regions = next((len(given) for given in (boxes, points, masks) if given is not None), 0)

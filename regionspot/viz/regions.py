@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from regionspot.ops.image import load_image
+from regionspot.viz.clicks import RegionClicks, check_clicks, draw_clicks
 from regionspot.viz.style import (
     PALETTE,
     RGB,
@@ -148,6 +149,7 @@ def draw_regions(
     caption: str | None = None,
     colors: Sequence[RGB] | None = None,
     max_labels: int | None = None,
+    clicks: Sequence[RegionClicks] | None = None,
 ) -> Image.Image:
     """Draw regions with their names and scores; returns a new RGB PIL image as wide as the
     photo, taller by a legend strip when some tags got numbers and by a caption strip when
@@ -169,6 +171,9 @@ def draw_regions(
             ``i`` gets :func:`region_color` ``(i)``.
         max_labels: tag only the ``max_labels`` best-scoring regions (the others keep their
             box and mask, untagged); None: every region.
+        clicks: per region, the clicks that prompted it: ``(points [P, 2] xy pixels,
+            labels [P])``, drawn as markers (foreground: a disc in the region's colour;
+            background: a dark disc with a white cross); None: no markers.
 
     Regions are drawn in increasing score order; tags are placed best-score first and never
     overlap: a region without room gets a number tag, listed with its ``name score`` in the
@@ -184,6 +189,8 @@ def draw_regions(
     if max_labels is not None and max_labels < 1:
         raise ValueError(f"max_labels must be at least 1, got {max_labels}")
     boxes, scores = check_drawing_inputs(rgb, boxes, labels, scores, masks)
+    if clicks is not None:
+        check_clicks(clicks, len(boxes))
     color_of = _color_picker(colors, len(boxes))
     height, width = rgb.shape[:2]
     style = style_for(height, width)
@@ -196,6 +203,8 @@ def draw_regions(
     for i, rect in rects.items():
         if rect is not None:
             draw_box_outline(draw, rect, color_of(i), style)
+    if clicks is not None:
+        draw_clicks(draw, clicks, [int(i) for i in order], color_of, style)
     ranked = np.argsort(-scores, kind="stable") if scores is not None else np.arange(len(boxes))
     best_first = [(int(i), rect) for i in ranked if (rect := rects[int(i)]) is not None][:max_labels]
     tags = [(i, rect, tag_text(str(labels[i]), None if scores is None else float(scores[i])))

@@ -202,9 +202,38 @@ def test_points_name_the_objects_under_the_clicks(mobile_sam_checkpoint, tiny_cl
     capsys.readouterr()
 
 
+def test_regions_of_several_clicks_with_background_clicks(mobile_sam_model, mobile_sam_checkpoint, tiny_clip_dir,
+                                                         text_cache_dir, photo, tmp_path, capsys) -> None:
+    """'+' joins the clicks of one region and --point-labels marks background clicks: the masks
+    are the Python API's for the same nested clicks, and the picture marks the clicks."""
+    from regionspot.ops.masks import decode_rle
+    from regionspot.viz import draw_regions
+
+    out, viz = tmp_path / "out.json", tmp_path / "out.png"
+    common = ["--vocab", "cat,dog,bowl", "--sam", mobile_sam_checkpoint, "--clip", tiny_clip_dir, "--no-progress",
+              "--set", f"text.cache_dir={text_cache_dir}"]
+    assert run_cli("predict", photo, "--points", "320,240+420,240;100,300", "--point-labels", "1+0;1", "--out", out,
+                   "--viz", viz, *common) == 0
+    predictor = mobile_sam_model.predictor()
+    predictor.set_image(photo)
+    expected = predictor.predict(points=[[[320, 240], [420, 240]], [[100, 300]]], point_labels=[[1, 0], [1]],
+                                 vocabulary=["cat", "dog", "bowl"])
+    masks = decode_rle([region["mask"] for region in json.loads(out.read_text())["regions"]])
+    assert expected.masks is not None and np.array_equal(masks, expected.masks)
+    drawn = np.asarray(Image.open(viz).convert("RGB"))
+    bare = np.asarray(draw_regions(photo, expected.boxes, expected.labels, expected.scores, expected.masks))
+    changed = (drawn[:bare.shape[0]] != bare).any(axis=-1)
+    for x, y in ((320, 240), (420, 240), (100, 300)):  # a marker at each click, the background one too
+        assert changed[y - 3:y + 4, x - 3:x + 4].any(), (x, y)
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--points", "9000,10"], "error: point 0 of region 0 (9000, 10) lies outside the 640x"),
     (["--points", "10;20"], "error: point 0 '10' must be 2 comma-separated numbers x,y"),
+    (["--points", "10,20+30,40", "--point-labels", "1"], "error: point_labels must match the points"),
+    (["--points", "10,20", "--point-labels", "0"], "error: region 0 has no foreground click"),
+    (["--boxes", "1,2,30,40", "--point-labels", "1"], "error: --point-labels needs --points"),
 ])
 def test_bad_points_are_one_error_line_before_loading(photo, tmp_path, capsys, arguments, message) -> None:
     assert run_cli("predict", photo, *arguments, "--vocab", "cat", "--checkpoint", tmp_path / "not-loaded") == 2
@@ -265,9 +294,9 @@ class _FakePredictor:
         self.image_size = image.shape[:2]
 
     def predict(self, *, boxes: np.ndarray, vocabulary: list[str], topk: int, with_masks: bool,
-                with_attention: bool, points: object, masks: object) -> RegionResult:
+                with_attention: bool, points: object, point_labels: object, masks: object) -> RegionResult:
         scores = np.array(self.scores)
-        assert points is None and masks is None
+        assert points is None and point_labels is None and masks is None
         masks = np.zeros((len(boxes), *self.image_size), bool)
         for mask, (x1, y1, x2, y2) in zip(masks, np.asarray(boxes, int), strict=True):
             mask[y1:y2, x1:x2] = True

@@ -199,7 +199,8 @@ def write_bad(path: Path, size: tuple[int, int]) -> None:
 @pytest.mark.parametrize(("name", "message"), [
     ("small.png", "small.png: masks are {w1}x{h} (WxH) but the image is {w}x{h}: give masks at the image's size"),
     ("small.npy", "small.npy: masks are {w3}x{h} (WxH) but the image is {w}x{h}"),
-    ("small.json", "small.json: mask 0 is {w}x{h1} (WxH) but the image is {w}x{h}"),
+    ("small.json", "small.json: mask 0 has size [{h1}, {w}] ([H, W]: {w} wide, {h1} high) but the image is "
+                   "[{h}, {w}]"),
     ("black.png", "black.png: no region in this label image: every pixel is 0 (background)"),
     ("zeros.npy", "zeros.npy: no region in this label image"),
     ("empty-second.npy", "empty-second.npy: mask 1 is empty: a region needs at least one pixel"),

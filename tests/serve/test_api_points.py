@@ -39,7 +39,9 @@ def test_clicks_give_the_predictors_answer(serve_model, photo: Path, post: Calla
     predictor.set_image(photo)
     for fields, prompt in (({"points": CLICKS}, {"points": [[c] for c in CLICKS]}),
                            ({"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]},
-                            {"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]})):
+                            {"points": [[[320, 240], [330, 250]]], "point_labels": [[1, 0]]}),
+                           ({"points": [[[320, 240], [420, 240]], [[100, 300]]], "point_labels": [[1, 0], [1]]},
+                            {"points": [[[320, 240], [420, 240]], [[100, 300]]], "point_labels": [[1, 0], [1]]})):
         answer = post(topk=3, **fields)
         assert answer.pop("status") == 200, answer
         expected = predictor.predict(vocabulary=VOCAB, topk=3, **prompt).to_dict()
@@ -61,7 +63,8 @@ def test_region_masks_give_the_predictors_answer(serve_model, photo: Path, post:
 @pytest.mark.parametrize(("rles", "message"), [
     ("[{", "region_masks must be JSON"),
     ([], "non-empty list"),
-    ([{"size": [10, 10], "counts": "abc"}], "region_masks[0] is 10x10 (WxH) but the image is 640x480"),
+    ([{"size": [10, 10], "counts": "abc"}],
+     "region_masks[0] has size [10, 10] ([H, W]: 10 wide, 10 high) but the image is [480, 640]"),
     ([{"size": [480, 640], "counts": 5}], "region_masks[0] must be a COCO RLE"),
     ([{"size": [480, 640], "counts": [480 * 640]}, {"size": [480, 640], "counts": [3]}],
      "region_masks[1]'s run lengths do not add up to its 480x640 pixels"),

@@ -295,3 +295,19 @@ def test_tags_are_solid_on_dark_and_light_photos(coco_sample: Path) -> None:
             off_segment = np.abs(patch - (fill + t[:, None] * (text - fill))).max(axis=1)
             assert off_segment.max() <= 3, path.name
             assert (t > 0.8).sum() > 5, path.name  # and there is text
+
+
+def test_click_markers_foreground_in_region_colour_background_dark_with_a_white_cross() -> None:
+    image = _grey(200, 300, 140)
+    box = np.array([[50.0, 40.0, 250.0, 180.0]])
+    clicks = [(np.array([[100.0, 100.0], [200.0, 100.0]]), np.array([1, 0]))]
+    bare = np.asarray(draw_regions(image, box, ["cat"], np.array([0.9])))
+    marked = np.asarray(draw_regions(image, box, ["cat"], np.array([0.9]), clicks=clicks))
+    changed = np.argwhere((bare != marked).any(axis=-1))
+    assert len(changed) and (np.abs(changed - [100, 100]).max(axis=1) <= 8).sum() > 0
+    assert ((np.abs(changed - [100, 100]).max(axis=1) <= 8) | (np.abs(changed - [100, 200]).max(axis=1) <= 8)).all()
+    assert tuple(marked[100, 100]) == region_color(0)  # foreground: a disc in the region's colour
+    assert tuple(marked[100, 200]) == (255, 255, 255)  # background: the cross's centre is white
+    assert marked[100, 203].max() < 60  # ... on a dark disc
+    with pytest.raises(ValueError, match="clicks must be given for each of the 1 regions"):
+        draw_regions(image, box, ["cat"], np.array([0.9]), clicks=clicks * 2)
