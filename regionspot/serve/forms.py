@@ -25,17 +25,16 @@ _NAME_SEPARATORS = re.compile(r"[,\r\n]")
 
 def parse_boxes_field(text: str, max_boxes: int) -> np.ndarray:
     """``boxes`` form field: JSON ``[[x0, y0, x1, y1], ...]`` (xyxy absolute pixels) -> float64
-    [R, 4]. Raises :class:`BoxError` for text that is not JSON or not R x 4 numbers and for an
-    empty list, ``ApiError`` 422 ``too_many_boxes`` above ``max_boxes``. NaN, inverted boxes and
-    boxes outside the image are checked later against the image size."""
+    [R, 4] (``[]``: no regions, answered with none, as a detector that found nothing would send).
+    Raises :class:`BoxError` for text that is not JSON or not R x 4 numbers, ``ApiError`` 422
+    ``too_many_boxes`` above ``max_boxes``. NaN, inverted boxes and boxes outside the image are
+    checked later against the image size."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # also integers of over 4300 digits, which Python refuses to parse
         raise BoxError("boxes must be JSON like [[x0, y0, x1, y1], ...] (xyxy pixels) with numbers of "
                        "ordinary size") from None
     boxes = as_box_array(data)
-    if boxes.shape[0] == 0:
-        raise BoxError("no boxes given: send at least one box [x0, y0, x1, y1]")
     if boxes.shape[0] > max_boxes:
         raise ApiError(422, "too_many_boxes", f"{boxes.shape[0]} boxes sent; at most max_boxes={max_boxes} "
                                               "per request")

@@ -304,7 +304,13 @@ def test_422_for_a_truncated_jpeg(client: TestClient, photo_bytes: bytes) -> Non
     assert error_of(response) == (422, "bad_image")
 
 
-@pytest.mark.parametrize("boxes", ["not json", "[]", "[[1, 2, 3]]", "[[NaN, 0, 10, 10]]", "[[50, 50, 10, 10]]",
+def test_no_boxes_are_answered_with_no_regions(client: TestClient, first_response: dict) -> None:
+    for path, fields in (("/v1/recognize", {}), ("/v1/find", {"queries": "cat"})):
+        response = client.post(path, data=form(image_id=first_response["image_id"], boxes="[]", **fields))
+        assert response.status_code == 200 and response.json()["regions"] == [], response.text
+
+
+@pytest.mark.parametrize("boxes", ["not json", "[[1, 2, 3]]", "[[NaN, 0, 10, 10]]", "[[50, 50, 10, 10]]",
                                    '[["a", 0, 10, 10]]', "[[5000, 5000, 6000, 6000]]"])
 def test_422_for_bad_boxes(client: TestClient, first_response: dict, boxes: str) -> None:
     response = client.post("/v1/recognize", data=form(image_id=first_response["image_id"], boxes=boxes))
@@ -373,8 +379,8 @@ def test_uploads_never_touch_the_disk(client: TestClient, monkeypatch: pytest.Mo
     for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
         original = getattr(tempfile, name)
         monkeypatch.setattr(tempfile, name, lambda *a, _n=name, _o=original, **k: opened.append(_n) or _o(*a, **k))
-    response = client.post("/v1/recognize", files={"image": ("big.png", big, "image/png")}, data=form(boxes="[]"))
-    assert error_of(response) == (422, "bad_boxes")  # the form was parsed, the image read
+    response = client.post("/v1/recognize", files={"image": ("big.png", big, "image/png")}, data=form(boxes="[[50, 50, 10, 10]]"))
+    assert error_of(response) == (422, "bad_boxes")  # the form was parsed, the image read, the boxes checked
     assert opened == []
 
 
