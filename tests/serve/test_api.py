@@ -379,7 +379,8 @@ def test_uploads_never_touch_the_disk(client: TestClient, monkeypatch: pytest.Mo
     for name in ("TemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
         original = getattr(tempfile, name)
         monkeypatch.setattr(tempfile, name, lambda *a, _n=name, _o=original, **k: opened.append(_n) or _o(*a, **k))
-    response = client.post("/v1/recognize", files={"image": ("big.png", big, "image/png")}, data=form(boxes="[[50, 50, 10, 10]]"))
+    response = client.post("/v1/recognize", files={"image": ("big.png", big, "image/png")},
+                           data=form(boxes="[[50, 50, 10, 10]]"))
     assert error_of(response) == (422, "bad_boxes")  # the form was parsed, the image read, the boxes checked
     assert opened == []
 
