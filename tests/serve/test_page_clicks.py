@@ -149,6 +149,18 @@ def test_click_shift_click_tap_find_and_filter(driver: Any, live_server: str, ph
     assert _dot_pixels(driver, FOREGROUND_DOT) > 20
     masked = driver.execute_script("return document.getElementById('canvas').toDataURL()")
     _shot(driver, "click.png")
+    # the notice ("Clicked object: ...") grows the sticky bar: the photo is refitted under it, so
+    # scrolled to its bottom at a laptop's window size the bar still hides none of it
+    assert _element(driver, "notice").is_displayed()
+    driver.set_window_size(1280, 800)
+    hidden = driver.execute_script("""
+        const canvas = document.getElementById('canvas');
+        canvas.scrollIntoView({block: 'end'});
+        return document.getElementById('actionbar').getBoundingClientRect().bottom
+            - canvas.getBoundingClientRect().top;""")
+    assert hidden <= 1, f"the action bar covers the top {hidden:.0f} px of the photo"
+    driver.set_window_size(1400, 1100)
+    driver.execute_script("window.scrollTo(0, 0)")
 
     # Shift-click: a background point for the same region, asked again; still one region
     _click(driver, BACKGROUND, width, shift=True)

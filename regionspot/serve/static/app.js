@@ -30,17 +30,34 @@ const state = {
 const masks = new MaskLayer();
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
+const MESSAGE_LINE_PX = 36;  // one line of #notice or #error with its padding and margin
 let stageWidth = 0;  // the stage's width at the last drawing
 
 // --------------------------------------------------------------------------- messages
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = false;
+  refit();
 }
 
 function showNotice(message) {
   $("notice").textContent = message;
   $("notice").hidden = !message;
+  refit();
+}
+
+/** A message line grows the sticky action bar: refit the photo below it, so the bar never hides its top. */
+function refit() {
+  if (state.image && actionBarReserve() !== state.reserve) draw(visible());
+}
+
+/**
+ * CSS pixels of the window kept for the sticky action bar: its height with the messages shown,
+ * at least room for one message line (so a one-line notice does not shrink the photo), plus margins.
+ */
+function actionBarReserve() {
+  const bar = $("actionbar");
+  return Math.max(bar.offsetHeight, bar.querySelector(".row").offsetHeight + MESSAGE_LINE_PX) + 40;
 }
 
 /** A new action starts: earlier errors and notices are stale. */
@@ -98,7 +115,7 @@ function draw(shown) {
   renderCanvas(canvas, $("stage"), {
     image: state.image, regions: shown, selected: state.selected, boxes: pendingBoxes(), clicks: state.clicks,
     drag: state.drag, labels: $("labels").checked, masks: $("masks").checked ? masks.get(shown, width, height) : null,
-    reserve: $("actionbar").querySelector(".row").offsetHeight + 40,
+    reserve: (state.reserve = actionBarReserve()),
   });
   stageWidth = $("stage").clientWidth;
 }
@@ -261,9 +278,9 @@ function onClick(point, how) {
   if (!background && $("mode-inspect").checked) return inspectAt(point);
   if (state.busy) return showNotice("Wait for the current request to finish.");
   if (!vocabulary()) return showError("Type some names (separated by commas or new lines) or pick a built-in vocabulary, then click.");
-  // a click must lie inside the image: pixel centres run 0 .. W-1, 0 .. H-1
-  const xy = [Math.min(Math.floor(point[0]), state.image.naturalWidth - 1),
-              Math.min(Math.floor(point[1]), state.image.naturalHeight - 1)];
+  // SAM takes sub-pixel clicks (as the Python API and the CLI do); a click must lie inside [0, W) x [0, H)
+  const inside = (value, size) => Math.min(Math.max(Math.round(value * 100) / 100, 0), size - 0.01);
+  const xy = [inside(point[0], state.image.naturalWidth), inside(point[1], state.image.naturalHeight)];
   if (background) {
     const group = state.clicks[state.clicks.length - 1];
     if (!group) return showError("Click an object first: a background point refines the last clicked object.");
