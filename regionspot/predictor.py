@@ -27,41 +27,16 @@ from regionspot.devices import autocast
 from regionspot.model.recognizer import Recognizer, RegionBatch
 from regionspot.ops.boxes import as_box_array, validate_boxes
 from regionspot.ops.image import load_image
-from regionspot.ops.instances import select_instances
+from regionspot.ops.instances import FIND_THRESHOLDS, find_thresholds, select_instances
 from regionspot.ops.masks import pairwise_mask_iou
 from regionspot.ops.official_inputs import nearest_resize_masks, scale_xy, scale_xyxy
 from regionspot.ops.prompts import PromptError, as_mask_prompts, as_point_prompts, region_boxes
 from regionspot.proposals.auto import AutoProposalConfig, Proposals, RegionProposer
 from regionspot.results import RegionResult
-from regionspot.vocab import parse_vocabulary, validate_vocabulary
+from regionspot.vocab import FIND_DISTRACTORS, find_vocabulary, parse_vocabulary, validate_vocabulary
 
-#: Default ``find`` thresholds by the recognizer's score kind. Starting points, not calibrated
-#: (no trained head's scores were available here): a focal-loss sigmoid head scores low, a
-#: softmax over queries plus distractors splits the mass among the names.
-FIND_THRESHOLDS = {"sigmoid": 0.3, "softmax": 0.5}
-#: The built-in vocabulary whose names (less the queries) a softmax recognizer's ``find`` also
-#: scores, so that a region which is none of the queries can say so.
-FIND_DISTRACTORS = "coco"
-
-
-def find_vocabulary(queries: list[str], score_kind: str) -> list[str]:
-    """The names ``find`` scores: the queries, and for a softmax recognizer after them the names
-    of :data:`FIND_DISTRACTORS` that are not queries (compared case-insensitively)."""
-    if score_kind != "softmax":
-        return queries
-    taken = {name.casefold() for name in queries}
-    return [*queries, *(name for name in parse_vocabulary(FIND_DISTRACTORS) if name.casefold() not in taken)]
-
-
-def find_thresholds(threshold: float | Sequence[float] | None, queries: int, score_kind: str) -> np.ndarray:
-    """One threshold per query, float64 [Q], each in [0, 1] (ValueError otherwise)."""
-    if threshold is None:
-        threshold = FIND_THRESHOLDS.get(score_kind, 0.5)
-    values = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (queries,)) if np.ndim(threshold) == 0 \
-        else np.asarray(threshold, dtype=np.float64)
-    if values.shape != (queries,) or not ((values >= 0) & (values <= 1)).all():
-        raise ValueError(f"threshold must be one value or one per query ({queries}), each in [0, 1]; got {threshold!r}")
-    return values
+__all__ = ["FIND_DISTRACTORS", "FIND_THRESHOLDS", "EncodedImage", "PredictorStateError", "RegionPredictor",
+           "attention_to_grid", "find_thresholds", "find_vocabulary"]
 
 
 class PredictorStateError(RuntimeError):

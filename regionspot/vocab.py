@@ -34,10 +34,12 @@ from typing import Any
 
 __all__ = [
     "BUILTIN_VOCABULARIES",
+    "FIND_DISTRACTORS",
     "VocabularyError",
     "builtin_category_ids",
     "builtin_lvis_frequencies",
     "builtin_vocabulary",
+    "find_vocabulary",
     "name_problem",
     "parse_vocabulary",
     "validate_vocabulary",
@@ -308,3 +310,17 @@ def parse_vocabulary(spec: str | os.PathLike[str] | Sequence[str]) -> list[str]:
             "a built-in name, a file path or comma-separated names"
         )
     return validate_vocabulary(names)
+
+
+#: The built-in vocabulary whose names (less the queries) a softmax recognizer's ``find`` also
+#: scores, so that a region which is none of the queries can say so.
+FIND_DISTRACTORS = "coco"
+
+
+def find_vocabulary(queries: list[str], score_kind: str) -> list[str]:
+    """The names ``find`` scores: the queries, and for a softmax recognizer after them the names
+    of :data:`FIND_DISTRACTORS` that are not queries (compared case-insensitively)."""
+    if score_kind != "softmax":
+        return queries
+    taken = {name.casefold() for name in queries}
+    return [*queries, *(name for name in parse_vocabulary(FIND_DISTRACTORS) if name.casefold() not in taken)]

@@ -4,11 +4,29 @@ selection step of ``RegionPredictor.find``). Pure functions; boxes xyxy absolute
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from regionspot.ops.boxes import nms
+
+#: Default ``find`` thresholds by the recognizer's score kind. Starting points, not calibrated
+#: (no trained head's scores were available here): a focal-loss sigmoid head scores low, a
+#: softmax over queries plus distractors splits the mass among the names.
+FIND_THRESHOLDS = {"sigmoid": 0.3, "softmax": 0.5}
+
+
+def find_thresholds(threshold: float | Sequence[float] | None, queries: int, score_kind: str) -> np.ndarray:
+    """One threshold per query, float64 [Q], each in [0, 1] (ValueError otherwise); None: the
+    :data:`FIND_THRESHOLDS` default of ``score_kind``."""
+    if threshold is None:
+        threshold = FIND_THRESHOLDS.get(score_kind, 0.5)
+    values = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (queries,)) if np.ndim(threshold) == 0 \
+        else np.asarray(threshold, dtype=np.float64)
+    if values.shape != (queries,) or not ((values >= 0) & (values <= 1)).all():
+        raise ValueError(f"threshold must be one value or one per query ({queries}), each in [0, 1]; got {threshold!r}")
+    return values
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from regionspot.ops.memory import release_free_memory
-from regionspot.predictor import EncodedImage, RegionPredictor, find_vocabulary
+from regionspot.predictor import EncodedImage, RegionPredictor
 from regionspot.proposals.auto import AutoProposalConfig, Proposals
 from regionspot.results import RegionResult
 from regionspot.serve.errors import ApiError
 from regionspot.serve.uploads import decode_image_bytes
-from regionspot.vocab import validate_vocabulary
+from regionspot.vocab import find_vocabulary, validate_vocabulary
 
 if TYPE_CHECKING:
     from regionspot.model.loader import Model
