@@ -223,7 +223,7 @@ class RegionPredictor:
         decoder = PREDICT_CLICKS.require(self._predict_tokenizer())
         clicked = np.zeros((len(clicks), *encoded.size), dtype=bool)
         rated = np.zeros(len(clicks), dtype=np.float32)
-        for rows, xy, labels in clicks.by_click_count():  # one SAM batch per click count: no padding clicks
+        for rows, xy, labels in clicks.by_labels():  # one SAM batch per label sequence: each as if alone
             in_frame = torch.as_tensor(scale_xy(xy, encoded.size, encoded.frame_size), dtype=torch.float32)
             with autocast(self.model.device, self.model.precision):
                 logits, ious = decoder.encode_point_prompts(encoded.sam, in_frame, torch.as_tensor(labels))

@@ -99,6 +99,7 @@ def test_attention_maps(predictor, photo_and_boxes) -> None:
 
 
 @pytest.mark.parametrize(("boxes", "error", "message"), [
+    ([[]], BoxError, "shaped"),
     ([[10, 10, float("nan"), 50]], BoxError, "NaN"),
     ([[100, 10, 50, 50]], BoxError, "inverted"),
     ([[10000, 10000, 10100, 10100]], BoxError, "smaller than"),

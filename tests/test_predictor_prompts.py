@@ -159,6 +159,9 @@ def test_the_zero_shot_recognizer_takes_the_same_prompts(mobile_sam_model, objec
     ({"points": [[[1.0, 2.0, 3.0]]]}, r"points must be \[P, 2\]"),
     ({"masks": np.zeros((1, 4, 4), dtype=bool)}, "masks are 4x4 but the image is 640x"),
     ({"masks": "empty"}, "masks must be"),
+    ({"points": []}, "no points given"),
+    ({"points": [[[1.0, 2.0]], []]}, "region 1 has no points"),
+    ({"points": [[[1.0, 2.0]], [[3.0, 4.0]]], "point_labels": [[1, 1]]}, "point_labels must match the points"),
     ({"boxes": [[0, 0, 5, 5]], "points": [[1.0, 1.0]]}, r"one kind per call\), got boxes and points"),
     ({}, r"one kind per call\), got none"),
 ])
@@ -184,25 +187,28 @@ def test_a_label_image_is_not_taken_as_one_mask(first_photo_predictor, objects) 
     labels[masks[1] & ~masks[0]] = 2
     with pytest.raises(PromptError, match="label image"):
         predictor.predict(masks=labels, vocabulary=VOCABULARY)
-    as_numbers = predictor.predict(masks=masks[0].astype(np.float32), vocabulary=VOCABULARY)  # 0/1 numbers: fine
-    assert as_numbers.masks is not None and np.array_equal(as_numbers.masks[0], masks[0])
+    with pytest.raises(PromptError, match="probability map thresholded"):
+        predictor.predict(masks=masks[0] * np.float32(0.7) + np.float32(0.2), vocabulary=VOCABULARY)
+    for binary in (masks[0].astype(np.float32), masks[0].astype(np.uint8) * 255):  # 0/1 and 0/255: one region
+        as_numbers = predictor.predict(masks=binary, vocabulary=VOCABULARY)
+        assert as_numbers.masks is not None and np.array_equal(as_numbers.masks[0], masks[0])
 
 
 def test_regions_with_different_click_counts_keep_their_order(first_photo_predictor, objects) -> None:
     """Regions of 2 clicks and of 1 click in one call: each region's answer is the one it gets
-    alone (the clicks go to SAM batched by count, never padded), in the order given."""
+    alone (the clicks go to SAM batched by label sequence, never padded), in the order given."""
     predictor = first_photo_predictor
     masks = objects[0][1]
     first, second = deepest_point(masks[0]), deepest_point(masks[1])
     outside = np.argwhere(~masks[0])[0][::-1].astype(float)  # a background click off the first object
-    together = predictor.predict(points=[[second], [first, outside]], point_labels=[[1], [1, 0]],
-                                 vocabulary=VOCABULARY)
-    alone = [predictor.predict(points=[[second]], vocabulary=VOCABULARY),
-             predictor.predict(points=[[first, outside]], point_labels=[1, 0], vocabulary=VOCABULARY)]
+    regions = [([first, outside], [1, 0]), ([second], [1]), ([second, first], [1, 1])]  # counts 2, 1, 2
+    together = predictor.predict(points=[clicks for clicks, _ in regions],
+                                 point_labels=[labels for _, labels in regions], vocabulary=VOCABULARY)
     assert together.masks is not None and together.mask_scores is not None
-    for index, single in enumerate(alone):
+    for index, (clicks, labels) in enumerate(regions):
+        single = predictor.predict(points=clicks, point_labels=labels, vocabulary=VOCABULARY)
         assert single.masks is not None and np.array_equal(together.masks[index], single.masks[0])
         np.testing.assert_allclose(together.mask_scores[index], single.mask_scores[0], rtol=1e-5)
-    clicks, labels = together.extras["clicks"][1]
-    np.testing.assert_array_equal(clicks, [first, outside])
-    np.testing.assert_array_equal(labels, [1, 0])
+        np.testing.assert_array_equal(together.extras["clicks"][index][0], clicks)
+        np.testing.assert_array_equal(together.extras["clicks"][index][1], labels)
+    assert not np.array_equal(together.masks[0], together.masks[2])  # the check can tell the regions apart

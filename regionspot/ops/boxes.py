@@ -17,8 +17,8 @@ def as_box_array(boxes: Any) -> np.ndarray:
     """Any box container (list of 4-sequences, numpy array, torch tensor, or a detector's result
     with an ``xyxy`` array such as ``supervision.Detections``) -> float64 [R, 4].
 
-    A single box ``[x1, y1, x2, y2]`` is accepted as ``R = 1``. Raises :class:`BoxError` for
-    anything that is not R x 4 numbers.
+    A single box ``[x1, y1, x2, y2]`` is accepted as ``R = 1``, ``[]`` as ``R = 0``. Raises
+    :class:`BoxError` for anything that is not R x 4 numbers (``[[]]`` too).
     """
     xyxy = getattr(boxes, "xyxy", None)
     if xyxy is not None and not isinstance(boxes, np.ndarray | torch.Tensor | list | tuple):
@@ -29,7 +29,7 @@ def as_box_array(boxes: Any) -> np.ndarray:
         array = np.asarray(boxes, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float64
         raise BoxError(f"boxes must be numbers shaped [R, 4] (x1, y1, x2, y2), got {boxes!r:.200}") from None
-    if array.size == 0:
+    if array.shape in ((0,), (0, 4)):  # no boxes (a detector that found nothing)
         return array.reshape(0, 4)
     if array.ndim == 1 and array.shape[0] == 4:
         array = array[None, :]

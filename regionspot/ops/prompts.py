@@ -3,7 +3,7 @@
 Points are xy absolute pixels of the image. ``[P, 2]`` is one region prompted by P clicks;
 ``[R, P, 2]`` is R regions of P clicks each. Labels are 1 (foreground: the object is here) or 0
 (background: not this), one per click; every region needs a foreground click. Masks are
-``[R, H, W]`` booleans (or 0/1 numbers) at the image's size.
+``[R, H, W]`` booleans (or 0/1, 0/255 numbers) at the image's size.
 """
 
 from __future__ import annotations
@@ -34,15 +34,16 @@ class ClickRegions:
     def __len__(self) -> int:
         return len(self.points)
 
-    def by_click_count(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(region indices ``[G]``, points ``[G, P, 2]``, labels ``[G, P]``) per click count P,
-        so each group can go to SAM as one batch without padding clicks."""
-        counts = np.array([len(clicks) for clicks in self.points])
-        groups = []
-        for count in np.unique(counts):
-            rows = np.flatnonzero(counts == count)
-            groups.append((rows, np.stack([self.points[r] for r in rows]), np.stack([self.labels[r] for r in rows])))
-        return groups
+    def by_labels(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(region indices ``[G]``, points ``[G, P, 2]``, labels ``[G, P]``) per distinct label
+        sequence: the regions of a group have the same clicks count and the same foreground and
+        background places, so SAM treats each of them as it would alone (how many masks it
+        gives and whether it refines depend on the labels), and no padding click is needed."""
+        patterns: dict[tuple[int, ...], list[int]] = {}
+        for region, labels in enumerate(self.labels):
+            patterns.setdefault(tuple(int(label) for label in labels), []).append(region)
+        return [(np.asarray(rows), np.stack([self.points[r] for r in rows]), np.stack([self.labels[r] for r in rows]))
+                for rows in patterns.values()]
 
     def first_foreground(self) -> np.ndarray:
         """Each region's first foreground click, float ``[R, 2]``."""
@@ -76,9 +77,10 @@ def as_point_prompts(points: Any, labels: Any, image_size: tuple[int, int]) -> C
 
 
 def as_mask_prompts(masks: Any, image_size: tuple[int, int]) -> np.ndarray:
-    """Bool ``[R, H, W]`` masks at the image's size (``[H, W]``: one region) from bool or 0/1
-    numbers. Raises :class:`PromptError` for other values (a label image is not split here:
-    silently merging its regions would be wrong), another size, no masks or an empty mask."""
+    """Bool ``[R, H, W]`` masks at the image's size (``[H, W]``: one region) from bool, or
+    numbers holding 0 and one other value per mask (0/1, 0/255). Raises :class:`PromptError`
+    for more values (a label image is not split here: silently merging its regions would be
+    wrong), another size, no masks or an empty mask."""
     array = _as_array(masks, "masks")
     if array.ndim == 2:
         array = array[None]
@@ -87,15 +89,29 @@ def as_mask_prompts(masks: Any, image_size: tuple[int, int]) -> np.ndarray:
     if tuple(array.shape[1:]) != tuple(image_size):
         raise PromptError(f"masks are {array.shape[2]}x{array.shape[1]} but the image is "
                           f"{image_size[1]}x{image_size[0]}: give masks at the image's size")
-    if array.dtype != np.bool_ and (array.dtype.kind not in "biuf" or not np.isin(array, (0, 1)).all()):
-        raise PromptError("masks must be bool or 0/1 numbers (one [H, W] mask per region); a label image "
-                              "whose values 1, 2, ... number the regions must first be split: "
-                              "np.stack([labels == v for v in values])")
+    if array.dtype != np.bool_:
+        _check_binary(array)
     binary = array.astype(bool)
     empty = np.flatnonzero(~binary.reshape(binary.shape[0], -1).any(axis=1))
     if empty.size:
         raise PromptError(f"mask {int(empty[0])} is empty: a region needs at least one pixel")
     return binary
+
+
+def _check_binary(masks: np.ndarray) -> None:
+    """Each mask of ``masks`` ``[R, H, W]`` (numbers) must hold 0 and at most one other value
+    (0/1, 0/255, ...): :class:`PromptError` for a label image or a probability map."""
+    if masks.dtype.kind not in "biuf":
+        raise PromptError(f"masks must be bool or numbers, got {masks.dtype}")
+    if not np.isfinite(masks).all():
+        raise PromptError("masks hold NaN or infinite values")
+    for index, mask in enumerate(masks):
+        values = np.unique(mask)
+        if (values != 0).sum() > 1:
+            raise PromptError(f"mask {index} holds {int((values != 0).sum())} different non-zero values: a mask is "
+                              "0 outside its region and one value inside. A label image numbering regions 1, 2, "
+                              "... must first be split (np.stack([labels == v for v in values])); a probability "
+                              "map thresholded (mask > 0.5)")
 
 
 def parse_points_text(text: str, labels_text: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
@@ -160,16 +176,18 @@ def _as_array(value: Any, what: str) -> np.ndarray:
 
 
 def nested_arrays(value: Any, what: str, item_ndim: int) -> list[np.ndarray]:
-    """One float64 array per region from a ``[P, ...]`` (one region, ``item_ndim`` dims), a
-    ``[R, P, ...]`` array or a list of R regions of different lengths. :class:`PromptError`
-    for anything else."""
+    """One float64 array per region (copies, never views of ``value``) from a ``[P, ...]`` (one
+    region, ``item_ndim`` dims), a ``[R, P, ...]`` array or a list of R regions of different
+    lengths. :class:`PromptError` for anything else."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         array = None
     if array is not None:
+        if array.size == 0:
+            raise PromptError(f"no {what} given")
         if array.ndim == item_ndim:
             return [array]
         if array.ndim == item_ndim + 1:
@@ -178,22 +196,26 @@ def nested_arrays(value: Any, what: str, item_ndim: int) -> list[np.ndarray]:
     if not isinstance(value, (list, tuple)):
         raise PromptError(f"{what} must be a (nested) list of numbers, got {type(value).__name__}")
     regions = []
-    for region in value:
+    for index, region in enumerate(value):
         try:
-            regions.append(np.asarray(region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else region,
-                                      dtype=np.float64))
+            regions.append(np.array(region.detach().cpu().numpy() if isinstance(region, torch.Tensor) else region,
+                                    dtype=np.float64))
         except (TypeError, ValueError, OverflowError):
-            raise PromptError(f"{what} must be a (nested) list of numbers") from None
-    if any(region.ndim != item_ndim for region in regions):
-        raise PromptError(f"each region's {what} must be nested {item_ndim} deep, got shapes "
-                          f"{[list(region.shape) for region in regions[:3]]}")
+            raise PromptError(f"region {index}'s {what} must be a (nested) list of numbers") from None
+        if regions[-1].size == 0:
+            raise PromptError(f"region {index} has no {what}: each region needs at least one")
+        if regions[-1].ndim != item_ndim:
+            raise PromptError(f"region {index}'s {what} must be nested {item_ndim} deep, got shape "
+                              f"{list(regions[-1].shape)}")
     return regions
 
 
 def _labels(labels: Any, counts: list[int]) -> list[np.ndarray]:
-    """Per-region int64 labels ``[P_r]`` matching the click counts ``counts``."""
+    """Per-region int64 labels ``[P_r]`` matching the click counts ``counts``; a flat ``[R]``
+    list serves R one-click regions."""
     regions = nested_arrays(labels, "point_labels", item_ndim=1)
-    if len(regions) == 1 and len(counts) > 1 and len(regions[0]) == len(counts) and set(counts) == {1}:
+    flat = all(np.ndim(label) == 0 for label in labels) if isinstance(labels, (list, tuple)) else np.ndim(labels) == 1
+    if flat and len(counts) > 1 and len(regions[0]) == len(counts) and set(counts) == {1}:
         regions = [row[None] for row in regions[0]]  # [R] labels of R one-click regions
     if [len(region) for region in regions] != counts:
         raise PromptError(f"point_labels must match the points: click counts {counts[:10]}, got "

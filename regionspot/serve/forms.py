@@ -19,6 +19,8 @@ from regionspot.vocab import VocabularyError, builtin_vocabulary, validate_vocab
 
 __all__ = ["check_positive_at_most", "is_builtin_vocabulary", "parse_boxes_field", "parse_vocabulary_field"]
 
+#: Most clicks one region may have in a request (each costs SAM's decoder attention over the image).
+MAX_CLICKS_PER_REGION = 64
 _BUILTIN_SPELLINGS = frozenset({"lvis", "lvis_v1", "coco", "objects365", "o365"})
 _NAME_SEPARATORS = re.compile(r"[,\r\n]")
 
@@ -48,7 +50,8 @@ def parse_points_field(points: str, labels: str | None,
     absolute pixels, and ``point_labels`` nested the same way (1 foreground, 0 background;
     absent: all foreground) -> (per region float64 ``[P_r, 2]``, per region ``[P_r]`` or None).
     Raises :class:`PromptError` for text that is not such JSON, ``ApiError`` 422
-    ``too_many_boxes`` above ``max_regions``. Points outside the image and labels that do not
+    ``too_many_boxes`` above ``max_regions`` regions and ``too_many_points`` above
+    :data:`MAX_CLICKS_PER_REGION` clicks in a region. Points outside the image and labels that do not
     match the clicks are checked later, by the predictor."""
     decoded: list[Any] = []
     for name, text in (("points", points), ("point_labels", labels)):
@@ -70,6 +73,10 @@ def parse_points_field(points: str, labels: str | None,
     if len(clicks) > max_regions:
         raise ApiError(422, "too_many_boxes", f"{len(clicks)} regions sent; at most max_boxes={max_regions} "
                                               "per request")
+    crowded = next((index for index, region in enumerate(clicks) if len(region) > MAX_CLICKS_PER_REGION), None)
+    if crowded is not None:
+        raise ApiError(422, "too_many_points", f"region {crowded} has {len(clicks[crowded])} clicks; at most "
+                                               f"{MAX_CLICKS_PER_REGION} per region")
     return clicks, marks
 
 

@@ -310,7 +310,7 @@ def test_no_boxes_are_answered_with_no_regions(client: TestClient, first_respons
         assert response.status_code == 200 and response.json()["regions"] == [], response.text
 
 
-@pytest.mark.parametrize("boxes", ["not json", "[[1, 2, 3]]", "[[NaN, 0, 10, 10]]", "[[50, 50, 10, 10]]",
+@pytest.mark.parametrize("boxes", ["not json", "[[]]", "[[1, 2, 3]]", "[[NaN, 0, 10, 10]]", "[[50, 50, 10, 10]]",
                                    '[["a", 0, 10, 10]]', "[[5000, 5000, 6000, 6000]]"])
 def test_422_for_bad_boxes(client: TestClient, first_response: dict, boxes: str) -> None:
     response = client.post("/v1/recognize", data=form(image_id=first_response["image_id"], boxes=boxes))

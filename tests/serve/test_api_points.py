@@ -83,6 +83,8 @@ def test_bad_region_masks_are_422_json(rles: object, message: str, post: Callabl
     ({"points": [[1, 2, 3]]}, "bad_prompt", "points must be"),
     ({"points": [[10, 10]], "point_labels": [0]}, "bad_prompt", "no foreground click"),
     ({"points": [[10, 10]], "point_labels": [[1, 1]]}, "bad_prompt", "point_labels must match the points"),
+    ({"points": [[[10, 10]], []]}, "bad_prompt", "region 1 has no points"),
+    ({"points": [[[10, 10]] * 65]}, "too_many_points", "region 0 has 65 clicks; at most 64"),
     ({"points": [[10, 10]], "boxes": [[0, 0, 5, 5]]}, "bad_regions", "as points or as region_masks"),
     ({}, "bad_regions", "as points or as region_masks"),
 ])
