@@ -55,8 +55,8 @@ def as_point_prompts(points: Any, labels: Any, image_size: tuple[int, int]) -> C
     """Clicks checked against the image's ``(H, W)``: ``points`` ``[P, 2]`` (one region),
     ``[R, P, 2]``, or a list of R regions' ``[P_r, 2]`` clicks; ``labels`` nested the same way
     (None: all foreground). Raises :class:`PromptError` naming the first bad click."""
-    regions = nested_arrays(points, "points", item_ndim=2)
-    if not regions or any(clicks.shape[-1:] != (2,) or len(clicks) == 0 for clicks in regions):
+    regions = nested_arrays(points, "points", item_ndim=2)  # each region holds at least one click
+    if any(clicks.shape[-1] != 2 for clicks in regions):
         shapes = [list(clicks.shape) for clicks in regions[:3]]
         raise PromptError(f"points must be [P, 2] (one region), [R, P, 2] or a list of [P, 2] xy pixels, each region "
                           f"with at least one click; got regions shaped {shapes}")

@@ -68,7 +68,7 @@ def parse_points_field(points: str, labels: str | None,
                    [[mark] for mark in decoded[1]] if isinstance(decoded[1], list) else decoded[1]]
     clicks = nested_arrays(decoded[0], "points", item_ndim=2)
     marks = None if decoded[1] is None else nested_arrays(decoded[1], "point_labels", item_ndim=1)
-    if not clicks or any(region.shape[-1:] != (2,) or not len(region) for region in clicks):
+    if any(region.shape[-1] != 2 for region in clicks):  # nested_arrays refuses empty regions
         raise PromptError("points must be [[x, y], ...] or [[[x, y], ...], ...] with at least one click per region")
     if len(clicks) > max_regions:
         raise ApiError(422, "too_many_boxes", f"{len(clicks)} regions sent; at most max_boxes={max_regions} "

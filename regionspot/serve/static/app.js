@@ -48,7 +48,7 @@ function showNotice(message) {
 
 /** A message line grows the sticky action bar: refit the photo below it, so the bar never hides its top. */
 function refit() {
-  if (state.image && actionBarReserve() !== state.reserve) draw(visible());
+  if (state.image) draw(visible());
 }
 
 /**
@@ -115,7 +115,7 @@ function draw(shown) {
   renderCanvas(canvas, $("stage"), {
     image: state.image, regions: shown, selected: state.selected, boxes: pendingBoxes(), clicks: state.clicks,
     drag: state.drag, labels: $("labels").checked, masks: $("masks").checked ? masks.get(shown, width, height) : null,
-    reserve: (state.reserve = actionBarReserve()),
+    reserve: actionBarReserve(),
   });
   stageWidth = $("stage").clientWidth;
 }
